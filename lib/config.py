@@ -1,0 +1,375 @@
+"""Stage parameters: one plain dataclass per stage, filled from a named profile and checked up front.
+
+A profile is a folder of YAML files, ``params/<profile>/<stage>.yaml`` (smoke, cpu, t4, paper). A stage
+notebook's ``parameters`` cell lists every field below set to ``None`` ("take the profile's value"); papermill
+``-p name value`` / ``-f file.yaml`` or an edit in Colab overrides single fields. ``load_params`` merges the
+two, rejects unknown names, wrong types and impossible values with one error naming the parameter, and does
+so before the stage computes anything.
+"""
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lib import REPO_ROOT
+
+PARAMS_DIR = REPO_ROOT / "params"
+PROFILES = ("smoke", "cpu", "t4", "paper")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class ParameterError(ValueError):
+    """A stage parameter is unknown, of the wrong type or impossible."""
+
+    def __init__(self, name, message):
+        self.name = name
+        super().__init__(f"parameter {name!r}: {message}")
+
+
+@dataclass
+class StageParams:
+    profile: str = "smoke"        # named parameter set: params/<profile>/<stage>.yaml
+    mirror: str | None = None     # local hub mirror (else $DISTILBERT_MIRROR, else the hub)
+    seed: int = 56                # the authors' seed
+    run_dir: str = ""             # checkpoints and models (big, not committed; may be a Drive folder)
+    results_dir: str = ""         # small JSON results with provenance (committed for real profiles)
+
+    def validate(self):
+        if self.profile not in PROFILES and not (PARAMS_DIR / self.profile).is_dir():
+            raise ParameterError("profile", f"{self.profile!r} is not one of {PROFILES} (no folder {PARAMS_DIR / self.profile})")
+        self.run_dir = self.run_dir or f"runs/{self.profile}"
+        self.results_dir = self.results_dir or f"results/{self.profile}"
+        for f in dataclasses.fields(self):  # "{run_dir}/teacher": a model an earlier stage wrote into this run
+            value = getattr(self, f.name)
+            if isinstance(value, str) and f.name != "run_dir":
+                setattr(self, f.name, value.replace("{run_dir}", self.run_dir))
+            elif isinstance(value, dict):
+                setattr(self, f.name, {k: v.replace("{run_dir}", self.run_dir) if isinstance(v, str) else v
+                                       for k, v in value.items()})
+        if self.mirror is not None:
+            from lib.hub import mirror_dir
+            try:
+                mirror_dir(self.mirror)
+            except FileNotFoundError as err:
+                raise ParameterError("mirror", str(err)) from None
+
+    def path(self, name):
+        """A run_dir/results_dir value as an absolute path (relative ones are relative to the repo root)."""
+        path = Path(getattr(self, name)).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+@dataclass
+class TeacherParams(StageParams):
+    teacher: str = "google-bert/bert-base-uncased"  # masked-LM teacher: hub id or path
+    corpus: list = field(default_factory=list)      # text sources: [{id, name?, split, column}] or [{path}]
+    max_length: int = 128
+    heldout_fraction: float = 0.05                   # of corpus sequences kept aside for the sanity check
+    eval_sequences: int = 256                        # held-out sequences for MLM accuracy / perplexity
+    adapt_mlm: str = "auto"                          # auto (only when the MLM head is missing) | always | never
+    adapt_steps: int = 0
+    adapt_top_layers: int = 0                        # teacher layers trained along with the new MLM head
+    adapt_learning_rate: float = 1e-4
+    batch_size: int = 32
+    precision: str = "auto"
+
+    def validate(self):
+        super().validate()
+        _one_of("adapt_mlm", self.adapt_mlm, ("auto", "always", "never"))
+        _one_of("precision", self.precision, PRECISIONS)
+        _positive(self, "max_length", "eval_sequences", "batch_size")
+        _fraction("heldout_fraction", self.heldout_fraction)
+        _check_corpus(self.corpus)
+
+
+@dataclass
+class DistillParams(StageParams):
+    run_name: str = "student"            # the student is saved to <run_dir>/<run_name> (ablations use others)
+    teacher: str = "google-bert/bert-base-uncased"
+    student_layers: list | None = None   # teacher layers copied into the student; None: spread evenly
+    n_student_layers: int | None = None  # None: half the teacher's layers
+    random_init: bool = False            # ablation: random student instead of teacher layers
+    corpus: list = field(default_factory=list)
+    max_length: int = 512
+    min_length: int = 12                 # sequences of <= 11 tokens are dropped (released recipe)
+    # triple loss (released weights)
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_mse: float = 0.0               # extension: MSE on logits
+    temperature: float = 2.0
+    restrict_ce_to_mask: bool = False
+    cos_layers: str = "last"             # last | all (extension: cosine on every mapped hidden layer)
+    # masking
+    mlm_mask_prop: float = 0.15
+    word_mask: float = 0.8
+    word_keep: float = 0.1
+    word_rand: float = 0.1
+    mlm_smoothing: float = 0.7           # target probability ~ max(count, 1) ** -mlm_smoothing
+    # optimisation
+    learning_rate: float = 5e-4
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.98])
+    adam_epsilon: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_prop: float = 0.05
+    n_epoch: int = 3
+    max_steps: int | None = None         # optimizer steps; None: n_epoch passes over the corpus
+    batch_size: int = 5                  # sequences per micro-batch per device
+    gradient_accumulation_steps: int = 50
+    max_grad_norm: float = 5.0
+    precision: str = "auto"              # auto: bf16 on compute capability >= 8, fp16 + scaler below, fp32 on CPU
+    checkpoint_every: int = 500          # optimizer steps between checkpoints
+    resume: bool = True                  # continue from the last checkpoint in run_dir when there is one
+    log_every: int = 10
+
+    def validate(self):
+        super().validate()
+        _check_corpus(self.corpus)
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("cos_layers", self.cos_layers, ("last", "all"))
+        _positive(self, "max_length", "min_length", "temperature", "learning_rate", "n_epoch", "batch_size",
+                  "gradient_accumulation_steps", "max_grad_norm", "checkpoint_every", "log_every")
+        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse"):
+            if getattr(self, name) < 0:
+                raise ParameterError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse == 0:
+            raise ParameterError("alpha_ce", "all loss weights are 0: nothing to train")
+        _fraction("mlm_mask_prop", self.mlm_mask_prop)
+        if abs(self.word_mask + self.word_keep + self.word_rand - 1) > 1e-6:
+            raise ParameterError("word_mask", "word_mask + word_keep + word_rand must sum to 1")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ParameterError("max_steps", f"must be > 0 or None, got {self.max_steps}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ParameterError("adam_betas", f"must be two numbers in [0, 1), got {self.adam_betas}")
+        _fraction("warmup_prop", self.warmup_prop, allow_zero=True)
+        if self.min_length >= self.max_length:
+            raise ParameterError("min_length", f"{self.min_length} must be < max_length {self.max_length}")
+        if self.student_layers is not None:
+            layers = self.student_layers
+            if not layers or sorted(set(layers)) != list(layers) or min(layers) < 0:
+                raise ParameterError("student_layers", f"must be increasing distinct layer indices, got {layers}")
+            if self.n_student_layers is not None and self.n_student_layers != len(layers):
+                raise ParameterError("n_student_layers", f"{self.n_student_layers} != len(student_layers) {len(layers)}")
+
+    def check_teacher_depth(self, n_teacher_layers):
+        """Once the teacher's config is known: the student cannot be deeper than its teacher."""
+        n = len(self.student_layers) if self.student_layers else self.n_student_layers
+        if n is not None and not 0 < n <= n_teacher_layers:
+            raise ParameterError("n_student_layers" if not self.student_layers else "student_layers",
+                                 f"the student needs 1..{n_teacher_layers} layers (teacher depth), got {n}")
+        if self.student_layers and max(self.student_layers) >= n_teacher_layers:
+            raise ParameterError("student_layers", f"teacher has layers 0..{n_teacher_layers - 1}, got {self.student_layers}")
+
+
+@dataclass
+class EvalParams(StageParams):
+    models: dict = field(default_factory=dict)  # label -> model id or path, e.g. {teacher: ..., student: ...}
+    seeds: list = field(default_factory=lambda: [42])
+    learning_rate: float = 5e-5
+    n_epoch: float = 3.0
+    batch_size: int = 32
+    warmup_prop: float = 0.1
+    weight_decay: float = 0.0
+    max_train_samples: int | None = None  # cap per task (None: full training set)
+    max_eval_samples: int | None = None
+    precision: str = "auto"
+    recompute: bool = False               # re-run (model, task, seed) results that already exist
+    task_overrides: dict = field(default_factory=dict)  # task -> {learning_rate, n_epoch, batch_size, warmup_prop, weight_decay, max_train_samples, max_eval_samples}
+    distill_teacher: str = "teacher"      # label in models whose fine-tuned copy teaches the others (task_distill, squad_distill)
+
+    def validate(self):
+        super().validate()
+        if not self.models:
+            raise ParameterError("models", "name at least one model to evaluate, e.g. {student: runs/smoke/student}")
+        if not self.seeds:
+            raise ParameterError("seeds", "give at least one seed")
+        _one_of("precision", self.precision, PRECISIONS)
+        _positive(self, "learning_rate", "n_epoch", "batch_size")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ParameterError(name, f"must be > 0 or None, got {getattr(self, name)}")
+
+
+@dataclass
+class GlueParams(EvalParams):
+    glue_dataset: str = "nyu-mll/glue"
+    tasks: list = field(default_factory=lambda: ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
+    max_length: int = 128
+    task_distill: bool = False            # extension: distil from a fine-tuned teacher during fine-tuning
+    task_alpha: float = 0.5               # task_distill loss = task_alpha * task loss + (1 - task_alpha) * T^2 * KL (MSE for stsb)
+    temperature: float = 2.0
+
+    def validate(self):
+        super().validate()
+        known = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+        for task in self.tasks:
+            _one_of("tasks", task, known)
+        _positive(self, "max_length")
+
+
+@dataclass
+class ImdbSquadParams(EvalParams):
+    imdb_dataset: str = "stanfordnlp/imdb"
+    squad_dataset: str = "rajpurkar/squad"
+    run_imdb: bool = True
+    run_squad: bool = True
+    imdb_max_length: int = 512
+    imdb_truncation: str = "head"         # head | head+tail
+    squad_max_length: int = 384
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    squad_distill: bool = False           # the paper's DistilBERT (D): second distillation step on SQuAD
+    squad_teacher: str | None = None      # teacher already fine-tuned on SQuAD (for squad_distill)
+    squad_alpha: float = 0.5              # loss = squad_alpha * CE + (1 - squad_alpha) * T^2 * KL
+    temperature: float = 2.0
+
+    def validate(self):
+        super().validate()
+        _one_of("imdb_truncation", self.imdb_truncation, ("head", "head+tail"))
+        _positive(self, "imdb_max_length", "squad_max_length", "doc_stride", "max_answer_length", "n_best", "temperature")
+        if self.doc_stride >= self.squad_max_length:
+            raise ParameterError("doc_stride", f"{self.doc_stride} must be < squad_max_length {self.squad_max_length}")
+        _fraction("squad_alpha", self.squad_alpha)
+
+
+@dataclass
+class LatencyParams(StageParams):
+    models: dict = field(default_factory=dict)  # label -> model id or path (config-only ids are timed with random weights)
+    sentences_dataset: str = "nyu-mll/glue"     # the paper timed a full pass over STS-B dev
+    sentences_task: str = "stsb"
+    max_examples: int | None = None             # None: the whole dev set (1,500 pairs)
+    batch_size: int = 1
+    num_threads: int = 0                        # torch threads; 0: leave torch's default
+    warmup: int = 10
+    repeats: int = 3
+    seq_lengths: list = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
+    batch_sizes: list = field(default_factory=lambda: [1, 8, 32])
+    sweep_max_tokens: int | None = None         # skip sweep points with batch_size * seq_len above this (CPU time)
+    precisions: list = field(default_factory=lambda: ["fp32"])  # sweep precisions; fp16/bf16 on GPU only (bf16: capability >= 8)
+    quantize: bool = True                       # int8 dynamic quantization of the student's Linear layers
+    device: str = "cpu"
+
+    def validate(self):
+        super().validate()
+        if not self.models:
+            raise ParameterError("models", "name at least one model to time")
+        _positive(self, "batch_size", "repeats")
+        if self.warmup < 0 or self.num_threads < 0:
+            raise ParameterError("warmup" if self.warmup < 0 else "num_threads", "must be >= 0")
+
+
+# stage name -> (notebook stem, parameter class)
+STAGES = {
+    "teacher": ("01_teacher", TeacherParams),
+    "distill": ("02_distill", DistillParams),
+    "glue": ("03_glue", GlueParams),
+    "imdb_squad": ("04_imdb_squad", ImdbSquadParams),
+    "latency": ("05_latency", LatencyParams),
+}
+
+# names an IPython kernel puts in every namespace (not parameters)
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def profile_values(profile, stage):
+    """The values a profile sets for a stage (its YAML file), as a dict."""
+    stem = STAGES[stage][0]
+    path = PARAMS_DIR / profile / f"{stem}.yaml"
+    if not path.is_file():
+        raise ParameterError("profile", f"profile {profile!r} has no parameter file {path}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_params(stage, namespace=None, **overrides):
+    """Stage parameters: the profile's file, then non-None values from ``namespace`` (a notebook's globals
+    after papermill injected its parameters), then ``overrides``. Unknown names are errors."""
+    if stage not in STAGES:
+        raise ParameterError("stage", f"unknown stage {stage!r}; stages: {list(STAGES)}")
+    cls = STAGES[stage][1]
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {}
+    for key, value in (namespace or {}).items():
+        if key.startswith("_") or key in _KERNEL_NAMES or isinstance(value, (types.ModuleType, type)) or callable(value):
+            continue
+        if value is not None:
+            given[key] = value
+    given.update(overrides)
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ParameterError(unknown[0], f"unknown parameter for stage {stage!r}; known: {sorted(names)}")
+    profile = given.get("profile", "smoke")
+    values = profile_values(profile, stage)
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ParameterError(unknown[0], f"unknown parameter in params/{profile}/{STAGES[stage][0]}.yaml")
+    values.update(given)
+    return make_params(cls, values)
+
+
+def make_params(cls, values):
+    """Build and validate a parameter dataclass from a dict, checking each value's type."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name not in hints:
+            raise ParameterError(name, f"unknown parameter; known: {sorted(hints)}")
+        if not _has_type(value, hints[name]):
+            raise ParameterError(name, f"expected {_type_name(hints[name])}, got {type(value).__name__} {value!r}")
+    params = cls(**values)
+    params.validate()
+    return params
+
+
+def as_dict(params):
+    return dataclasses.asdict(params)
+
+
+def _has_type(value, hint):
+    if hint is typing.Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint):
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _one_of(name, value, allowed):
+    if value not in allowed:
+        raise ParameterError(name, f"{value!r} is not one of {list(allowed)}")
+
+
+def _positive(params, *names):
+    for name in names:
+        if getattr(params, name) <= 0:
+            raise ParameterError(name, f"must be > 0, got {getattr(params, name)}")
+
+
+def _fraction(name, value, allow_zero=False):
+    if not (0 <= value < 1 if allow_zero else 0 < value < 1):
+        raise ParameterError(name, f"must be in {'[0' if allow_zero else '(0'}, 1), got {value}")
+
+
+def _check_corpus(corpus):
+    if not corpus:
+        raise ParameterError("corpus", "name at least one text source: {id, split, column} or {path}")
+    for source in corpus:
+        if not isinstance(source, dict) or not ({"id", "path"} & set(source)):
+            raise ParameterError("corpus", f"each source needs 'id' (dataset) or 'path' (text file), got {source!r}")
+        if "path" in source:
+            path = Path(source["path"]).expanduser()
+            path = path if path.is_absolute() else REPO_ROOT / path
+            if not path.is_file():
+                raise ParameterError("corpus", f"text file not found: {path}")

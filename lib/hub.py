@@ -1,0 +1,83 @@
+"""Hub-or-mirror loading.
+
+Every model and dataset is named by its hub id (``google-bert/bert-base-uncased``, ``nyu-mll/glue``).
+When a mirror directory is configured (the ``mirror`` stage parameter, else the ``DISTILBERT_MIRROR``
+environment variable) and holds ``<mirror>/<id>``, that local copy is loaded instead; otherwise the id goes
+to the hub. Ids under ``smoke/`` name the synthetic offline profile, generated on first use (lib.smoke).
+"""
+import os
+from pathlib import Path
+
+from lib import REPO_ROOT
+
+MIRROR_ENV = "DISTILBERT_MIRROR"
+SMOKE_PREFIX = "smoke/"
+SMOKE_HUB = REPO_ROOT / "build" / "smoke-hub"
+
+
+class HubUnavailableError(OSError):
+    """Neither the mirror nor the hub could provide an id."""
+
+
+def mirror_dir(mirror=None):
+    """The configured mirror directory (parameter first, then environment), or None."""
+    source = "parameter 'mirror'" if mirror else f"environment variable {MIRROR_ENV}"
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    if not mirror:
+        return None
+    path = Path(mirror).expanduser()
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{source} = {mirror!r}: no such directory ({path})")
+    return path
+
+
+def resolve(repo_id, mirror=None):
+    """Where ``repo_id`` will be loaded from: a local path (str) or the hub id itself."""
+    if repo_id.startswith(SMOKE_PREFIX):
+        from lib import smoke
+        smoke.ensure_hub(SMOKE_HUB)
+        return str(SMOKE_HUB / repo_id)
+    for local in (Path(repo_id).expanduser(), REPO_ROOT / repo_id):  # a local model or data directory
+        if local.exists():
+            return str(local)
+    root = mirror_dir(mirror)
+    if root is not None and (root / repo_id).exists():
+        return str(root / repo_id)
+    return repo_id
+
+
+def _unavailable(repo_id, mirror, err):
+    root = mirror_dir(mirror)
+    tried = [f"mirror: {root / repo_id} (missing)" if root else f"mirror: none configured ({MIRROR_ENV} unset)",
+             f"hub: {repo_id} ({type(err).__name__}: {str(err).splitlines()[0][:160]})"]
+    return HubUnavailableError(
+        f"cannot load {repo_id!r}. Tried\n  - " + "\n  - ".join(tried) + "\n"
+        f"Provide a mirror: a directory laid out like the hub (<mirror>/{repo_id}/...) passed as the "
+        f"'mirror' parameter or the {MIRROR_ENV} environment variable, or give a local path instead of the id.")
+
+
+def from_pretrained(cls, repo_id, mirror=None, **kwargs):
+    """``cls.from_pretrained`` on the resolved location, e.g. ``from_pretrained(AutoTokenizer, id)``."""
+    path = resolve(repo_id, mirror)
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as err:
+        if path != repo_id:  # a local copy that fails to load is a real error, not a reachability one
+            raise
+        raise _unavailable(repo_id, mirror, err) from err
+
+
+def load_dataset(repo_id, name=None, mirror=None, **kwargs):
+    """``datasets.load_dataset`` on the resolved location (same arguments)."""
+    import datasets
+    path = resolve(repo_id, mirror)
+    if repo_id.startswith(SMOKE_PREFIX):  # cache inside the generated hub: a regenerated hub never meets stale caches
+        kwargs.setdefault("cache_dir", str(SMOKE_HUB / ".cache"))
+    try:
+        return datasets.load_dataset(path, name, **kwargs)
+    except (OSError, datasets.exceptions.DatasetNotFoundError) as err:
+        if path != repo_id:
+            raise
+        raise _unavailable(repo_id, mirror, err) from err

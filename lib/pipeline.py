@@ -1,0 +1,114 @@
+"""Run the stage notebooks of a profile in order with papermill, then build the book.
+
+    python -m lib.pipeline --profile smoke                      # every stage, then the book
+    python -m lib.pipeline --profile cpu --stages distill,glue  # some stages
+    python -m lib.pipeline -p max_steps=20 --stages distill     # override a parameter (YAML value syntax)
+
+The notebooks' jupytext sources (notebooks/NN_stage.py) are converted in memory, so there is no second
+copy to keep in sync. Every stage's parameters are validated before the first stage starts. Executed
+notebooks go to book/stages/<profile>/ (one folder per profile, so a smoke run never overwrites a real one).
+"""
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from lib import REPO_ROOT, config
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+STAGES_OUT = REPO_ROOT / "book" / "stages"
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage, output, cause):
+        self.stage = stage
+        super().__init__(f"stage {stage!r} failed (executed notebook with the traceback: {output}):\n{cause}")
+
+
+def read_notebook(stage):
+    import jupytext
+    source = NOTEBOOKS / f"{config.STAGES[stage][0]}.py"
+    if not source.is_file():
+        raise FileNotFoundError(f"stage {stage!r}: notebook source {source} is missing")
+    return jupytext.read(source)
+
+
+def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_output=True):
+    """Execute one stage notebook through papermill; returns the executed notebook's path."""
+    import papermill
+    parameters = {"profile": profile, **(overrides or {})}
+    config.load_params(stage, **parameters)  # fail fast, before a kernel starts
+    output_dir = Path(output_dir or STAGES_OUT / profile)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir / f"{config.STAGES[stage][0]}.ipynb"
+    try:
+        papermill.execute_notebook(read_notebook(stage), str(output), parameters=parameters, cwd=str(REPO_ROOT),
+                                   kernel_name="python3", log_output=log_output, progress_bar=False)
+    except papermill.PapermillExecutionError as err:
+        raise StageFailed(stage, output, f"{err.ename}: {err.evalue}") from None
+    return output
+
+
+def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_output=True):
+    """Run ``stages`` (default: all, in order) for ``profile``; validates every stage's parameters first."""
+    stages = list(stages or config.STAGES)
+    for stage in stages:
+        stage_overrides = _for_stage(stage, overrides)
+        config.load_params(stage, profile=profile, **stage_overrides)
+    outputs = []
+    for i, stage in enumerate(stages, 1):
+        print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage][0]}), profile {profile}", flush=True)
+        start = time.perf_counter()
+        outputs.append(run_stage(stage, profile, _for_stage(stage, overrides), output_dir, log_output))
+        print(f"=== stage {stage} done in {time.perf_counter() - start:.0f} s -> {outputs[-1]}", flush=True)
+    return outputs
+
+
+def _for_stage(stage, overrides):
+    """The overrides a stage accepts (a parameter given on the command line may belong to some stages only)."""
+    return {k: v for k, v in (overrides or {}).items() if k in _names(stage)}
+
+
+def _names(stage):
+    return {f.name for f in dataclasses.fields(config.STAGES[stage][1])}
+
+
+def parse_overrides(pairs):
+    overrides = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise config.ParameterError(pair, "write overrides as name=value (value in YAML syntax)")
+        overrides[name.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
+    parser.add_argument("--stages", default=",".join(config.STAGES), help="comma-separated, default all")
+    parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")
+    parser.add_argument("--output-dir", help="where executed notebooks go (default book/stages/<profile>)")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    try:
+        overrides = parse_overrides(args.param)
+        unknown = [s for s in stages if s not in config.STAGES]
+        if unknown:
+            raise config.ParameterError("stages", f"unknown stage {unknown[0]!r}; stages: {list(config.STAGES)}")
+        known = set().union(*(_names(s) for s in stages))
+        for name in overrides:
+            if name not in known:
+                raise config.ParameterError(name, f"no stage among {stages} takes this parameter")
+        run(args.profile, stages, overrides, args.output_dir)
+    except (config.ParameterError, StageFailed, FileNotFoundError) as err:
+        print(f"\nERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+import json
+
+from lib import config, results
+
+
+def test_result_carries_provenance_and_scale(tmp_path):
+    params = config.load_params("latency", profile="smoke", results_dir=str(tmp_path))
+    path = results.write_result(params, "latency", {"ratio": 0.5}, wall_time_s=1.23456)
+    record = json.loads(path.read_text())
+    assert path == tmp_path / "latency.json"
+    assert record["ratio"] == 0.5 and record["wall_time_s"] == 1.235
+    prov = record["provenance"]
+    assert prov["profile"] == "smoke" and "not a finding" in prov["scale"]
+    assert prov["params"]["results_dir"] == str(tmp_path)
+    assert set(prov["versions"]) >= {"python", "torch", "transformers"}
+    assert prov["hardware"]["cpu_count"] >= 1 and "torch_threads" in prov["hardware"]
+    assert len(prov["git_commit"]) >= 7
+
+
+def test_write_json_is_atomic_and_handles_numpy(tmp_path):
+    import numpy as np
+    path = results.write_json(tmp_path / "a" / "r.json", {"x": np.float32(0.5), "v": np.arange(3)})
+    assert json.loads(path.read_text()) == {"x": 0.5, "v": [0, 1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp file left behind
