@@ -177,8 +177,8 @@ class EvalParams(StageParams):
     max_eval_samples: int | None = None
     precision: str = "auto"
     recompute: bool = False               # re-run (model, task, seed) results that already exist
-    task_overrides: dict = field(default_factory=dict)  # task -> {learning_rate, n_epoch, batch_size, warmup_prop, weight_decay, max_train_samples, max_eval_samples}
-    distill_teacher: str = "teacher"      # label in models whose fine-tuned copy teaches the others (task_distill, squad_distill)
+    task_overrides: dict = field(default_factory=dict)  # task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}
+    distill_teacher: str = "teacher"      # label in models whose fine-tuned copy teaches the (D) runs
 
     def validate(self):
         super().validate()
@@ -199,7 +199,7 @@ class GlueParams(EvalParams):
     tasks: list = field(default_factory=lambda: ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
     max_length: int = 128
     task_distill: bool = False            # extension: distil from a fine-tuned teacher during fine-tuning
-    task_alpha: float = 0.5               # task_distill loss = task_alpha * task loss + (1 - task_alpha) * T^2 * KL (MSE for stsb)
+    task_alpha: float = 0.5               # task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL
     temperature: float = 2.0
 
     def validate(self):

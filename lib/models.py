@@ -1,0 +1,182 @@
+"""Teacher loading and student construction.
+
+The student is a ``DistilBertForMaskedLM`` initialised from a BERT teacher the way the authors'
+``extract_distilbert.py`` did it: embeddings, then one teacher layer per student layer (by default the authors'
+[0, 2, 4, 7, 9, 11] of a 12-layer teacher), then the MLM head. Every tensor is copied by name, and shapes are
+checked, so nothing can be silently skipped (the trap of ``load_state_dict(strict=False)`` across naming
+schemes). Two deliberate differences from the authors' script: token_type_embeddings[0] is folded into the
+position embeddings (the student then reproduces the teacher's embedding output exactly for single-segment
+input), and the MLM transform is copied by default (the authors copied it only on request).
+"""
+import math
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+
+from lib import hub
+
+AUTHORS_LAYERS = [0, 2, 4, 7, 9, 11]  # scripts/extract_distilbert.py, 12-layer BERT -> 6 layers
+
+
+def evenly_spread_layers(n_teacher, n_student):
+    """Teacher layers to copy: first and last always kept, the rest evenly spaced, ties rounded down.
+
+    12 -> 6 gives the authors' [0, 2, 4, 7, 9, 11]; 6 -> 3 gives [0, 2, 5]; 24 -> 12 gives [0, 2, 4, 6, 8,
+    10, 13, 15, 17, 19, 21, 23]. A 1-layer student keeps layer 0 (the one trained on raw embeddings).
+    """
+    if not 0 < n_student <= n_teacher:
+        raise ValueError(f"n_student_layers must be in 1..{n_teacher} (the teacher's depth), got {n_student}")
+    if n_student == 1:
+        return [0]
+    # exact fractions: i * (n_teacher - 1) / (n_student - 1) rounded to nearest, half down (2.5 -> 2)
+    return [math.ceil(Fraction(i * (n_teacher - 1), n_student - 1) - Fraction(1, 2)) for i in range(n_student)]
+
+
+def load_teacher(path, mirror=None):
+    """A BERT masked-LM teacher from a hub id or directory, in eval mode, and whether its MLM head was in the
+    checkpoint (an encoder-only checkpoint such as all-MiniLM-L6-v2 loads with a randomly initialised head)."""
+    config = hub.from_pretrained(AutoConfig, path, mirror=mirror)
+    if config.model_type != "bert":
+        raise ValueError(f"teacher {path!r} is a {config.model_type!r} model; the DistilBERT student is built from "
+                         f"BERT-architecture teachers (model_type 'bert') only")
+    teacher, info = hub.from_pretrained(BertForMaskedLM, path, mirror=mirror, output_loading_info=True)
+    missing = set(info["missing_keys"])
+    # decoder.weight is tied to the word embeddings, and decoder.bias to cls.predictions.bias (either name may
+    # hold the bias in a checkpoint): neither counts as missing on its own
+    head_missing = {k for k in missing if k.startswith("cls.predictions.")} - {"cls.predictions.decoder.weight"}
+    if {"cls.predictions.bias", "cls.predictions.decoder.bias"} - missing:
+        head_missing -= {"cls.predictions.bias", "cls.predictions.decoder.bias"}
+    teacher.eval()
+    return teacher, not head_missing
+
+
+def count_parameters(model):
+    """Distinct parameters (tied tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def model_size_mb(model_dir):
+    """Size on disk of a saved model's weight files, in MB (10^6 bytes)."""
+    files = [f for f in Path(model_dir).iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
+    if not files:
+        raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) in {model_dir}")
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def student_config(teacher_config, layers):
+    """The DistilBERT config matching a BERT teacher's width, with ``len(layers)`` layers."""
+    tc = teacher_config
+    if abs(getattr(tc, "layer_norm_eps", 1e-12) - 1e-12) > 1e-15:
+        warnings.warn(f"teacher layer_norm_eps={tc.layer_norm_eps}, DistilBERT always uses 1e-12: the student "
+                      "will not reproduce the teacher's outputs exactly")
+    return DistilBertConfig(
+        vocab_size=tc.vocab_size, max_position_embeddings=tc.max_position_embeddings, sinusoidal_pos_embds=False,
+        n_layers=len(layers), n_heads=tc.num_attention_heads, dim=tc.hidden_size, hidden_dim=tc.intermediate_size,
+        dropout=tc.hidden_dropout_prob, attention_dropout=tc.attention_probs_dropout_prob, activation=tc.hidden_act,
+        initializer_range=tc.initializer_range, pad_token_id=tc.pad_token_id,
+        tie_word_embeddings=getattr(tc, "tie_word_embeddings", True),
+        teacher_layers=list(layers),  # kept in config.json: the layer map for cos_layers="all" and provenance
+    )
+
+
+def student_teacher_names(layers, tie_word_embeddings=True):
+    """(student parameter, teacher parameter) pairs copied verbatim. The student's position embeddings are not
+    in the list: they receive teacher position embeddings + token_type_embeddings[0] (see build_student)."""
+    pairs = [
+        ("distilbert.embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight"),
+        ("distilbert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.weight"),
+        ("distilbert.embeddings.LayerNorm.bias", "bert.embeddings.LayerNorm.bias"),
+    ]
+    per_layer = [
+        ("attention.q_lin", "attention.self.query"),
+        ("attention.k_lin", "attention.self.key"),
+        ("attention.v_lin", "attention.self.value"),
+        ("attention.out_lin", "attention.output.dense"),
+        ("sa_layer_norm", "attention.output.LayerNorm"),
+        ("ffn.lin1", "intermediate.dense"),
+        ("ffn.lin2", "output.dense"),
+        ("output_layer_norm", "output.LayerNorm"),
+    ]
+    for s_layer, t_layer in enumerate(layers):
+        for s_name, t_name in per_layer:
+            for kind in ("weight", "bias"):
+                pairs.append((f"distilbert.transformer.layer.{s_layer}.{s_name}.{kind}",
+                              f"bert.encoder.layer.{t_layer}.{t_name}.{kind}"))
+    pairs += [
+        ("vocab_transform.weight", "cls.predictions.transform.dense.weight"),
+        ("vocab_transform.bias", "cls.predictions.transform.dense.bias"),
+        ("vocab_layer_norm.weight", "cls.predictions.transform.LayerNorm.weight"),
+        ("vocab_layer_norm.bias", "cls.predictions.transform.LayerNorm.bias"),
+        ("vocab_projector.bias", "cls.predictions.bias"),
+    ]
+    if not tie_word_embeddings:  # otherwise the projector is the word embedding matrix itself
+        pairs.append(("vocab_projector.weight", "cls.predictions.decoder.weight"))
+    return pairs
+
+
+def build_student(teacher, layers=None, n_layers=None, random_init=False):
+    """A DistilBertForMaskedLM student of a BertForMaskedLM teacher.
+
+    layers: teacher layer indices to copy (default: ``evenly_spread_layers`` for ``n_layers``, itself half the
+    teacher's depth by default). random_init: keep DistilBERT's random initialisation (the ablation) instead of
+    copying; the architecture is the same.
+    """
+    n_teacher = teacher.config.num_hidden_layers
+    if layers is None:
+        layers = evenly_spread_layers(n_teacher, n_layers or max(1, n_teacher // 2))
+    layers = list(layers)
+    if n_layers is not None and n_layers != len(layers):
+        raise ValueError(f"n_layers={n_layers} but {len(layers)} layers given: {layers}")
+    if not layers or sorted(set(layers)) != layers or layers[0] < 0 or layers[-1] >= n_teacher:
+        raise ValueError(f"layers must be increasing distinct indices in 0..{n_teacher - 1}, got {layers}")
+    if getattr(teacher.config, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"teacher position_embedding_type={teacher.config.position_embedding_type!r}: "
+                         "DistilBERT has absolute position embeddings only")
+
+    config = student_config(teacher.config, layers)
+    student = DistilBertForMaskedLM(config)
+    if random_init:
+        return student
+
+    teacher_params = dict(teacher.named_parameters(remove_duplicate=False))
+    student_params = dict(student.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for s_name, t_name in student_teacher_names(layers, config.tie_word_embeddings):
+            source, target = teacher_params[t_name], student_params[s_name]
+            if source.shape != target.shape:
+                raise ValueError(f"shape mismatch copying {t_name} {tuple(source.shape)} -> {s_name} {tuple(target.shape)}")
+            target.copy_(source)
+        # BERT adds token_type_embeddings[0] to every single-segment input; DistilBERT has no token types, so
+        # that vector moves into every position embedding
+        embeddings = teacher.bert.embeddings
+        student.distilbert.embeddings.position_embeddings.weight.copy_(
+            embeddings.position_embeddings.weight + embeddings.token_type_embeddings.weight[0])
+    return student
+
+
+def layer_map(student, cos_layers="last"):
+    """Pairs (student hidden-state index, teacher hidden-state index) for the cosine loss. Index 0 is the
+    embedding output, i + 1 the output of layer i. "last": the last layers only (the released recipe); "all":
+    each student layer against the teacher layer it was copied from (extension)."""
+    if cos_layers == "last":
+        return [(-1, -1)]
+    if cos_layers != "all":
+        raise ValueError(f"cos_layers must be 'last' or 'all', got {cos_layers!r}")
+    layers = getattr(student.config, "teacher_layers", None)
+    if layers is None:
+        raise ValueError("cos_layers='all' needs student.config.teacher_layers (set by build_student)")
+    return [(i + 1, t + 1) for i, t in enumerate(layers)]
+
+
+def save_model(model, output_dir, tokenizer=None):
+    """save_pretrained (safetensors) of the model and, when given, its tokenizer: a directory that
+    AutoModelForMaskedLM / AutoTokenizer load."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    return output_dir

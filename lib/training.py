@@ -1,0 +1,490 @@
+"""Distillation training, the teacher's MLM-head adaptation and masked-LM evaluation.
+
+One code path for CPU, one GPU and several: ``distill`` runs as is in a single process, or in every process of
+``accelerate launch`` / ``torchrun`` / ``accelerate.notebook_launcher`` (DDP; gloo on CPU, NCCL on GPUs).
+Each process takes every world_size-th micro-batch of the same length-grouped order.
+
+Reproducibility and resume: the batch order is a function of (seed, epoch), and the masks and dropout of an
+optimizer step are drawn from generators seeded with (seed, step, rank); a checkpoint therefore only needs the
+weights, optimizer, scheduler, grad scaler and step counter, and a resumed run repeats the uninterrupted one.
+"""
+import contextlib
+import json
+import math
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from lib.config import PRECISIONS, ParameterError
+from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
+                      special_token_ids, token_counts)
+from lib.losses import distillation_loss
+from lib.models import layer_map as make_layer_map
+from lib.models import save_model
+
+LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def select_precision(precision="auto", device="cpu"):
+    """(autocast dtype, use_grad_scaler) for a precision parameter on a device.
+
+    auto: bf16 on CUDA compute capability >= 8, fp16 with a grad scaler below (a T4 reports
+    torch.cuda.is_bf16_supported() but only emulates bf16), fp32 elsewhere. float32 means no autocast.
+    """
+    if precision not in PRECISIONS:
+        raise ParameterError("precision", f"{precision!r} is not one of {list(PRECISIONS)}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if precision == "auto":
+            precision = "bf16" if major >= 8 else "fp16"
+        if precision == "bf16" and major < 8:
+            raise ParameterError("precision", f"bf16 needs compute capability >= 8, this GPU has {major}.{minor} "
+                                              "(bf16 is emulated there): use fp16 or auto")
+    else:
+        if precision == "auto":
+            precision = "fp32"
+        if precision == "fp16":
+            raise ParameterError("precision", f"fp16 training needs a CUDA GPU; on {device.type} use fp32 or bf16")
+    return DTYPES[precision], precision == "fp16"
+
+
+def autocast(device, dtype):
+    """torch.autocast for a mixed-precision dtype, a no-op for float32."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def loss_weights(params):
+    """The distillation_loss keyword arguments held by a DistillParams."""
+    return dict(alpha_ce=params.alpha_ce, alpha_mlm=params.alpha_mlm, alpha_cos=params.alpha_cos,
+                alpha_mse=params.alpha_mse, temperature=params.temperature,
+                restrict_ce_to_mask=params.restrict_ce_to_mask)
+
+
+def forward_losses(teacher, student, input_ids, attention_mask, labels, weights, layer_map=None,
+                   dtype=torch.float32):
+    """Teacher (inference mode) and student forward passes on the same masked batch, and the loss terms."""
+    need_hidden = weights.get("alpha_cos", 0) > 0
+    with torch.inference_mode(), autocast(input_ids.device, dtype):
+        teacher_out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
+    with autocast(input_ids.device, dtype):
+        student_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
+    return distillation_loss(student_out, teacher_out, attention_mask, labels, layer_map=layer_map, **weights)
+
+
+def adamw(model, learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0):
+    """AdamW with no weight decay on biases and LayerNorm weights (as the authors grouped them)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), eps=eps)
+
+
+def _step_seed(seed, step, rank):
+    """Seed of one optimizer step on one process: resumed runs draw the same masks and dropout."""
+    return ((seed * 1_000_003 + step) * 1_009 + rank) % 2 ** 62
+
+
+def read_log(path):
+    """The per-step log (JSON lines) as a list of dicts."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_checkpoint(checkpoint_dir, student, tokenizer, state):
+    """Write student (save_pretrained) and training state to checkpoint_dir atomically: into a temporary
+    directory, renamed over the previous checkpoint only once complete."""
+    checkpoint_dir = Path(checkpoint_dir)
+    tmp = checkpoint_dir.with_name(checkpoint_dir.name + ".tmp")
+    old = checkpoint_dir.with_name(checkpoint_dir.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(student, tmp / "student", tokenizer)
+    torch.save(state, tmp / "training_state.pt")
+    if checkpoint_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        checkpoint_dir.rename(old)
+    tmp.rename(checkpoint_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return checkpoint_dir
+
+
+def find_checkpoint(checkpoint_dir):
+    """The last complete checkpoint (the .old one when a crash fell between the two renames), or None."""
+    checkpoint_dir = Path(checkpoint_dir)
+    for candidate in (checkpoint_dir, checkpoint_dir.with_name(checkpoint_dir.name + ".old")):
+        if (candidate / "training_state.pt").is_file() and (candidate / "student").is_dir():
+            return candidate
+    return None
+
+
+def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
+            device=None):
+    """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
+    with the hyper-parameters of ``params`` (a DistillParams).
+
+    output_dir becomes the final student's model directory (save_pretrained of model and tokenizer, loadable with
+    AutoModelForMaskedLM) and also holds log.jsonl (a record every params.log_every optimizer steps) and
+    checkpoint/ (every params.checkpoint_every steps, at the end and on KeyboardInterrupt). token_probs: masking
+    weights (default: from the dataset's token counts with params.mlm_smoothing). on_log: called with each log
+    record. device: "cpu" forces the CPU; default: CUDA when available. Returns a summary dict (steps, tokens,
+    wall_time_s, final losses, log: the list of log records, output_dir, ...).
+    """
+    output_dir = Path(output_dir).expanduser()
+    weights = loss_weights(params)
+    heads_unused = params.alpha_ce == params.alpha_mlm == params.alpha_mse == 0
+    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=heads_unused)])
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    dtype, use_scaler = select_precision(params.precision, device)
+    if params.alpha_cos > 0 and student.config.dim != teacher.config.hidden_size:
+        raise ParameterError("alpha_cos", f"the cosine loss needs equal widths: student {student.config.dim}, "
+                                          f"teacher {teacher.config.hidden_size}")
+
+    special_ids = special_token_ids(tokenizer)
+    if token_probs is None:
+        counts = token_counts(dataset, student.config.vocab_size, progress=progress and main)
+        token_probs = mlm_token_probs(counts, params.mlm_smoothing, special_ids)
+    layers = make_layer_map(student, params.cos_layers)
+
+    # data order: a function of (seed, epoch); each process takes every world-th micro-batch
+    lengths = sequence_lengths(dataset)
+    n_batches = len(lengths) // params.batch_size
+    micro_per_epoch = n_batches // world
+    accum = params.gradient_accumulation_steps
+    steps_per_epoch = micro_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise ParameterError("gradient_accumulation_steps", f"{len(lengths)} sequences are fewer than one optimizer "
+                             f"step needs: batch_size {params.batch_size} x {accum} accumulation x {world} processes")
+    total_steps = params.max_steps or steps_per_epoch * params.n_epoch
+    warmup_steps = math.ceil(params.warmup_prop * total_steps)
+
+    def epoch_batches(epoch):
+        batches = length_grouped_batches(lengths, params.batch_size, params.seed + epoch)
+        return batches[rank:micro_per_epoch * world:world]
+
+    teacher.to(device).eval()
+    student.train()
+    model = accelerator.prepare_model(student)
+    student = accelerator.unwrap_model(model)
+    optimizer = adamw(student, params.learning_rate, params.adam_betas, params.adam_epsilon, params.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    run = dict(seed=params.seed, batch_size=params.batch_size, gradient_accumulation_steps=accum, world_size=world,
+               total_steps=total_steps, n_sequences=len(lengths))
+    checkpoint_dir = output_dir / "checkpoint"
+    log_path = output_dir / "log.jsonl"
+    step, tokens_seen, elapsed, resumed_from = 0, 0, 0.0, None
+    checkpoint = find_checkpoint(checkpoint_dir) if params.resume else None
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=True)
+        changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+        if changed:
+            raise ParameterError("resume", f"the checkpoint in {checkpoint} was made with other settings "
+                                 f"(name: (checkpoint, now)) {changed}; set resume=False or use another run_dir")
+        saved = type(student).from_pretrained(checkpoint / "student")
+        student.load_state_dict(saved.state_dict())  # strict: same class, same names
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, tokens_seen, elapsed = state["step"], state["tokens"], state["elapsed_s"]
+        resumed_from = step
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in read_log(log_path) if r["step"] <= step] if resumed_from is not None else []
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    accelerator.wait_for_everyone()
+
+    def checkpoint_state():
+        return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict())
+
+    last_checkpoint_step = resumed_from
+    window = dict(time=time.perf_counter(), steps=0, sums=torch.zeros(len(LOSS_TERMS), device=device),
+                  counts=torch.zeros(3, device=device))  # non-padding tokens, positions, grad-norm sum
+    last_record = None
+    bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
+    started = time.perf_counter() - elapsed
+    try:
+        while step < total_steps:
+            epoch, step_in_epoch = divmod(step, steps_per_epoch)
+            batches = epoch_batches(epoch)[step_in_epoch * accum:steps_per_epoch * accum]
+            loader = iter(DataLoader(dataset, batch_sampler=batches,
+                                     collate_fn=partial(collate, pad_token_id=student.config.pad_token_id)))
+            for _ in range(steps_per_epoch - step_in_epoch):
+                if step >= total_steps:
+                    break
+                seed = _step_seed(params.seed, step, rank)
+                torch.manual_seed(seed)  # dropout
+                generator = torch.Generator().manual_seed(seed + 1)  # masking
+                sums = torch.zeros(len(LOSS_TERMS), device=device)
+                for micro in range(accum):
+                    batch = next(loader)
+                    input_ids, labels = mask_tokens(
+                        batch["input_ids"], batch["attention_mask"], token_probs, tokenizer.mask_token_id, special_ids,
+                        params.mlm_mask_prop, params.word_mask, params.word_keep, params.word_rand, generator)
+                    attention_mask = batch["attention_mask"].to(device)
+                    sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+                    with sync:
+                        losses = forward_losses(teacher, model, input_ids.to(device), attention_mask, labels.to(device),
+                                                weights, layers, dtype)
+                        scaler.scale(losses["loss"] / accum).backward()
+                    sums += torch.stack([losses[k].detach() if losses[k] is not None else sums.new_zeros(())
+                                         for k in LOSS_TERMS]) / accum
+                    window["counts"][0] += attention_mask.sum()
+                    window["counts"][1] += attention_mask.numel()
+                bad = (~torch.isfinite(sums)).any().float()
+                if world > 1:
+                    bad = accelerator.reduce(bad, "sum")  # every process stops together
+                if bad.item() > 0:
+                    terms = {k: round(float(v), 4) for k, v in zip(LOSS_TERMS, sums)}
+                    raise FloatingPointError(
+                        f"non-finite loss at optimizer step {step + 1} ({terms}); the last good checkpoint is "
+                        f"{checkpoint_dir if last_checkpoint_step is not None else 'none'} (step {last_checkpoint_step}). "
+                        "Lower learning_rate, or use precision bf16/fp32, and resume from it.")
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]  # the rate this step uses
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                window["sums"] += sums
+                window["counts"][2] += grad_norm.float()
+                window["steps"] += 1
+
+                if step % params.log_every == 0 or step % params.checkpoint_every == 0 or step == total_steps:
+                    sums_all = accelerator.reduce(window["sums"], "mean") if world > 1 else window["sums"]
+                    counts_all = accelerator.reduce(window["counts"], "sum") if world > 1 else window["counts"]
+                    now = time.perf_counter()
+                    tokens_seen += int(counts_all[0])
+                    n = window["steps"]
+                    record = dict(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr)
+                    for name, value in zip(LOSS_TERMS, (sums_all / n).tolist()):
+                        if name == "loss" or weights["alpha" + name[4:]] > 0:
+                            record[name] = value
+                    record.update(grad_norm=float(counts_all[2]) / n / world, tokens=tokens_seen,
+                                  tokens_per_s=float(counts_all[0]) / (now - window["time"]),
+                                  padding_share=1 - float(counts_all[0] / counts_all[1]),
+                                  elapsed_s=round(now - started, 3))
+                    if use_scaler:
+                        record["grad_scale"] = scaler.get_scale()
+                    window.update(time=now, steps=0)
+                    window["sums"].zero_()
+                    window["counts"].zero_()
+                    last_record = record
+                    if main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                        if on_log is not None:
+                            on_log(record)
+
+                if step % params.checkpoint_every == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - started
+                    if main:
+                        save_checkpoint(checkpoint_dir, student, tokenizer, checkpoint_state())
+                    last_checkpoint_step = step
+                    accelerator.wait_for_everyone()
+    except KeyboardInterrupt:
+        # the state of the last completed optimizer step; no barrier: other processes may already be gone
+        if main and step != last_checkpoint_step:
+            elapsed = time.perf_counter() - started
+            tokens_seen += int(window["counts"][0]) * world  # not yet logged (exact on one process)
+            save_checkpoint(checkpoint_dir, student, tokenizer, checkpoint_state())
+            print(f"interrupted: checkpoint of step {step} written to {checkpoint_dir}; run again to resume")
+        raise
+    finally:
+        bar.close()
+
+    elapsed = time.perf_counter() - started
+    if main:
+        save_model(student, output_dir, tokenizer)  # output_dir itself is the model directory
+    accelerator.wait_for_everyone()
+    log = read_log(log_path)
+    last_record = log[-1] if log else (last_record or {})
+    return dict(steps=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps,
+                epochs=step / steps_per_epoch, tokens=tokens_seen, wall_time_s=elapsed,
+                tokens_per_s=tokens_seen / elapsed if elapsed else None, resumed_from=resumed_from,
+                precision=str(dtype).replace("torch.", ""), world_size=world,
+                final={k: last_record[k] for k in LOSS_TERMS if k in last_record}, log=log,
+                log_path=str(log_path), checkpoint_dir=str(checkpoint_dir), output_dir=str(output_dir))
+
+
+def _mlm_batches(lengths, batch_size):
+    """Every index once, in batches of similar lengths (evaluation order, deterministic)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def _uniform_probs(model, tokenizer):
+    return mlm_token_probs(np.ones(model.config.vocab_size), 0.0, special_token_ids(tokenizer))
+
+
+@torch.no_grad()
+def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max_sequences=None, mlm_mask_prop=0.15,
+                 word_mask=0.8, word_keep=0.1, word_rand=0.1, seed=0, precision="auto", device=None, progress=True):
+    """Masked-token accuracy and perplexity (exp of the mean cross-entropy over masked targets) of a masked-LM
+    on held-out sequences. Masks are drawn as in training (token_probs None: uniformly over non-special
+    tokens) from a fixed seed, so two models evaluated on the same dataset see the same masks."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype, _ = select_precision(precision, device)
+    if max_sequences is not None:
+        dataset = dataset.select(range(min(max_sequences, len(dataset))))
+    token_probs = _uniform_probs(model, tokenizer) if token_probs is None else token_probs
+    special_ids = special_token_ids(tokenizer)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.to(device).eval()
+    loss_sum, correct, n_targets = 0.0, 0, 0
+    batches = _mlm_batches(sequence_lengths(dataset), batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
+    for batch in tqdm(loader, desc="evaluate MLM", disable=not progress):
+        input_ids, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], token_probs,
+                                        tokenizer.mask_token_id, special_ids, mlm_mask_prop, word_mask, word_keep,
+                                        word_rand, generator)
+        with autocast(device, dtype):
+            logits = model(input_ids=input_ids.to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        labels = labels.to(device)
+        targets = labels != -100
+        logits, labels = logits[targets].float(), labels[targets]
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+        n_targets += int(labels.numel())
+    model.train(was_training)
+    if n_targets == 0:
+        raise ValueError("no masked targets: the evaluation dataset is empty")
+    return dict(mlm_accuracy=correct / n_targets, perplexity=math.exp(loss_sum / n_targets),
+                loss=loss_sum / n_targets, n_tokens=n_targets, n_sequences=len(dataset))
+
+
+def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_rate=1e-4, batch_size=32,
+                   token_probs=None, mlm_mask_prop=0.15, word_mask=0.8, word_keep=0.1, word_rand=0.1,
+                   warmup_prop=0.05, weight_decay=0.0, max_grad_norm=1.0, precision="auto", seed=56, device=None,
+                   log_every=10, progress=True):
+    """Adapt a BertForMaskedLM teacher to the corpus: train its MLM head (transform and output bias; the output
+    matrix is tied to the word embeddings and stays fixed) and, with top_layers > 0, its top encoder layers, by
+    plain masked-LM for ``steps`` optimizer steps. Everything else stays frozen. Returns dict(log, ...)."""
+    if steps <= 0:
+        raise ParameterError("adapt_steps", f"must be > 0 to adapt the MLM head, got {steps}")
+    n_layers = teacher.config.num_hidden_layers
+    if not 0 <= top_layers <= n_layers:
+        raise ParameterError("adapt_top_layers", f"must be in 0..{n_layers}, got {top_layers}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype, use_scaler = select_precision(precision, device)
+    token_probs = _uniform_probs(teacher, tokenizer) if token_probs is None else token_probs
+    special_ids = special_token_ids(tokenizer)
+
+    tied = teacher.cls.predictions.decoder.weight is teacher.get_input_embeddings().weight
+    trainable = [p for name, p in teacher.cls.predictions.named_parameters() if not (tied and name == "decoder.weight")]
+    trainable += [p for layer in teacher.bert.encoder.layer[n_layers - top_layers:] for p in layer.parameters()]
+    flags = {name: p.requires_grad for name, p in teacher.named_parameters()}
+    teacher.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    teacher.to(device).train()
+    optimizer = adamw(teacher, learning_rate, (0.9, 0.999), 1e-6, weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_prop * steps), steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    lengths = sequence_lengths(dataset)
+    if len(lengths) < batch_size:
+        raise ParameterError("batch_size", f"{batch_size} is more than the {len(lengths)} sequences available")
+    collate_fn = partial(collate, pad_token_id=tokenizer.pad_token_id)
+
+    log, epoch, step, started = [], 0, 0, time.perf_counter()
+    bar = tqdm(total=steps, desc="adapt MLM head", disable=not progress)
+    try:
+        while step < steps:
+            for batch in DataLoader(dataset, batch_sampler=length_grouped_batches(lengths, batch_size, seed + epoch),
+                                    collate_fn=collate_fn):
+                input_ids, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], token_probs,
+                                                tokenizer.mask_token_id, special_ids, mlm_mask_prop, word_mask,
+                                                word_keep, word_rand, generator)
+                with autocast(device, dtype):
+                    logits = teacher(input_ids=input_ids.to(device),
+                                     attention_mask=batch["attention_mask"].to(device)).logits
+                labels = labels.to(device)
+                targets = labels != -100
+                loss = torch.nn.functional.cross_entropy(logits[targets].float(), labels[targets])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite MLM loss at step {step + 1}: lower adapt_learning_rate")
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                if step % log_every == 0 or step == steps:
+                    log.append(dict(step=step, loss=float(loss.detach()), lr=lr,
+                                    elapsed_s=round(time.perf_counter() - started, 3)))
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if step >= steps:
+                    break
+            epoch += 1
+    finally:
+        bar.close()
+        for name, p in teacher.named_parameters():
+            p.requires_grad_(flags[name])
+        teacher.eval()
+    return dict(log=log, steps=step, wall_time_s=time.perf_counter() - started,
+                trainable_parameters=sum(p.numel() for p in trainable), top_layers=top_layers)
+
+
+def estimate_memory(teacher_config, student_config, batch_size, seq_length, precision="fp16", gpu_gib=16.0):
+    """Rough GPU memory (GiB) of one distillation micro-batch: the fp32 teacher, the fp32 student with its
+    gradients and two AdamW moments, autocast's half-precision weight copies, the student's saved activations
+    (~34 bytes per token and hidden unit per layer in half precision with fused attention, Korthikanti et al.
+    2022; twice that in fp32), the teacher's kept hidden states, and the logits (~32 bytes per position and
+    vocabulary entry across the float32 copies, softmaxes and gradients of the loss; 40 in fp32, where one CPU step
+    with a 62.5M-entry logit tensor measured ~36). Not validated on a GPU. Default: a 16 GB T4."""
+    if precision not in ("fp16", "bf16", "fp32"):
+        raise ParameterError("precision", f"estimate for fp16, bf16 or fp32, got {precision!r}")
+    half = precision != "fp32"
+    gib = 2 ** 30
+
+    def n_params(hidden, ffn, layers, vocab, positions, types=0):
+        per_layer = 4 * hidden * hidden + 2 * hidden * ffn + 9 * hidden + ffn
+        head = hidden * hidden + 3 * hidden + vocab
+        return (vocab + positions + types) * hidden + 2 * hidden + layers * per_layer + head
+
+    tc, sc = teacher_config, student_config
+    p_teacher = n_params(tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, tc.vocab_size,
+                         tc.max_position_embeddings, tc.type_vocab_size)
+    p_student = n_params(sc.dim, sc.hidden_dim, sc.n_layers, sc.vocab_size, sc.max_position_embeddings)
+    tokens = batch_size * seq_length
+    act_bytes = 2 if half else 4
+    parts = {
+        "teacher weights": 4 * p_teacher,
+        "student weights": 4 * p_student,
+        "student gradients": 4 * p_student,
+        "AdamW moments": 8 * p_student,
+        "autocast weight copies": 2 * p_student if half else 0,
+        "student activations": sc.n_layers * tokens * sc.dim * 17 * act_bytes,
+        "teacher hidden states": (tc.num_hidden_layers + 1) * tokens * tc.hidden_size * act_bytes,
+        "logits and loss": tokens * sc.vocab_size * (32 if half else 40),
+    }
+    parts = {k: v / gib for k, v in parts.items()}
+    total = sum(parts.values())
+    return dict(parts=parts, total_gib=total, gpu_gib=gpu_gib, fits=total < 0.9 * gpu_gib,
+                teacher_parameters=p_teacher, student_parameters=p_student, batch_size=batch_size,
+                seq_length=seq_length, precision=precision)

@@ -1,0 +1,116 @@
+"""lib.losses: each term against a hand-written float64 loop over tokens, padding included."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lib.losses import distillation_loss
+
+B, L, V, D = 2, 5, 7, 6
+
+
+def outputs(seed=0, n_hidden=3):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=g) * 2
+    student = SimpleNamespace(logits=make(B, L, V), hidden_states=tuple(make(B, L, D) for _ in range(n_hidden)))
+    teacher = SimpleNamespace(logits=make(B, L, V), hidden_states=tuple(make(B, L, D) for _ in range(n_hidden + 2)))
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    labels = torch.full((B, L), -100)
+    labels[0, 1], labels[0, 3], labels[1, 2] = 3, 6, 0
+    return student, teacher, attention_mask, labels
+
+
+def log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x - x.max() - math.log(np.exp(x - x.max()).sum())
+
+
+def hand_terms(student, teacher, attention_mask, labels, T=2.0, only_masked=False, pairs=((-1, -1),)):
+    """KL and MSE are means per selected token (not per sequence), cosine a mean per real token."""
+    s, t = student.logits.double().numpy(), teacher.logits.double().numpy()
+    positions = [(b, i) for b in range(B) for i in range(L)
+                 if (labels[b, i] != -100 if only_masked else attention_mask[b, i] == 1)]
+    kl = mse = 0.0
+    for b, i in positions:
+        log_p_s, log_p_t = log_softmax(s[b, i] / T), log_softmax(t[b, i] / T)
+        kl += float((np.exp(log_p_t) * (log_p_t - log_p_s)).sum())
+        mse += float(((s[b, i] - t[b, i]) ** 2).sum())
+    targets = [(b, i) for b in range(B) for i in range(L) if labels[b, i] != -100]
+    mlm = -np.mean([log_softmax(s[b, i])[labels[b, i]] for b, i in targets])
+    real = [(b, i) for b in range(B) for i in range(L) if attention_mask[b, i] == 1]
+    cos_per_pair = []
+    for si, ti in pairs:
+        hs, ht = student.hidden_states[si].double().numpy(), teacher.hidden_states[ti].double().numpy()
+        cos = [hs[b, i] @ ht[b, i] / np.linalg.norm(hs[b, i]) / np.linalg.norm(ht[b, i]) for b, i in real]
+        cos_per_pair.append(np.mean([1 - c for c in cos]))
+    return dict(loss_ce=kl / len(positions) * T ** 2, loss_mlm=mlm, loss_cos=float(np.mean(cos_per_pair)),
+                loss_mse=mse / len(positions))
+
+
+def test_terms_match_hand_computation():
+    student, teacher, attention_mask, labels = outputs()
+    got = distillation_loss(student, teacher, attention_mask, labels, alpha_mse=0.5)
+    want = hand_terms(student, teacher, attention_mask, labels)
+    for name, value in want.items():
+        assert got[name].item() == pytest.approx(value, rel=1e-5), name
+    total = 5.0 * want["loss_ce"] + 2.0 * want["loss_mlm"] + 1.0 * want["loss_cos"] + 0.5 * want["loss_mse"]
+    assert got["loss"].item() == pytest.approx(total, rel=1e-5)
+
+
+def test_padding_is_ignored():
+    student, teacher, attention_mask, labels = outputs()
+    before = distillation_loss(student, teacher, attention_mask, labels, alpha_mse=1.0)
+    pad = attention_mask == 0
+    student.logits[pad] = 100.0
+    teacher.logits[pad] = -50.0
+    student.hidden_states[-1][pad] = 3.0
+    after = distillation_loss(student, teacher, attention_mask, labels, alpha_mse=1.0)
+    for name in ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse"):
+        assert after[name].item() == pytest.approx(before[name].item(), rel=1e-6), name
+
+
+def test_ce_restricted_to_masked_tokens():
+    student, teacher, attention_mask, labels = outputs()
+    got = distillation_loss(student, teacher, attention_mask, labels, restrict_ce_to_mask=True, temperature=3.0)
+    want = hand_terms(student, teacher, attention_mask, labels, T=3.0, only_masked=True)
+    assert got["loss_ce"].item() == pytest.approx(want["loss_ce"], rel=1e-5)
+
+
+def test_zero_alpha_terms_not_computed():
+    student, teacher, attention_mask, labels = outputs()
+    student.hidden_states = teacher.hidden_states = None  # would fail if the cosine term were computed
+    got = distillation_loss(student, teacher, attention_mask, labels, alpha_ce=0.0, alpha_cos=0.0)
+    assert got["loss_ce"] is None and got["loss_cos"] is None and got["loss_mse"] is None
+    want = hand_terms(*outputs()[:2], attention_mask, labels)
+    assert got["loss"].item() == pytest.approx(2.0 * want["loss_mlm"], rel=1e-5)
+    with pytest.raises(ValueError, match="all 0"):
+        distillation_loss(student, teacher, attention_mask, labels, alpha_ce=0, alpha_mlm=0, alpha_cos=0)
+
+
+def test_cosine_on_mapped_layers():
+    student, teacher, attention_mask, labels = outputs()
+    pairs = [(1, 1), (2, 4)]
+    got = distillation_loss(student, teacher, attention_mask, labels, alpha_ce=0, alpha_mlm=0, layer_map=pairs)
+    want = hand_terms(student, teacher, attention_mask, labels, pairs=pairs)["loss_cos"]
+    assert got["loss_cos"].item() == pytest.approx(want, rel=1e-5)
+    assert got["loss"].item() == pytest.approx(got["loss_cos"].item())
+
+
+def test_gradients_flow_with_inference_mode_teacher():
+    student, teacher, attention_mask, labels = outputs()
+    with torch.inference_mode():  # the teacher's outputs in training are inference tensors
+        teacher = SimpleNamespace(logits=teacher.logits.clone(), hidden_states=tuple(h.clone() for h in teacher.hidden_states))
+    logits = student.logits.clone().requires_grad_(True)
+    hidden = student.hidden_states[-1].clone().requires_grad_(True)
+    student = SimpleNamespace(logits=logits, hidden_states=(hidden,))
+    distillation_loss(student, teacher, attention_mask, labels)["loss"].backward()
+    assert logits.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0
+    assert logits.grad[attention_mask == 0].abs().sum() == 0  # padding gets no gradient
+
+
+def test_identical_outputs_give_zero_distillation_terms():
+    student, _, attention_mask, labels = outputs()
+    got = distillation_loss(student, student, attention_mask, labels, alpha_mse=1.0)
+    assert abs(got["loss_ce"].item()) < 1e-6 and abs(got["loss_cos"].item()) < 1e-6 and got["loss_mse"].item() == 0

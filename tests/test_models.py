@@ -1,0 +1,159 @@
+"""lib.models: layer choice, tensor-by-tensor student initialisation, teacher loading, save/reload."""
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertModel, BertTokenizer
+
+from lib import models
+
+MINILM = Path("/work/shared/data/hub/sentence-transformers/all-MiniLM-L6-v2")
+
+
+def tiny_tokenizer(n_words=120):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(specials + [f"w{i}" for i in range(n_words)])})
+
+
+def tiny_teacher(n_layers=4, vocab_size=125, seed=0):
+    """A random BERT whose every tensor (LayerNorms, biases, token types included) is distinct from any
+    default initialisation, so that a copy that silently did not happen shows."""
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=n_layers, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    teacher = BertForMaskedLM(config)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return teacher.eval()
+
+
+def batch(vocab_size=125, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, vocab_size, (3, 12), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:] = 0
+    attention_mask[2, 5:] = 0
+    input_ids[attention_mask == 0] = 0
+    input_ids[:, 0] = 2
+    return input_ids, attention_mask
+
+
+def test_evenly_spread_layers():
+    assert models.evenly_spread_layers(12, 6) == [0, 2, 4, 7, 9, 11]  # the authors' choice
+    assert models.evenly_spread_layers(6, 3) == [0, 2, 5]
+    assert models.evenly_spread_layers(4, 4) == [0, 1, 2, 3]
+    assert models.evenly_spread_layers(12, 1) == [0]
+    for n_teacher in range(2, 25):
+        for n_student in range(2, n_teacher + 1):
+            layers = models.evenly_spread_layers(n_teacher, n_student)
+            assert layers[0] == 0 and layers[-1] == n_teacher - 1
+            assert len(layers) == n_student and all(a < b for a, b in zip(layers, layers[1:]))
+    with pytest.raises(ValueError, match="n_student_layers"):
+        models.evenly_spread_layers(6, 7)
+
+
+def test_student_copies_every_tensor():
+    teacher = tiny_teacher()
+    student = models.build_student(teacher, layers=[0, 2, 3])
+    assert student.config.n_layers == 3 and student.config.teacher_layers == [0, 2, 3]
+    t = dict(teacher.named_parameters(remove_duplicate=False))
+    s = dict(student.named_parameters(remove_duplicate=False))
+    pairs = models.student_teacher_names([0, 2, 3])
+    for s_name, t_name in pairs:
+        assert torch.equal(s[s_name], t[t_name]), (s_name, t_name)
+    # independent spot checks, names written out by hand
+    assert torch.equal(student.distilbert.transformer.layer[1].attention.q_lin.weight,
+                       teacher.bert.encoder.layer[2].attention.self.query.weight)
+    assert torch.equal(student.distilbert.transformer.layer[2].ffn.lin2.bias, teacher.bert.encoder.layer[3].output.dense.bias)
+    assert torch.equal(student.distilbert.transformer.layer[2].output_layer_norm.weight,
+                       teacher.bert.encoder.layer[3].output.LayerNorm.weight)
+    assert torch.equal(student.vocab_transform.weight, teacher.cls.predictions.transform.dense.weight)
+    assert torch.equal(student.vocab_projector.bias, teacher.cls.predictions.bias)
+    assert torch.equal(student.vocab_projector.weight, teacher.bert.embeddings.word_embeddings.weight)
+    # token type 0 folded into the positions
+    emb = teacher.bert.embeddings
+    assert torch.equal(student.distilbert.embeddings.position_embeddings.weight,
+                       emb.position_embeddings.weight + emb.token_type_embeddings.weight[0])
+    # nothing left out: every student tensor is a copy or the folded position embeddings
+    covered = {s_name for s_name, _ in pairs} | {"distilbert.embeddings.position_embeddings.weight", "vocab_projector.weight"}
+    assert set(s) == covered
+    # teacher minus 1 layer, token types; the head counted once
+    per_layer = sum(p.numel() for p in teacher.bert.encoder.layer[0].parameters())
+    expected = models.count_parameters(teacher) - per_layer - emb.token_type_embeddings.weight.numel()
+    assert models.count_parameters(student) == expected
+
+
+def test_student_embeddings_and_outputs_match_teacher():
+    teacher = tiny_teacher()
+    input_ids, attention_mask = batch()
+    student = models.build_student(teacher, layers=[0, 3]).eval()
+    with torch.no_grad():
+        assert torch.allclose(student.distilbert.embeddings(input_ids), teacher.bert.embeddings(input_ids), atol=1e-6)
+        s_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        t_out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    real = attention_mask.bool()
+    assert torch.allclose(s_out.hidden_states[1][real], t_out.hidden_states[1][real], atol=1e-5)  # both layer 0
+    assert not torch.allclose(s_out.hidden_states[2][real], t_out.hidden_states[2][real], atol=1e-3)
+    # a student with every teacher layer is the teacher (single segment): logits identical
+    full = models.build_student(teacher, layers=[0, 1, 2, 3]).eval()
+    with torch.no_grad():
+        full_logits = full(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert torch.allclose(full_logits[real], t_out.logits[real], atol=1e-4)
+
+
+def test_student_save_reload_identical(tmp_path):
+    teacher = tiny_teacher()
+    student = models.build_student(teacher).eval()  # default: half the layers, [0, 3] for 4
+    assert student.config.teacher_layers == [0, 3]
+    out_dir = models.save_model(student, tmp_path / "student", tiny_tokenizer())
+    reloaded = AutoModelForMaskedLM.from_pretrained(out_dir).eval()
+    assert type(reloaded).__name__ == "DistilBertForMaskedLM" and reloaded.config.teacher_layers == [0, 3]
+    input_ids, attention_mask = batch()
+    with torch.no_grad():
+        assert torch.equal(student(input_ids=input_ids, attention_mask=attention_mask).logits,
+                           reloaded(input_ids=input_ids, attention_mask=attention_mask).logits)
+    size = models.model_size_mb(out_dir)
+    assert 0.9 * 4 * models.count_parameters(student) / 1e6 < size < 1.2 * 4 * models.count_parameters(student) / 1e6
+
+
+def test_random_init_student():
+    teacher = tiny_teacher()
+    student = models.build_student(teacher, n_layers=2, random_init=True)
+    assert student.config.n_layers == 2
+    assert not torch.allclose(student.distilbert.transformer.layer[0].attention.q_lin.weight,
+                              teacher.bert.encoder.layer[0].attention.self.query.weight)
+    with pytest.raises(ValueError, match="layers"):
+        models.build_student(teacher, layers=[0, 4])
+    with pytest.raises(ValueError, match="n_layers"):
+        models.build_student(teacher, layers=[0, 1], n_layers=3)
+
+
+def test_layer_map():
+    student = models.build_student(tiny_teacher(), layers=[0, 2, 3])
+    assert models.layer_map(student, "last") == [(-1, -1)]
+    assert models.layer_map(student, "all") == [(1, 1), (2, 3), (3, 4)]
+
+
+def test_load_teacher_detects_missing_mlm_head(tmp_path):
+    teacher = tiny_teacher()
+    teacher.save_pretrained(tmp_path / "mlm")
+    loaded, has_head = models.load_teacher(str(tmp_path / "mlm"))
+    assert has_head
+    assert torch.equal(loaded.cls.predictions.transform.dense.weight, teacher.cls.predictions.transform.dense.weight)
+    encoder = BertModel(teacher.config)
+    encoder.save_pretrained(tmp_path / "encoder")
+    loaded, has_head = models.load_teacher(str(tmp_path / "encoder"))
+    assert not has_head
+    assert torch.equal(loaded.bert.encoder.layer[1].output.dense.weight, encoder.encoder.layer[1].output.dense.weight)
+
+
+@pytest.mark.skipif(not MINILM.is_dir(), reason="all-MiniLM-L6-v2 not available")
+def test_minilm_teacher():
+    teacher, has_head = models.load_teacher(str(MINILM))
+    assert not has_head and teacher.config.num_hidden_layers == 6
+    student = models.build_student(teacher).eval()
+    assert student.config.teacher_layers == [0, 2, 5]
+    input_ids, attention_mask = torch.tensor([[101, 7592, 2088, 2003, 102]]), torch.ones(1, 5, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.allclose(student.distilbert.embeddings(input_ids), teacher.bert.embeddings(input_ids), atol=1e-5)

@@ -1,0 +1,238 @@
+"""lib.training: precision choice, the distillation loop (logs, checkpoints, resume, NaN stop, 2-process DDP),
+MLM evaluation and head adaptation, the memory estimate. Tiny models, CPU, one thread."""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
+                          DistilBertConfig)
+
+from lib import REPO_ROOT, data, models, training
+from lib.config import DistillParams, ParameterError, make_params
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # two shared cores: more threads only spin against each other on these tiny matrices
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_setup(seed=0):
+    """A random 4-layer BERT teacher, its tokenizer and ~100 tokenized sequences of a Zipf-distributed corpus."""
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(SPECIALS + [f"w{i}" for i in range(120)])})
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    teacher = BertForMaskedLM(config).eval()
+    rng = np.random.default_rng(seed)
+    docs = [" ".join(f"w{n}" for n in rng.zipf(1.3, size=rng.integers(8, 40)).clip(max=119)) for _ in range(80)]
+    dataset = data.tokenize_corpus(docs, tokenizer, max_length=32, min_length=6)
+    return teacher, tokenizer, dataset
+
+
+def distill_params(**overrides):
+    values = dict(corpus=[{"id": "synthetic"}], max_length=32, min_length=6, batch_size=4, gradient_accumulation_steps=2,
+                  max_steps=6, checkpoint_every=2, log_every=1, precision="fp32", seed=7)
+    values.update(overrides)
+    return make_params(DistillParams, values)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return tiny_setup()
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_select_precision(monkeypatch):
+    assert training.select_precision("auto", "cpu") == (torch.float32, False)
+    assert training.select_precision("bf16", "cpu") == (torch.bfloat16, False)
+    with pytest.raises(ParameterError, match="precision"):
+        training.select_precision("fp16", "cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4
+    assert training.select_precision("auto", "cuda") == (torch.float16, True)
+    with pytest.raises(ParameterError, match="compute capability"):
+        training.select_precision("bf16", "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
+    assert training.select_precision("auto", "cuda") == (torch.bfloat16, False)
+    assert training.select_precision("fp16", "cuda") == (torch.float16, True)
+    assert training.select_precision("fp32", "cuda") == (torch.float32, False)
+
+
+def test_distill_logs_and_saves(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    teacher_before = state(teacher)
+    student = models.build_student(teacher)
+    student_before = state(student)
+    summary = training.distill(teacher, student, dataset, distill_params(), tmp_path, tokenizer, progress=False)
+    log = training.read_log(summary["log_path"])
+    assert summary["log"] == log and [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    # 5% warmup of 6 steps = 1 step (lr 0), then linear decay from 5e-4
+    assert [r["lr"] for r in log] == pytest.approx([0, 5e-4, 4e-4, 3e-4, 2e-4, 1e-4])
+    for r in log:
+        assert {"loss", "loss_ce", "loss_mlm", "loss_cos", "tokens_per_s", "padding_share", "grad_norm"} <= set(r)
+        assert "loss_mse" not in r and 0 <= r["padding_share"] < 1
+        assert r["loss"] == pytest.approx(5 * r["loss_ce"] + 2 * r["loss_mlm"] + r["loss_cos"], rel=1e-5)
+    # tokens: the non-padding tokens of the first 12 micro-batches of the epoch-0 order (seed 7)
+    lengths = data.sequence_lengths(dataset)
+    batches = data.length_grouped_batches(lengths, 4, seed=7)[:12]
+    assert summary["tokens"] == log[-1]["tokens"] == sum(lengths[b].sum() for b in batches)
+    assert summary["steps"] == 6 and summary["final"]["loss"] == log[-1]["loss"]
+    # the student learned, the teacher did not
+    assert any(not torch.equal(student_before[k], v) for k, v in student.state_dict().items())
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())
+    assert summary["output_dir"] == str(tmp_path)  # the run directory is the model directory
+    reloaded = AutoModelForMaskedLM.from_pretrained(summary["output_dir"])
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in student.state_dict().items())
+    assert AutoTokenizer.from_pretrained(summary["output_dir"]).mask_token_id == tokenizer.mask_token_id
+
+
+def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(max_steps=16, checkpoint_every=100)  # 12 steps per epoch: the resume crosses into epoch 1
+    reference = models.build_student(teacher)
+    training.distill(teacher, reference, dataset, params, tmp_path / "reference", tokenizer, progress=False)
+    reference_log = training.read_log(tmp_path / "reference" / "log.jsonl")
+
+    def interrupt(record):
+        if record["step"] == 13:
+            raise KeyboardInterrupt
+
+    student = models.build_student(teacher)
+    with pytest.raises(KeyboardInterrupt):
+        training.distill(teacher, student, dataset, params, tmp_path / "run", tokenizer, progress=False, on_log=interrupt)
+    saved = torch.load(tmp_path / "run" / "checkpoint" / "training_state.pt", weights_only=True)
+    assert saved["step"] == 13
+
+    resumed = models.build_student(teacher)  # fresh weights: everything must come from the checkpoint
+    summary = training.distill(teacher, resumed, dataset, params, tmp_path / "run", tokenizer, progress=False)
+    assert summary["resumed_from"] == 13 and summary["steps"] == 16
+    for k, v in reference.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[k], v, atol=1e-6), k
+    log = training.read_log(summary["log_path"])
+    assert [r["step"] for r in log] == list(range(1, 17))
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in reference_log], rel=1e-5)
+    assert log[-1]["tokens"] == reference_log[-1]["tokens"]
+
+    with pytest.raises(ParameterError, match="resume"):  # same run_dir, other batch order
+        training.distill(teacher, models.build_student(teacher), dataset, distill_params(max_steps=16, batch_size=2),
+                         tmp_path / "run", tokenizer, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
+    teacher, tokenizer, dataset = setup
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        losses = training_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 6:  # from optimizer step 4 on (2 micro-batches per step)
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    training_loss = training.distillation_loss
+    monkeypatch.setattr(training, "distillation_loss", poisoned)
+    student = models.build_student(teacher)
+    with pytest.raises(FloatingPointError, match=r"step 4 .*checkpoint.*\(step 2\)"):
+        training.distill(teacher, student, dataset, distill_params(checkpoint_every=2), tmp_path, tokenizer, progress=False)
+    assert torch.load(tmp_path / "checkpoint" / "training_state.pt", weights_only=True)["step"] == 2
+    kept = AutoModelForMaskedLM.from_pretrained(tmp_path / "checkpoint" / "student")
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+    assert all(torch.isfinite(p).all() for p in student.parameters())  # the NaN step was not applied
+
+
+def test_ddp_two_processes_end_identical(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        import torch
+        torch.set_num_threads(1)
+        sys.path[:0] = [{str(REPO_ROOT)!r}, {str(Path(__file__).parent)!r}]
+        from test_training import tiny_setup, distill_params
+        from lib import models, training
+        teacher, tokenizer, dataset = tiny_setup()
+        student = models.build_student(teacher)
+        summary = training.distill(teacher, student, dataset, distill_params(max_steps=3, batch_size=2), sys.argv[1],
+                                   tokenizer, progress=False, device="cpu")
+        rank = int(os.environ["RANK"])
+        torch.save(student.state_dict(), os.path.join(sys.argv[1], f"rank{{rank}}.pt"))
+        json.dump(summary, open(os.path.join(sys.argv[1], f"summary{{rank}}.json"), "w"))
+        torch.distributed.destroy_process_group()
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(worker), str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / "run" / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    summary = json.loads((tmp_path / "run" / "summary0.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    # each optimizer step saw 2 processes x 2 micro-batches x 2 sequences: different data on the two ranks
+    initial = models.build_student(tiny_setup()[0]).state_dict()
+    assert any(not torch.equal(initial[k], rank0[k]) for k in rank0)
+
+
+def test_evaluate_mlm_same_masks_for_teacher_and_copy(setup):
+    teacher, tokenizer, dataset = setup
+    full_copy = models.build_student(teacher, layers=[0, 1, 2, 3])
+    a = training.evaluate_mlm(teacher, dataset, tokenizer, batch_size=16, progress=False)
+    b = training.evaluate_mlm(full_copy, dataset, tokenizer, batch_size=16, progress=False)
+    assert a["n_tokens"] == b["n_tokens"] and a["mlm_accuracy"] == pytest.approx(b["mlm_accuracy"])
+    assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
+    assert a["perplexity"] == pytest.approx(math.exp(a["loss"]))
+    lengths = data.sequence_lengths(dataset)
+    order = np.argsort(-lengths, kind="stable")
+    assert a["n_tokens"] == sum(math.ceil(0.15 * lengths[order[i:i + 16]].sum()) for i in range(0, len(order), 16))
+    # a random teacher over 125 tokens is near chance
+    assert 0.3 * 120 < a["perplexity"] < 3 * 120
+
+
+def test_train_mlm_head_only_touches_head_and_top_layers(setup):
+    _, tokenizer, dataset = setup
+    teacher = tiny_setup(seed=1)[0]
+    before = state(teacher)
+    eval_before = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
+    result = training.train_mlm_head(teacher, dataset, tokenizer, steps=40, top_layers=1, learning_rate=3e-3,
+                                     batch_size=16, progress=False, log_every=10)
+    eval_after = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
+    assert [r["step"] for r in result["log"]] == [10, 20, 30, 40]
+    assert eval_after["loss"] < eval_before["loss"] - 0.3  # the Zipf corpus is learnable from unigrams alone
+    after = teacher.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert "cls.predictions.transform.dense.weight" in changed and "cls.predictions.bias" in changed
+    assert "bert.encoder.layer.3.output.dense.weight" in changed
+    assert not any(k.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.2.")) for k in changed)
+    assert "cls.predictions.decoder.weight" not in changed  # tied to the word embeddings
+    assert all(p.requires_grad for p in teacher.parameters()) and not teacher.training
+
+
+def test_estimate_memory_counts_parameters(setup):
+    teacher = setup[0]
+    student = models.build_student(teacher)
+    small = training.estimate_memory(teacher.config, student.config, batch_size=4, seq_length=32)
+    assert small["teacher_parameters"] == models.count_parameters(teacher)
+    assert small["student_parameters"] == models.count_parameters(student)
+    base = BertConfig()  # BERT-base and the 6-layer DistilBERT: the published sizes
+    distil = DistilBertConfig()
+    one = training.estimate_memory(base, distil, batch_size=5, seq_length=512)
+    assert one["teacher_parameters"] == 109_514_298 and one["student_parameters"] == 66_985_530
+    assert one["fits"] and 3 < one["total_gib"] < 8  # the authors' 5 x 512 per 16 GB V100
+    two = training.estimate_memory(base, distil, batch_size=10, seq_length=512)
+    fixed = sum(one["parts"][k] for k in ("teacher weights", "student weights", "student gradients", "AdamW moments",
+                                          "autocast weight copies"))
+    assert two["total_gib"] - fixed == pytest.approx(2 * (one["total_gib"] - fixed))
+    assert not training.estimate_memory(base, distil, batch_size=64, seq_length=512)["fits"]
