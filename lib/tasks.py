@@ -1,0 +1,583 @@
+"""Downstream fine-tuning and evaluation: GLUE (Table 1), IMDb and SQuAD 1.1 (Table 2).
+
+One fine-tuning run = (model, task, seed) -> a result dict, written by ``run_sweep`` as
+``<results_dir>/<model label>/<task>-seed<seed>.json`` and skipped on the next sweep unless ``params.recompute``.
+Training is the Hugging Face Trainer; evaluation is on the dev sets (IMDb: test) with lib.metrics.
+
+Distillation during fine-tuning ("(D)"): the student's loss is alpha * task loss + (1 - alpha) * T^2 *
+KL(teacher || student) on temperature-softened logits (start and end logits for SQuAD, averaged; MSE to the
+teacher's prediction for the STS-B regression head). The teacher, already fine-tuned on the task, runs once
+over the training features in eval mode (no dropout) before training -- the same numbers it would give batch
+by batch -- and its logits travel with the features as ``teacher_*`` columns.
+"""
+import inspect
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from lib import hub
+from lib import metrics as M
+from lib import results as results_io
+from lib.config import ParameterError
+
+
+def _glue(text, num_labels=2, eval_splits=("validation",)):
+    return dict(source="glue_dataset", config=None, text=text, num_labels=num_labels, regression=False,
+                eval_splits=eval_splits)
+
+
+# task -> spec: where the data is (params field holding the hub id; config name), text columns, head, eval splits
+TASKS = {
+    "cola": {**_glue(("sentence",)), "metric": "matthews"},
+    "sst2": {**_glue(("sentence",)), "metric": "accuracy"},
+    "mrpc": {**_glue(("sentence1", "sentence2")), "metric": "accuracy+f1"},
+    "stsb": {**_glue(("sentence1", "sentence2"), num_labels=1), "regression": True, "metric": "pearson+spearman"},
+    "qqp": {**_glue(("question1", "question2")), "metric": "accuracy+f1"},
+    "mnli": {**_glue(("premise", "hypothesis"), 3, ("validation_matched", "validation_mismatched")), "metric": "accuracy"},
+    "qnli": {**_glue(("question", "sentence")), "metric": "accuracy"},
+    "rte": {**_glue(("sentence1", "sentence2")), "metric": "accuracy"},
+    "wnli": {**_glue(("sentence1", "sentence2")), "metric": "accuracy"},
+    "imdb": dict(source="imdb_dataset", config=None, text=("text",), num_labels=2, regression=False,
+                 eval_splits=("test",), metric="accuracy"),
+    "squad": dict(source="squad_dataset", config=None, text=("question", "context"), num_labels=None, regression=False,
+                  eval_splits=("validation",), metric="exact_match+f1"),
+}
+for _task in M.GLUE_TASKS:
+    TASKS[_task]["config"] = _task  # GLUE's hub configs are named after the tasks
+
+HPARAM_NAMES = ("learning_rate", "n_epoch", "batch_size", "warmup_prop", "weight_decay",
+                "max_train_samples", "max_eval_samples")
+
+
+def stage_tasks(params):
+    """The tasks a stage's parameters ask for: GlueParams.tasks, or imdb/squad per run_imdb/run_squad."""
+    if hasattr(params, "tasks"):
+        return list(params.tasks)
+    return [t for t, on in (("imdb", params.run_imdb), ("squad", params.run_squad)) if on]
+
+
+def task_hparams(task, params):
+    """Hyperparameters for one task: the stage-wide values overridden by ``params.task_overrides[task]``."""
+    overrides = dict(getattr(params, "task_overrides", {}) or {})
+    for name, given in overrides.items():
+        if name not in TASKS:
+            raise ParameterError("task_overrides", f"unknown task {name!r}; tasks: {list(TASKS)}")
+        if not isinstance(given, dict) or set(given) - set(HPARAM_NAMES):
+            raise ParameterError("task_overrides", f"{name}: expected a dict of {HPARAM_NAMES}, got {given!r}")
+    hp = {name: getattr(params, name) for name in HPARAM_NAMES}
+    hp.update(overrides.get(task, {}))
+    if not 0 <= hp["warmup_prop"] < 1:
+        raise ParameterError("warmup_prop", f"must be in [0, 1), got {hp['warmup_prop']} (task {task})")
+    return hp
+
+
+def _spec(task):
+    if task not in TASKS:
+        raise ParameterError("tasks", f"unknown task {task!r}; tasks: {list(TASKS)}")
+    return TASKS[task]
+
+
+def load_task(task, params):
+    """The task's train split and evaluation splits, through the hub or the mirror, as a DatasetDict.
+
+    max_train_samples / max_eval_samples (per task via task_overrides) keep a fixed random subset drawn with
+    params.seed, in the original order: every model and fine-tuning seed sees the same examples (a plain head
+    would be biased: IMDb's train split is sorted by label).
+    """
+    import datasets
+    spec = _spec(task)
+    repo_id = getattr(params, spec["source"], None)
+    if repo_id is None:
+        raise ParameterError("tasks", f"task {task!r} needs the parameter {spec['source']!r}, which "
+                                      f"{type(params).__name__} lacks")
+    data = hub.load_dataset(repo_id, spec["config"], mirror=params.mirror)
+    hp = task_hparams(task, params)
+    splits = {}
+    for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec["eval_splits"]]:
+        if split not in data:
+            raise KeyError(f"{repo_id} ({spec['config']}) has no split {split!r}; it has {list(data)}")
+        splits[split] = _subset(data[split], cap, params.seed)
+    return datasets.DatasetDict(splits)
+
+
+def _subset(dataset, n, seed):
+    if n is None or n >= len(dataset):
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    return dataset.select(keep)
+
+
+# --- model inputs and precision ---
+
+def model_inputs(model):
+    """Input columns the model's forward accepts: DistilBERT takes no token_type_ids, BERT does."""
+    accepted = inspect.signature(model.forward).parameters
+    return [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
+
+
+def precision_flags(precision):
+    """(resolved precision, TrainingArguments flags), by lib.training.select_precision's rule: auto is bf16 on
+    CUDA compute capability >= 8, fp16 (the Trainer then scales the loss) below, fp32 on CPU."""
+    import torch
+    from lib.training import select_precision
+    cuda = torch.cuda.is_available()
+    dtype, _ = select_precision(precision, "cuda" if cuda else "cpu")
+    precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    return precision, {"fp16": precision == "fp16", "bf16": precision == "bf16", "use_cpu": not cuda}
+
+
+def _training_args(output_dir, seed, hp, params, **extra):
+    from transformers import TrainingArguments
+    _, flags = precision_flags(params.precision)
+    return TrainingArguments(
+        output_dir=str(output_dir), seed=seed, data_seed=seed,
+        learning_rate=hp["learning_rate"], num_train_epochs=hp["n_epoch"], weight_decay=hp["weight_decay"],
+        per_device_train_batch_size=hp["batch_size"], per_device_eval_batch_size=2 * hp["batch_size"],
+        warmup_steps=float(hp["warmup_prop"]),  # a float in [0, 1) is a fraction of the total steps
+        lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[],
+        remove_unused_columns=False,  # we choose the columns: teacher logits must reach compute_loss
+        dataloader_num_workers=0, **flags, **extra)
+
+
+def _make_trainer(model, args, train_dataset, collator, tokenizer, distill):
+    from transformers import Trainer
+
+    class DistillTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            teacher = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+            outputs = model(**inputs)
+            loss = outputs.loss
+            if teacher:
+                regression = model.config.problem_type == "regression"
+                soft = sum(soft_loss(outputs[name], t, distill["temperature"], regression)
+                           for name, t in teacher.items()) / len(teacher)
+                loss = distill["alpha"] * loss + (1 - distill["alpha"]) * soft
+            return (loss, outputs) if return_outputs else loss
+
+    cls = DistillTrainer if distill else Trainer
+    return cls(model=model, args=args, train_dataset=train_dataset, data_collator=collator, processing_class=tokenizer)
+
+
+def soft_loss(student_logits, teacher_logits, temperature, regression=False):
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch (float32); MSE for regression."""
+    import torch.nn.functional as F
+    s, t = student_logits.float(), teacher_logits.float()
+    if regression:
+        return F.mse_loss(s, t)
+    return F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
+                    reduction="batchmean") * temperature ** 2
+
+
+def _predict(model, dataset, output_dir, hp, params, collator, tokenizer):
+    """Logits over a dataset (in order) with the Trainer's device and precision handling."""
+    args = _training_args(output_dir, 0, hp, params, disable_tqdm=True)
+    return _make_trainer(model, args, None, collator, tokenizer, None).predict(dataset).predictions
+
+
+def _with_logits(dataset, name, logits):
+    # straight from numpy to an Arrow column: SQuAD's 88k x 384 logits as Python floats would take gigabytes
+    import pyarrow as pa
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    return dataset.add_column(name, pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1]))
+
+
+def _teacher(cls, teacher_path, tokenizer, params, param_name, **kwargs):
+    from transformers import AutoTokenizer
+    teacher = hub.from_pretrained(cls, teacher_path, mirror=params.mirror, **kwargs)
+    teacher_tokenizer = hub.from_pretrained(AutoTokenizer, teacher_path, mirror=params.mirror)
+    if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():  # logits are compared on the student's tokens
+        raise ParameterError(param_name, f"teacher {teacher_path!r} does not share the student's vocabulary")
+    return teacher
+
+
+# --- classification: GLUE and IMDb ---
+
+def encode_classification(data, task, tokenizer, max_length, truncation="head"):
+    """Tokenize a task's DatasetDict: model inputs (token_type_ids always, dropped later per model) + labels.
+
+    truncation 'head' keeps the first max_length tokens; 'head+tail' (long single texts, IMDb) keeps the first
+    quarter of the budget and the end of the text (Sun et al. 2019: 128 + 382 tokens for 512).
+    """
+    spec = _spec(task)
+    if truncation not in ("head", "head+tail"):
+        raise ParameterError("imdb_truncation", f"{truncation!r} is not one of head, head+tail")
+
+    def encode(batch):
+        texts = [batch[c] for c in spec["text"]]
+        if truncation == "head+tail":
+            texts = [[_head_tail(tokenizer, text, max_length) for text in texts[0]]] + texts[1:]
+        enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
+        enc["labels"] = [float(x) for x in batch["label"]] if spec["regression"] else batch["label"]
+        return enc
+
+    return data.map(encode, batched=True, remove_columns=next(iter(data.values())).column_names,
+                    desc=f"tokenizing {task}")
+
+
+def _head_tail(tokenizer, text, max_length):
+    # cut the text at token boundaries (character offsets), so any fast tokenizer works
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= budget:
+        return text
+    head = max(1, budget * 128 // 510)
+    tail = budget - head
+    return text[:offsets[head - 1][1]] + " " + text[offsets[len(offsets) - tail][0]:]
+
+
+def finetune_classification(model_path, task, seed, params, output_dir, teacher_path=None, save_dir=None):
+    """Fine-tune ``model_path`` on a GLUE task or IMDb with one seed; evaluate on the dev/test split(s).
+
+    teacher_path: a model already fine-tuned on this task; the student then learns from its logits too
+    (GlueParams.task_alpha, temperature). save_dir: keep the fine-tuned model there (to teach others later).
+    Returns the result dict (metrics in percent, 'score' = the task's single number, see lib.metrics).
+    """
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    spec = _spec(task)
+    if spec["num_labels"] is None:
+        raise ParameterError("tasks", f"{task!r} is not a classification task")
+    hp = task_hparams(task, params)
+    data = load_task(task, params)
+    tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=params.mirror)
+    if task == "imdb":
+        max_length, truncation = params.imdb_max_length, params.imdb_truncation
+    else:
+        max_length, truncation = params.max_length, "head"
+    encoded = encode_classification(data, task, tokenizer, max_length, truncation)
+
+    transformers.set_seed(seed)  # the new classification head's initialisation depends on the seed
+    head = dict(num_labels=spec["num_labels"],
+                problem_type="regression" if spec["regression"] else "single_label_classification")
+    model = hub.from_pretrained(AutoModelForSequenceClassification, model_path, mirror=params.mirror, **head)
+    inputs = model_inputs(model)
+    collator = DataCollatorWithPadding(tokenizer)
+    train = encoded["train"]
+    distill = None
+    if teacher_path is not None:
+        teacher = _teacher(AutoModelForSequenceClassification, teacher_path, tokenizer, params, "distill_teacher", **head)
+        logits = _predict(teacher, train.select_columns(model_inputs(teacher)), output_dir, hp, params, collator, tokenizer)
+        train = _with_logits(train, "teacher_logits", logits)
+        distill = {"alpha": params.task_alpha, "temperature": params.temperature}
+        del teacher
+    train = train.select_columns(inputs + ["labels"] + (["teacher_logits"] if distill else []))
+
+    trainer = _make_trainer(model, _training_args(output_dir, seed, hp, params), train, collator, tokenizer, distill)
+    started = time.time()
+    train_out = trainer.train()
+    train_seconds = time.time() - started
+
+    by_split, summaries = {}, {}
+    for split in spec["eval_splits"]:
+        logits = trainer.predict(encoded[split].select_columns(inputs)).predictions
+        labels = np.asarray(encoded[split]["labels"])
+        preds = logits.reshape(-1) if spec["regression"] else logits.argmax(-1)
+        by_split[split] = M.glue_metrics(task, preds, labels)
+        summaries[split] = _prediction_summary(preds, spec["regression"])
+    primary, *others = spec["eval_splits"]
+    result_metrics = dict(by_split[primary])
+    for split in others:  # MNLI: accuracy_mismatched beside the matched accuracy (the task's score)
+        suffix = split.replace("validation_", "")
+        result_metrics.update({f"{k}_{suffix}": v for k, v in by_split[split].items() if k != "score"})
+    if save_dir is not None:
+        trainer.save_model(str(save_dir))
+    return _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, len(train),
+                   train_out, train_seconds, hp, params, max_length=max_length, truncation=truncation)
+
+
+def _prediction_summary(preds, regression):
+    if regression:
+        return {"n": int(len(preds)), "mean": float(np.mean(preds)), "std": float(np.std(preds)),
+                "min": float(np.min(preds)), "max": float(np.max(preds))}
+    labels, counts = np.unique(preds, return_counts=True)
+    return {"n": int(len(preds)), "predicted_label_counts": {str(int(k)): int(c) for k, c in zip(labels, counts)}}
+
+
+def _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, n_train, train_out,
+            train_seconds, hp, params, **settings):
+    precision, _ = precision_flags(params.precision)
+    return {
+        "task": task, "model_path": str(model_path), "seed": seed, "teacher_path": teacher_path,
+        "metrics": result_metrics, "score": result_metrics["score"], "metrics_by_split": by_split,
+        "predictions": summaries,
+        "train": {"features": n_train, "steps": int(train_out.global_step), "loss": float(train_out.training_loss),
+                  "seconds": round(train_seconds, 1)},
+        "hparams": {**hp, **settings, "precision": precision},  # the stage parameters are in the provenance
+    }
+
+
+# --- SQuAD 1.1 ---
+
+def squad_features(examples, tokenizer, max_length=384, doc_stride=128, training=True):
+    """Tokenize a batch of SQuAD examples (dict of lists) into overlapping windows over the context.
+
+    Each window is [CLS] question [SEP] context piece [SEP], padded to max_length; consecutive windows share
+    doc_stride tokens (the tokenizer's stride). Training: start/end token positions of the first answer, or
+    the [CLS] position (0) when the answer is not wholly inside the window. Evaluation: example_id and the
+    offset mapping, with None outside the context so post-processing only picks context spans.
+    """
+    if tokenizer.padding_side != "right":
+        raise ValueError("squad_features expects a tokenizer that pads on the right (question first)")
+    enc = tokenizer([q.lstrip() for q in examples["question"]], examples["context"], truncation="only_second",
+                    max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True, padding="max_length", return_token_type_ids=True)
+    window_to_example = enc.pop("overflow_to_sample_mapping")
+    offsets = enc.pop("offset_mapping")
+    if training:
+        enc["start_positions"], enc["end_positions"] = [], []
+    else:
+        enc["example_id"], enc["offset_mapping"] = [], []
+    for i, example in enumerate(window_to_example):
+        sequence_ids = enc.sequence_ids(i)
+        if not training:
+            enc["example_id"].append(examples["id"][example])
+            enc["offset_mapping"].append([o if s == 1 else None for o, s in zip(offsets[i], sequence_ids)])
+            continue
+        answers = examples["answers"][example]
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        context_start = sequence_ids.index(1)
+        context_end = len(sequence_ids) - 1 - sequence_ids[::-1].index(1)
+        if offsets[i][context_start][0] > start_char or offsets[i][context_end][1] < end_char:
+            start = end = 0  # answer not (wholly) in this window: point at [CLS]
+        else:
+            start = context_start
+            while start <= context_end and offsets[i][start][0] <= start_char:
+                start += 1
+            end = context_end
+            while end >= context_start and offsets[i][end][1] >= end_char:
+                end -= 1
+            start, end = start - 1, end + 1
+        enc["start_positions"].append(start)
+        enc["end_positions"].append(end)
+    return enc
+
+
+def squad_postprocess(examples, features, start_logits, end_logits, n_best=20, max_answer_length=30):
+    """Answer text per example id: over all windows of an example, the context span (start <= end, at most
+    max_answer_length tokens) maximising start + end logit among the n_best starts and n_best ends.
+
+    examples: columns id, context; features: columns example_id, offset_mapping (from squad_features with
+    training=False), in the same order as the logit rows.
+    """
+    from tqdm.auto import tqdm
+    windows = defaultdict(list)
+    for i, example_id in enumerate(features["example_id"]):
+        windows[example_id].append(i)
+    all_offsets = list(features["offset_mapping"])  # one read, not one per window
+    start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
+    predictions = {}
+    ids, contexts = examples["id"], examples["context"]
+    for example_id, context in tqdm(zip(ids, contexts), total=len(ids), desc="squad answers",
+                                    disable=len(ids) < 1000, leave=False):
+        best_score, best_text = -math.inf, ""
+        for i in windows[example_id]:
+            offsets = all_offsets[i]
+            top_starts = np.argsort(start_logits[i])[::-1][:n_best]
+            top_ends = np.argsort(end_logits[i])[::-1][:n_best]
+            for s in top_starts:
+                for e in top_ends:
+                    if s >= len(offsets) or e >= len(offsets) or offsets[s] is None or offsets[e] is None:
+                        continue
+                    if e < s or e - s + 1 > max_answer_length:
+                        continue
+                    score = start_logits[i][s] + end_logits[i][e]
+                    if score > best_score:
+                        best_score, best_text = score, context[offsets[s][0]:offsets[e][1]]
+        predictions[example_id] = best_text
+    return predictions
+
+
+def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save_dir=None):
+    """Fine-tune ``model_path`` on SQuAD 1.1 with one seed; EM/F1 on the dev set (official v1.1 scoring).
+
+    teacher_path: a model already fine-tuned on SQuAD (the paper's DistilBERT (D)): loss = squad_alpha * CE +
+    (1 - squad_alpha) * T^2 * KL on start and end logits (averaged). save_dir: keep the fine-tuned model.
+    """
+    import transformers
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, default_data_collator
+    hp = task_hparams("squad", params)
+    data = load_task("squad", params)
+    tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=params.mirror)
+    window = dict(tokenizer=tokenizer, max_length=params.squad_max_length, doc_stride=params.doc_stride)
+    train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
+                              remove_columns=data["train"].column_names, desc="squad train windows")
+    dev = data["validation"].map(squad_features, batched=True, fn_kwargs=dict(training=False, **window),
+                                 remove_columns=data["validation"].column_names, desc="squad dev windows")
+    transformers.set_seed(seed)
+    model = hub.from_pretrained(AutoModelForQuestionAnswering, model_path, mirror=params.mirror)
+    inputs = model_inputs(model)
+    distill = None
+    if teacher_path is not None:
+        teacher = _teacher(AutoModelForQuestionAnswering, teacher_path, tokenizer, params, "squad_teacher")
+        start, end = _predict(teacher, train.select_columns(model_inputs(teacher)), output_dir, hp, params,
+                              default_data_collator, tokenizer)
+        train = _with_logits(_with_logits(train, "teacher_start_logits", start), "teacher_end_logits", end)
+        distill = {"alpha": params.squad_alpha, "temperature": params.temperature}
+        del teacher
+    columns = inputs + ["start_positions", "end_positions"]
+    train = train.select_columns(columns + (["teacher_start_logits", "teacher_end_logits"] if distill else []))
+
+    trainer = _make_trainer(model, _training_args(output_dir, seed, hp, params), train, default_data_collator,
+                            tokenizer, distill)
+    started = time.time()
+    train_out = trainer.train()
+    train_seconds = time.time() - started
+
+    start, end = trainer.predict(dev.select_columns(inputs)).predictions
+    answers = squad_postprocess(data["validation"], dev, start, end, params.n_best, params.max_answer_length)
+    references = {q: a["text"] for q, a in zip(data["validation"]["id"], data["validation"]["answers"])}
+    scores = M.squad_em_f1(answers, references)
+    scores["score"] = scores["f1"]
+    summary = {"n": len(answers), "empty": sum(1 for a in answers.values() if not a),
+               "mean_answer_words": float(np.mean([len(a.split()) for a in answers.values()])) if answers else 0.0}
+    if save_dir is not None:
+        trainer.save_model(str(save_dir))
+    return _result("squad", model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
+                   len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
+                   doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
+
+
+# --- sweeps ---
+
+def _slug(label):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(label)).strip("-") or "model"
+
+
+def result_path(results_dir, label, task, seed):
+    return Path(results_dir) / _slug(label) / f"{task}-seed{seed}.json"
+
+
+def _distills(task, params):
+    if task == "squad":
+        return bool(getattr(params, "squad_distill", False))
+    return task in M.GLUE_TASKS and bool(getattr(params, "task_distill", False))
+
+
+def _finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
+    if task == "squad":
+        return finetune_squad(model_path, seed, params, work_dir, teacher_path, save_dir)
+    return finetune_classification(model_path, task, seed, params, work_dir, teacher_path, save_dir)
+
+
+def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
+    """Fine-tune every (model, task, seed); return their result dicts. A finished result (its JSON exists) is
+    loaded, not recomputed, unless params.recompute: an interrupted sweep resumes where it stopped.
+
+    models: label -> model id or path. When distillation is on for a task (GlueParams.task_distill,
+    ImdbSquadParams.squad_distill), every model but params.distill_teacher is also fine-tuned with the teacher's
+    fine-tuned copy (first seed; or squad_teacher for SQuAD when given) as label "<label> (D)".
+    provenance: dict stored in each result (default: lib.results.provenance(params)).
+    """
+    from tqdm.auto import tqdm
+    if not models:
+        raise ParameterError("models", "name at least one model")
+    if not seeds:
+        raise ParameterError("seeds", "give at least one seed")
+    for task in tasks:
+        _spec(task)
+    teacher_label = params.distill_teacher
+    labels = sorted(models, key=lambda label: label != teacher_label)  # teacher first: it teaches the (D) runs
+    jobs = [(label, models[label], task, seed, False) for task in tasks for label in labels for seed in seeds]
+    jobs += [(f"{label} (D)", models[label], task, seed, True)
+             for task in tasks if _distills(task, params) for label in labels if label != teacher_label for seed in seeds]
+    provenance = provenance if provenance is not None else results_io.provenance(params)
+    run_dir = params.path("run_dir")
+    results = []
+    for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
+        path = result_path(results_dir, label, task, seed)
+        if path.exists() and not params.recompute:
+            results.append(json.loads(path.read_text()))
+            continue
+        teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
+        keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
+            task == "squad" and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
+        save_dir = _teacher_dir(run_dir, label, task, seed) if keep else None
+        result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
+                           teacher_path, save_dir)
+        result = {"model": label, **result, "provenance": provenance}
+        results_io.write_json(path, result)
+        results.append(result)
+    return results
+
+
+def _teacher_dir(run_dir, label, task, seed):
+    return run_dir / "finetuned" / _slug(label) / f"{task}-seed{seed}"
+
+
+def _distill_teacher(task, models, seeds, params, results_dir, provenance):
+    """Path of the fine-tuned teacher for a (D) run, fine-tuning it first when its saved copy is missing."""
+    if task == "squad" and getattr(params, "squad_teacher", None):
+        return params.squad_teacher
+    label = params.distill_teacher
+    if label not in models:
+        raise ParameterError("distill_teacher", f"{label!r} is not one of the models {list(models)}; name the "
+                                                f"model whose fine-tuned copy teaches the others")
+    save_dir = _teacher_dir(params.path("run_dir"), label, task, seeds[0])
+    if not (save_dir / "config.json").exists():  # e.g. its result JSON came from another machine
+        result = _finetune(task, models[label], seeds[0], params, save_dir.parent / (save_dir.name + "-work"),
+                           None, save_dir)
+        path = result_path(results_dir, label, task, seeds[0])
+        if not path.exists():
+            results_io.write_json(path, {"model": label, **result, "provenance": provenance})
+    return str(save_dir)
+
+
+# --- summary ---
+
+PAPER_ORDER = ("glue", "cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb", "squad")
+
+
+def summarize(results, teacher="teacher"):
+    """Long table: one row per (model, task, metric) with the median over seeds, min, max, std, n, and
+    retention = median / the teacher's median (percent). Adds task 'glue', metric 'score': the macro average
+    of the per-task median scores (the paper's statistic) over the GLUE tasks present; its min/max/std are
+    over per-seed GLUE scores for seeds that every GLUE task has."""
+    import pandas as pd
+    values = defaultdict(list)  # (model, task, metric) -> values over seeds
+    per_seed = defaultdict(dict)  # (model, seed) -> {glue task: score}
+    for r in results:
+        for metric, value in r["metrics"].items():
+            values[(r["model"], r["task"], metric)].append(value)
+        if r["task"] in M.GLUE_TASKS:
+            per_seed[(r["model"], r["seed"])][r["task"]] = r["metrics"]["score"]
+    rows = [{"model": m, "task": t, "metric": k, **M.median_and_spread(v)} for (m, t, k), v in values.items()]
+    for model in dict.fromkeys(r["model"] for r in results):
+        medians = {row["task"]: row["median"] for row in rows
+                   if row["model"] == model and row["metric"] == "score" and row["task"] in M.GLUE_TASKS}
+        if not medians:
+            continue
+        seed_scores = [M.glue_score(s) for (m, _), s in per_seed.items() if m == model and set(s) == set(medians)]
+        spread = M.median_and_spread(seed_scores)
+        rows.append({"model": model, "task": "glue", "metric": "score", **spread, "median": M.glue_score(medians)})
+    table = pd.DataFrame(rows, columns=["model", "task", "metric", "median", "min", "max", "std", "n"])
+    reference = table[table.model == teacher].set_index(["task", "metric"])["median"]
+    keys = list(zip(table.task, table.metric))
+    table["retention"] = [100.0 * m / reference[k] if model != teacher and k in reference.index and reference[k]
+                          else math.nan for model, k, m in zip(table.model, keys, table["median"])]
+    order = {t: i for i, t in enumerate(PAPER_ORDER)}
+    return table.sort_values(["model", "task", "metric"], key=lambda c: c.map(order) if c.name == "task" else c,
+                             kind="stable").reset_index(drop=True)
+
+
+def score_table(summary, statistic="median"):
+    """Wide view for the book: models x tasks (paper column order), each task's single score."""
+    scores = summary[summary.metric == "score"]
+    wide = scores.pivot(index="model", columns="task", values=statistic)
+    return wide[[t for t in PAPER_ORDER if t in wide.columns]]
+
+
+def retention(summary, student="student", teacher="teacher"):
+    """Per task (and 'glue'), the student's median score as a fraction of the teacher's (paper: 97% on GLUE)."""
+    wide = score_table(summary)
+    for label, name in ((student, "student"), (teacher, "teacher")):
+        if label not in wide.index:
+            raise ValueError(f"{name} {label!r} has no results; models: {list(wide.index)}")
+    return (wide.loc[student] / wide.loc[teacher]).dropna()

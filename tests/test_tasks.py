@@ -1,0 +1,396 @@
+"""lib.tasks: data loading, tokenization, SQuAD windows and answers, distillation loss, tiny fine-tunes, sweeps."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib import tasks as T
+from lib.config import GlueParams, ImdbSquadParams, ParameterError, make_params
+
+WORDS = ["good", "bad", "film", "movie", "plot", "actor", "very", "quite", "is", "was", "where", "what", "answer"]
+FILLER = [f"w{i}" for i in range(40)]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "the", "a"] + WORDS + FILLER
+
+
+# --- fixtures: a tiny tokenizer, tiny BERT / DistilBERT models, datasets laid out like the hub ---
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models on 2 shared cores: a second intra-op thread spins against other processes (10-30x slower)
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tokenizer(root):
+    from transformers import BertTokenizerFast
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    # transformers 5 ignores vocab_file=...: the vocabulary is passed as `vocab`
+    return BertTokenizerFast(vocab=str(root / "vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    import torch
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = _tokenizer(root / "vocab")
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64))
+    distil = DistilBertModel(DistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                              max_position_embeddings=64))
+    paths = {}
+    for name, model in (("bert", bert), ("distil", distil)):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = str(root / name)
+    return paths
+
+
+def write_hub_dataset(root, configs):
+    """configs: {config name: {split: list of row dicts}} -> parquet files + README configs, like the mirror."""
+    import pandas as pd
+    lines = ["---", "configs:"]
+    for name, splits in configs.items():
+        lines += [f"- config_name: {name}", "  data_files:"]
+        for split, rows in splits.items():
+            (root / name).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_parquet(root / name / f"{split}-00000-of-00001.parquet")
+            lines += [f"  - split: {split}", f"    path: {name}/{split}-00000-of-00001.parquet"]
+    (root / "README.md").write_text("\n".join(lines + ["---", ""]))
+    return str(root)
+
+
+def sentiment_rows(n, seed):
+    """Learnable: label 1 iff the word 'good' occurs (else 'bad' occurs), among random filler words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words = list(rng.choice(FILLER, size=rng.integers(4, 9)))
+        label = int(i % 2)
+        words.insert(int(rng.integers(0, len(words) + 1)), "good" if label else "bad")
+        rows.append({"sentence": " ".join(words), "label": label, "idx": i})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub") / "glue"
+    pairs = [{"sentence1": r["sentence"], "sentence2": "the film", "label": r["label"], "idx": r["idx"]}
+             for r in sentiment_rows(40, 3)]
+    nli = [{"premise": p["sentence1"], "hypothesis": "a plot", "label": i % 3, "idx": i} for i, p in enumerate(pairs)]
+    sts = [{**p, "label": float(i % 6)} for i, p in enumerate(pairs)]
+    return write_hub_dataset(root, {
+        "sst2": {"train": sentiment_rows(240, 1), "validation": sentiment_rows(60, 2)},
+        "rte": {"train": pairs[:30], "validation": pairs[30:]},
+        "mnli": {"train": nli[:24], "validation_matched": nli[24:32], "validation_mismatched": nli[32:]},
+        "stsb": {"train": sts[:30], "validation": sts[30:]},
+    })
+
+
+def glue_params(tmp_path, glue_dir, **overrides):
+    values = dict(glue_dataset=glue_dir, models={"teacher": "x"}, seeds=[1], learning_rate=2e-3, n_epoch=3.0,
+                  batch_size=16, warmup_prop=0.1, max_length=32, precision="fp32",
+                  run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    values.update(overrides)
+    return make_params(GlueParams, values)
+
+
+# --- specs, data, hyperparameters ---
+
+def test_task_specs():
+    assert set(T.TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "imdb", "squad"}
+    assert T.TASKS["stsb"]["regression"] and T.TASKS["stsb"]["num_labels"] == 1
+    assert T.TASKS["mnli"]["num_labels"] == 3
+    assert T.TASKS["mnli"]["eval_splits"] == ("validation_matched", "validation_mismatched")
+    assert T.TASKS["qqp"]["text"] == ("question1", "question2") and T.TASKS["qnli"]["text"] == ("question", "sentence")
+    assert T.TASKS["imdb"]["eval_splits"] == ("test",)
+
+
+def test_load_task_keeps_a_fixed_subset_in_order(tmp_path, glue_dir):
+    params = glue_params(tmp_path, glue_dir, max_train_samples=10, task_overrides={"sst2": {"max_eval_samples": 7}})
+    first, again = T.load_task("sst2", params), T.load_task("sst2", params)
+    assert len(first["train"]) == 10 and len(first["validation"]) == 7
+    assert first["train"]["idx"] == again["train"]["idx"]            # same subset for every model and seed
+    assert first["train"]["idx"] == sorted(first["train"]["idx"])     # original order kept
+    assert first["train"]["idx"] != list(range(10))                   # a random draw, not the head
+    other = T.load_task("sst2", glue_params(tmp_path, glue_dir, max_train_samples=10, seed=7))
+    assert other["train"]["idx"] != first["train"]["idx"]
+    assert len(T.load_task("rte", params)["validation"]) == 10        # the override was for sst2 only
+
+
+def test_task_hparams_overrides_and_errors(tmp_path, glue_dir):
+    params = glue_params(tmp_path, glue_dir, task_overrides={"rte": {"learning_rate": 1e-5, "n_epoch": 10}})
+    assert T.task_hparams("rte", params)["learning_rate"] == 1e-5 and T.task_hparams("rte", params)["n_epoch"] == 10
+    assert T.task_hparams("sst2", params)["learning_rate"] == 2e-3
+    with pytest.raises(ParameterError, match="task_overrides.*unknown task 'rtee'"):
+        T.task_hparams("rte", glue_params(tmp_path, glue_dir, task_overrides={"rtee": {}}))
+    with pytest.raises(ParameterError, match="task_overrides"):
+        T.task_hparams("rte", glue_params(tmp_path, glue_dir, task_overrides={"rte": {"lr": 1e-5}}))
+    with pytest.raises(ParameterError, match="'squad_dataset'"):
+        T.load_task("squad", glue_params(tmp_path, glue_dir))
+
+
+def test_model_inputs_and_precision(models):
+    from transformers import AutoModelForSequenceClassification
+    bert = AutoModelForSequenceClassification.from_pretrained(models["bert"], num_labels=2)
+    distil = AutoModelForSequenceClassification.from_pretrained(models["distil"], num_labels=2)
+    assert T.model_inputs(bert) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert T.model_inputs(distil) == ["input_ids", "attention_mask"]
+    import torch
+    if not torch.cuda.is_available():
+        assert T.precision_flags("auto") == ("fp32", {"fp16": False, "bf16": False, "use_cpu": True})
+        with pytest.raises(ParameterError, match="precision"):
+            T.precision_flags("fp16")
+
+
+def test_head_tail_truncation_keeps_both_ends(tmp_path):
+    tokenizer = _tokenizer(tmp_path)
+    text = " ".join(FILLER[:30])
+    # budget 20 - 2 specials = 18 tokens: head 18 * 128 // 510 = 4, tail 14
+    cut = T._head_tail(tokenizer, text, 20)
+    assert cut.split() == FILLER[:4] + FILLER[16:30]
+    assert T._head_tail(tokenizer, "w1 w2", 20) == "w1 w2"
+    import datasets
+    data = datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": [text], "label": [1]})})
+    head = T.encode_classification(data, "imdb", tokenizer, 20, "head")["test"][0]
+    both = T.encode_classification(data, "imdb", tokenizer, 20, "head+tail")["test"][0]
+    assert len(head["input_ids"]) == len(both["input_ids"]) == 20
+    assert tokenizer.decode(both["input_ids"][1:-1]).split() == FILLER[:4] + FILLER[16:30]
+    assert tokenizer.decode(head["input_ids"][1:-1]).split() == FILLER[:18]
+
+
+def test_soft_loss_hand_computed():
+    import torch
+    student, teacher = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])
+    # T=1: KL([.75,.25] || [.5,.5]) = .75 ln 1.5 + .25 ln .5
+    assert T.soft_loss(student, teacher, 1.0).item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-5)
+    # T=2: teacher softens to [r, 1-r], r = sqrt(3) / (sqrt(3) + 1); times T^2 = 4
+    r = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected = 4 * (r * math.log(2 * r) + (1 - r) * math.log(2 * (1 - r)))
+    assert T.soft_loss(student, teacher, 2.0).item() == pytest.approx(expected, rel=1e-5)
+    assert T.soft_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert T.soft_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [2.0]]), 2.0, regression=True).item() == 1.0
+
+
+# --- SQuAD windows and answers ---
+
+SQUAD_CONTEXT = " ".join(FILLER[:30]) + " the answer is good film . " + " ".join(FILLER[30:40])
+
+
+def squad_example(qid="q1", context=SQUAD_CONTEXT, answer="good film"):
+    start = context.index(answer)
+    return {"id": qid, "title": "t", "context": context, "question": "what is the answer ?",
+            "answers": {"text": [answer], "answer_start": [start]}}
+
+
+def _batch(rows):
+    return {key: [r[key] for r in rows] for key in rows[0]}
+
+
+def test_squad_training_windows_point_at_the_answer(tmp_path):
+    tokenizer = _tokenizer(tmp_path)
+    batch = _batch([squad_example()])
+    features = T.squad_features(batch, tokenizer, max_length=24, doc_stride=8, training=True)
+    assert len(features["input_ids"]) > 3  # the context needs several overlapping windows
+    inside = 0
+    for ids, start, end in zip(features["input_ids"], features["start_positions"], features["end_positions"]):
+        assert len(ids) == 24
+        if start == 0:
+            assert end == 0
+            continue
+        inside += 1
+        assert tokenizer.decode(ids[start:end + 1]) == "good film"
+    assert inside >= 1
+
+
+def test_squad_postprocess_maps_a_logit_peak_back_across_windows(tmp_path):
+    tokenizer = _tokenizer(tmp_path)
+    examples = _batch([squad_example("q1"), squad_example("q2", answer="w3")])
+    features = T.squad_features(examples, tokenizer, max_length=24, doc_stride=8, training=False)
+    windows = [i for i, e in enumerate(features["example_id"]) if e == "q1"]
+    n = len(features["input_ids"])
+    start, end = np.zeros((n, 24)), np.zeros((n, 24))
+    # put the peak in the LAST window of q1 that holds "good film": that window's offsets must be used
+    target = None
+    for i in windows:
+        tokens = tokenizer.convert_ids_to_tokens(features["input_ids"][i])
+        if "good" in tokens and "film" in tokens and tokens.index("film") == tokens.index("good") + 1:
+            target = (i, tokens.index("good"), tokens.index("film"))
+    assert target is not None and target[0] != windows[0]
+    i, s, e = target
+    start[i, s], end[i, e] = 10.0, 10.0
+    # a stronger peak on question tokens (outside the context) must be ignored
+    start[windows[0], 1], end[windows[0], 2] = 50.0, 50.0
+    # q2: a peak on w3 in its first window
+    j = features["example_id"].index("q2")
+    tokens = tokenizer.convert_ids_to_tokens(features["input_ids"][j])
+    start[j, tokens.index("w3")], end[j, tokens.index("w3")] = 5.0, 5.0
+    answers = T.squad_postprocess(examples, features, start, end, n_best=5, max_answer_length=30)
+    assert answers == {"q1": "good film", "q2": "w3"}
+    # with max_answer_length 1 the two-token span is not allowed any more (n_best = all: every 1-token span)
+    short = T.squad_postprocess(examples, features, start, end, n_best=24, max_answer_length=1)
+    assert short["q1"] in ("good", "film")
+
+
+# --- tiny end-to-end fine-tunes ---
+
+def test_finetune_classification_learns_a_token_rule(tmp_path, glue_dir, models):
+    params = glue_params(tmp_path, glue_dir)
+    result = T.finetune_classification(models["bert"], "sst2", 1, params, tmp_path / "work")
+    assert result["metrics"]["accuracy"] >= 85.0, result["metrics"]  # chance is 50
+    assert result["score"] == result["metrics"]["accuracy"]
+    assert result["predictions"]["validation"]["n"] == 60
+    assert result["train"]["features"] == 240 and result["train"]["steps"] == 3 * 15
+    assert result["hparams"]["precision"] == "fp32"
+    json.dumps(result)  # serialisable as is
+
+
+def test_task_distillation_bert_teacher_to_distilbert_student_on_pairs(tmp_path, glue_dir, models):
+    # the BERT teacher needs token_type_ids, the DistilBERT student takes none: both are fed what they expect
+    params = glue_params(tmp_path, glue_dir, task_distill=True, n_epoch=1.0)
+    teacher_dir = tmp_path / "teacher-rte"
+    teacher = T.finetune_classification(models["bert"], "rte", 1, params, tmp_path / "w1", save_dir=teacher_dir)
+    assert (teacher_dir / "config.json").exists() and teacher["teacher_path"] is None
+    student = T.finetune_classification(models["distil"], "rte", 1, params, tmp_path / "w2",
+                                        teacher_path=str(teacher_dir))
+    assert student["teacher_path"] == str(teacher_dir)
+    assert math.isfinite(student["train"]["loss"]) and student["train"]["steps"] == 2
+    assert set(student["metrics"]) == {"accuracy", "score"}
+    # both barely trained, so they agree (KL ~ 0): with task_alpha 0.5 the loss is about half the CE alone
+    assert student["train"]["loss"] < 0.75 * teacher["train"]["loss"]
+
+
+def test_mnli_reports_both_dev_sets_and_stsb_has_a_regression_head(tmp_path, glue_dir, models):
+    params = glue_params(tmp_path, glue_dir, n_epoch=1.0)
+    mnli = T.finetune_classification(models["distil"], "mnli", 1, params, tmp_path / "w1")
+    assert set(mnli["metrics"]) == {"accuracy", "score", "accuracy_mismatched"}
+    assert mnli["score"] == mnli["metrics_by_split"]["validation_matched"]["accuracy"]
+    assert mnli["metrics"]["accuracy_mismatched"] == mnli["metrics_by_split"]["validation_mismatched"]["accuracy"]
+    assert mnli["predictions"]["validation_mismatched"]["n"] == 8
+    assert sum(mnli["predictions"]["validation_matched"]["predicted_label_counts"].values()) == 8
+    stsb = T.finetune_classification(models["bert"], "stsb", 1, params, tmp_path / "w2")
+    assert set(stsb["metrics"]) == {"pearson", "spearman", "score"}
+    assert stsb["score"] == pytest.approx((stsb["metrics"]["pearson"] + stsb["metrics"]["spearman"]) / 2)
+    assert set(stsb["predictions"]["validation"]) == {"n", "mean", "std", "min", "max"}
+
+
+def test_finetune_squad_end_to_end_with_distillation(tmp_path, models):
+    rng = np.random.default_rng(0)
+
+    def rows(n, prefix):
+        out = []
+        for i in range(n):
+            words = list(rng.choice(FILLER, size=12))
+            words.insert(int(rng.integers(0, 13)), "good")
+            out.append(squad_example(f"{prefix}{i}", " ".join(words), "good"))
+        return out
+
+    squad = write_hub_dataset(tmp_path / "squad", {"plain_text": {"train": rows(96, "t"), "validation": rows(20, "v")}})
+    params = make_params(ImdbSquadParams, dict(
+        squad_dataset=squad, models={"student": "x"}, seeds=[1], learning_rate=3e-3, n_epoch=4.0, batch_size=16,
+        squad_max_length=32, doc_stride=8, max_answer_length=5, n_best=5, precision="fp32", squad_distill=True,
+        run_dir=str(tmp_path / "runs")))
+    result = T.finetune_squad(models["distil"], 1, params, tmp_path / "work", teacher_path=models["bert"])
+    assert result["task"] == "squad" and result["teacher_path"] == models["bert"]
+    assert result["predictions"]["validation"]["n"] == 20
+    # the answer is always the word "good": a model that found it beats picking a random span by far
+    assert result["metrics"]["exact_match"] >= 50.0, result["metrics"]
+    assert result["score"] == result["metrics"]["f1"] >= result["metrics"]["exact_match"]
+
+
+# --- sweeps and summaries ---
+
+def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypatch):
+    calls = []
+
+    def fake_finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
+        calls.append((model_path, task, seed, teacher_path, save_dir))
+        if save_dir is not None:
+            Path(save_dir).mkdir(parents=True)
+            (Path(save_dir) / "config.json").write_text("{}")
+        score = {"teacher": 80.0, "student": 70.0}[model_path] + seed + (5 if teacher_path else 0)
+        return {"task": task, "seed": seed, "teacher_path": teacher_path, "metrics": {"accuracy": score, "score": score}}
+
+    monkeypatch.setattr(T, "_finetune", fake_finetune)
+    params = glue_params(tmp_path, glue_dir, task_distill=True)
+    models = {"student": "student", "teacher": "teacher"}
+    results = T.run_sweep(models, ["sst2"], [1, 2], params, tmp_path / "results", provenance={"commit": "abc"})
+    teacher_dir = str(params.path("run_dir") / "finetuned" / "teacher" / "sst2-seed1")
+    # teacher first (its seed-1 copy is kept), then the student, then the student distilled from that copy
+    assert [(c[0], c[2], c[3]) for c in calls] == [("teacher", 1, None), ("teacher", 2, None), ("student", 1, None),
+                                                   ("student", 2, None), ("student", 1, teacher_dir),
+                                                   ("student", 2, teacher_dir)]
+    assert str(calls[0][4]) == teacher_dir and calls[1][4] is None
+    assert [r["model"] for r in results] == ["teacher"] * 2 + ["student"] * 2 + ["student (D)"] * 2
+    saved = json.loads((tmp_path / "results" / "student-D" / "sst2-seed2.json").read_text())
+    assert saved["metrics"]["score"] == 70.0 + 2 + 5 and saved["teacher_path"] == teacher_dir
+    assert saved["provenance"] == {"commit": "abc"}
+
+    calls.clear()
+    again = T.run_sweep(models, ["sst2"], [1, 2], params, tmp_path / "results", provenance={})
+    assert calls == [] and again == results  # finished results are read back, not recomputed
+    T.run_sweep({"student": "student"}, ["cola"], [1], glue_params(tmp_path, glue_dir, recompute=True),
+                tmp_path / "results2", provenance={})
+    assert calls == [("student", "cola", 1, None, None)]
+    with pytest.raises(ParameterError, match="distill_teacher"):
+        T.run_sweep({"student": "student"}, ["rte"], [1], params, tmp_path / "results3", provenance={})
+
+
+def test_summarize_medians_glue_score_and_retention():
+    def result(model, task, seed, score):
+        return {"model": model, "task": task, "seed": seed, "metrics": {"score": score}}
+
+    results = [result("teacher", "cola", s, v) for s, v in ((1, 50), (2, 60), (3, 58))]
+    results += [result("teacher", "sst2", s, v) for s, v in ((1, 90), (2, 92), (3, 91))]
+    results += [result("student", "cola", s, v) for s, v in ((1, 40), (2, 45), (3, 47))]
+    results += [result("student", "sst2", s, v) for s, v in ((1, 89), (2, 91), (3, 90))]
+    results += [result("student", "imdb", 1, 88.0)]
+    table = T.summarize(results)
+
+    def row(model, task):
+        return table[(table.model == model) & (table.task == task) & (table.metric == "score")].iloc[0]
+
+    assert row("teacher", "cola")["median"] == 58 and row("teacher", "cola")["min"] == 50 and row("teacher", "cola")["n"] == 3
+    assert row("teacher", "glue")["median"] == pytest.approx((58 + 91) / 2)
+    # per-seed GLUE scores of the student: 64.5, 68, 68.5
+    assert row("student", "glue")["median"] == pytest.approx((45 + 90) / 2)
+    assert (row("student", "glue")["min"], row("student", "glue")["max"]) == (64.5, 68.5)
+    assert row("student", "cola")["retention"] == pytest.approx(100 * 45 / 58)
+    assert row("student", "glue")["retention"] == pytest.approx(100 * 67.5 / 74.5)
+    assert math.isnan(row("teacher", "cola")["retention"]) and math.isnan(row("student", "imdb")["retention"])
+    wide = T.score_table(table)
+    assert list(wide.columns) == ["glue", "cola", "sst2", "imdb"]
+    assert wide.loc["student", "sst2"] == 90
+    ratio = T.retention(table)
+    assert list(ratio.index) == ["glue", "cola", "sst2"]  # imdb: no teacher result
+    assert ratio["cola"] == pytest.approx(45 / 58) and ratio["glue"] == pytest.approx(67.5 / 74.5)
+
+
+# --- the real mirror (skipped when absent) ---
+
+@pytest.mark.mirror
+def test_mirror_glue_and_imdb_load_and_tokenize(shared_hub):
+    from lib import hub
+    from transformers import AutoTokenizer
+    params = make_params(GlueParams, dict(mirror=str(shared_hub), models={"m": "x"}, max_train_samples=50,
+                                          max_eval_samples=20))
+    cola = T.load_task("cola", params)
+    assert list(cola) == ["train", "validation"] and len(cola["train"]) == 50 and len(cola["validation"]) == 20
+    rte = T.load_task("rte", params)
+    assert set(rte["train"].column_names) >= {"sentence1", "sentence2", "label"}
+    tokenizer = hub.from_pretrained(AutoTokenizer, "distilbert/distilbert-base-uncased", mirror=str(shared_hub))
+    encoded = T.encode_classification(rte, "rte", tokenizer, 128)
+    assert max(len(ids) for ids in encoded["train"]["input_ids"]) <= 128
+    imdb_params = make_params(ImdbSquadParams, dict(mirror=str(shared_hub), models={"m": "x"}, max_train_samples=30,
+                                                    max_eval_samples=30))
+    imdb = T.load_task("imdb", imdb_params)
+    assert list(imdb) == ["train", "test"] and 0 < sum(imdb["train"]["label"]) < 30  # both classes drawn
+    both = T.encode_classification(imdb, "imdb", tokenizer, 512, "head+tail")
+    assert max(len(ids) for ids in both["test"]["input_ids"]) <= 512
