@@ -1,0 +1,744 @@
+"""Size and speed (the paper's Table 3) and beyond: parameter counts, size on disk, batch-1 inference time over
+STS-B dev with the tokenizer excluded or included, teacher and student timed interleaved in one run, sequence
+length / batch size sweeps, GPU timing with CUDA events in fp16/bf16, and int8 dynamic quantization.
+
+Timing protocol (all timings go through ``_run_schedule``): every model gets ``warmup`` untimed calls first, then
+``repeats`` timed passes over the same batches. Models compared together are interleaved, example by example by
+default (or pass by pass), the first model rotating each repeat, so that they all see the same machine state; on
+a shared machine that matters more than the number of repeats. Pass totals (the paper's full-pass time) and
+per-example medians are both reported: when other processes load the cores, torch's threads stall and the totals
+grow a heavy tail (mean per example 2-4x the median was seen here), while the medians stay put. CPU calls are
+timed with ``time.perf_counter``; CUDA calls with CUDA events, synchronised after every call (batch-1 latency:
+each example finishes before the next starts). Latency does not depend on weight values, so config-only models
+(random weights) time the same architecture as trained checkpoints.
+
+Int8 quantization: ``quantize_dynamic_int8`` defaults to ONNX Runtime (``torch.onnx.export(dynamo=True)``, then
+``onnxruntime.quantization.quantize_dynamic``: int8 per-channel weights, activations quantized per call), the
+maintained path that is fast on CPU here. ``torch.ao.quantization.quantize_dynamic`` still runs in torch 2.13 and
+is as fast, but is deprecated (its warning announces removal and points to torchao); torchao's
+``Int8DynamicActivationInt8WeightConfig`` is the maintained replacement, but in eager mode on CPU it is barely
+faster than fp32. DistilBERT, batch 1, 32 tokens, 2 shared cores (noisy): fp32 31-37 ms, ONNX Runtime int8 9-12 ms,
+torch.ao int8 8-13 ms, torchao int8 28-35 ms. Both alternatives remain available as ``backend=``. Requirements
+for the default: ``onnxruntime``, ``onnx`` and ``onnxscript`` (the exporter); torchao only for its backend.
+"""
+import copy
+import inspect
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from lib import hub, paper
+
+# Table 3 of the paper (full pass over STS-B dev on CPU, batch size 1) with each model's GLUE dev score (Table 1)
+PAPER_TABLE3 = {name: {**row, "glue_score": paper.TABLE1[name]["score"]} for name, row in paper.TABLE3.items()}
+PAPER_RATIO = paper.TABLE3["DistilBERT"]["seconds"] / paper.TABLE3["BERT-base"]["seconds"]  # 0.61; the limit is ~0.5
+STSB_DEV_SIZE = 1500
+GLUE_TEXT_COLUMNS = {
+    "cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
+}
+TASK_CLASSES = {"base": "AutoModel", "sequence-classification": "AutoModelForSequenceClassification",
+                "masked-lm": "AutoModelForMaskedLM"}
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.onnx", "*.onnx.data", "*.pt", "*.pth")
+
+
+# ---------------------------------------------------------------------------------------------- models and size
+
+def build_from_config(repo_id, mirror=None, task="base", num_labels=2):
+    """The architecture named by ``repo_id`` (its config.json via hub/mirror) with random weights, in eval mode."""
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task {task!r} is not one of {list(TASK_CLASSES)}")
+    config = hub.from_pretrained(transformers.AutoConfig, repo_id, mirror=mirror)
+    if task == "sequence-classification":
+        config.num_labels = num_labels
+    return getattr(transformers, TASK_CLASSES[task]).from_config(config).eval()
+
+
+def has_weights(path):
+    """Whether a local model directory holds weights (the mirror's BERT/DistilBERT hold only config + tokenizer)."""
+    path = Path(path)
+    return path.is_dir() and any(any(path.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*.bin"))
+
+
+def load_for_timing(repo_id, mirror=None, task="base", num_labels=2, tokenizer_id=None):
+    """(model, tokenizer, pretrained): the trained checkpoint when its weights are present, else the same
+    architecture from its config with random weights (``pretrained`` False) -- equal latency either way.
+    ``tokenizer_id``: where the tokenizer lives when the checkpoint directory has none (default ``repo_id``)."""
+    tokenizer = hub.from_pretrained(transformers.AutoTokenizer, tokenizer_id or repo_id, mirror=mirror)
+    location = hub.resolve(repo_id, mirror)
+    if Path(location).is_dir() and not has_weights(location):
+        return build_from_config(repo_id, mirror, task, num_labels), tokenizer, False
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task {task!r} is not one of {list(TASK_CLASSES)}")
+    kwargs = {"num_labels": num_labels} if task == "sequence-classification" else {}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # a base model from an MLM checkpoint: the unused head is expected
+    try:
+        model = hub.from_pretrained(getattr(transformers, TASK_CLASSES[task]), repo_id, mirror=mirror, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model.eval(), tokenizer, True
+
+
+def count_parameters(model):
+    """Number of parameters, tied tensors counted once. Dynamic-quantized Linear layers (torch.ao) keep their
+    weights outside ``parameters()``: they are counted too, so quantization leaves the count unchanged."""
+    if isinstance(model, OrtModel):
+        return model.num_parameters
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if _is_torch_ao_linear(module):
+            weight, bias = module._weight_bias()
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
+    return total
+
+
+def _is_torch_ao_linear(module):
+    return isinstance(module, torch.ao.nn.quantized.Linear)  # the dynamic one subclasses it
+
+
+def size_on_disk_mb(model_or_path):
+    """Size of the saved weights in MB (10^6 bytes). A path: that file, or a directory's weight files
+    (safetensors, pytorch_model*.bin, onnx). A model: saved with ``save_pretrained`` (safetensors) into a temporary
+    directory and measured; models that safetensors cannot hold (quantized) are saved with ``torch.save``."""
+    if isinstance(model_or_path, OrtModel):
+        return size_on_disk_mb(model_or_path.path)
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        if path.is_file():
+            files = [path] + [p for p in [Path(f"{path}.data")] if p.is_file()]  # ONNX external data
+        elif path.is_dir():
+            files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern)})
+        else:
+            raise FileNotFoundError(f"size_on_disk_mb: no such file or directory {path}")
+        if not files:
+            raise FileNotFoundError(f"size_on_disk_mb: no weight files ({', '.join(WEIGHT_FILES)}) in {path}")
+        return sum(f.stat().st_size for f in files) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model_or_path.save_pretrained(tmp)
+        except Exception:  # quantized tensors: safetensors refuses them
+            for f in Path(tmp).iterdir():
+                f.unlink()
+            torch.save(model_or_path.state_dict(), Path(tmp) / "model.pt")
+        return size_on_disk_mb(tmp)
+
+
+# ---------------------------------------------------------------------------------------------- devices
+
+def resolve_device(device="cpu"):
+    """'cpu', 'cuda[:n]' or 'auto' (cuda when available) as a torch.device; a clear error when cuda is missing."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA GPU available here (use 'cpu' or 'auto')")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not one of cpu, cuda, auto")
+    return device
+
+
+def resolve_precision(precision, device):
+    """torch dtype for 'auto' | 'fp32' | 'fp16' | 'bf16'. bf16 only on compute capability >= 8: older GPUs
+    (T4) report bf16 support but emulate it. 'auto': fp32 on CPU, bf16 on capability >= 8, else fp16."""
+    device = torch.device(device)
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"precision {precision!r} is not one of ['auto', 'fp32', 'fp16', 'bf16']")
+    if device.type == "cpu":
+        if precision in ("fp16", "bf16"):
+            raise ValueError(f"precision {precision!r}: half precision is timed on GPU only; use fp32 on CPU")
+        return torch.float32
+    major = torch.cuda.get_device_capability(device)[0]
+    if precision == "auto":
+        precision = "bf16" if major >= 8 else "fp16"
+    if precision == "bf16" and major < 8:
+        raise ValueError(f"precision 'bf16' needs compute capability >= 8, this GPU has {major}.x: use fp16")
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def prepare(model, device="cpu", precision="fp32"):
+    """``model`` in eval mode on ``device`` in ``precision`` (a copy when it has to be cast, so trained fp32 weights
+    are not rounded in place)."""
+    device = resolve_device(device)
+    dtype = resolve_precision(precision, device)
+    if dtype != torch.float32:
+        model = copy.deepcopy(model)
+    return model.eval().to(device=device, dtype=dtype)
+
+
+def _model_device(model):
+    if isinstance(model, OrtModel):
+        return torch.device("cpu")
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def _threads(num_threads):
+    """torch intra-op threads set to ``num_threads`` (0: leave as is) for the duration, restored after."""
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+    before = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def machine_info(device="cpu"):
+    """What the timings depend on: processor, cores, torch threads, load average (the machine may be shared)."""
+    device = torch.device(device)
+    info = {"device": str(device), "torch": torch.__version__, "num_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "processor": _cpu_name(), "platform": platform.platform()}
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+    return info
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ---------------------------------------------------------------------------------------------- timer
+
+def _timed(step, device):
+    """Seconds taken by one call of ``step``. On CUDA, events bracket the call and we wait for its end, so the
+    figure covers the GPU work (and, the stream being idle at the start, any CPU work such as tokenization)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def _run_schedule(steps, warmup, repeats, devices, interleave="example", progress=True, desc="timing"):
+    """Time ``steps`` (label -> list of zero-argument calls, same length for every label) -> label -> array
+    [repeats, n] of seconds. ``warmup`` untimed calls per label first (interleaved), then ``repeats`` passes; the
+    label that goes first rotates each repeat. interleave='pass': one label's whole pass, then the next;
+    'example': every label on item i before any moves to i + 1."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if interleave not in ("pass", "example"):
+        raise ValueError(f"interleave {interleave!r} is not one of ['pass', 'example']")
+    labels = list(steps)
+    n = len(steps[labels[0]])
+    if n == 0 or any(len(steps[label]) != n for label in labels):
+        raise ValueError(f"every model needs the same, non-zero number of batches: {[len(steps[k]) for k in labels]}")
+    times = {label: np.zeros((repeats, n)) for label in labels}
+    with torch.inference_mode():
+        for i in range(warmup):
+            for label in labels:
+                steps[label][i % n]()
+        bar = tqdm(total=repeats * n * len(labels), desc=desc, disable=not progress, leave=False)
+        for r in range(repeats):
+            order = labels[r % len(labels):] + labels[:r % len(labels)]
+            pairs = ([(label, i) for label in order for i in range(n)] if interleave == "pass"
+                     else [(label, i) for i in range(n) for label in order])
+            for label, i in pairs:
+                times[label][r, i] = _timed(steps[label][i], devices[label])
+                bar.update()
+        bar.close()
+    return times
+
+
+def _summary(times, n_examples, batch_size, n_tokens):
+    """Pass totals and per-example figures from an array [repeats, n_batches] of seconds."""
+    pass_s = times.sum(axis=1)
+    per_batch = np.median(times, axis=0)  # each batch's median over repeats
+    return {"total_s": float(np.median(pass_s)), "total_s_min": float(pass_s.min()),
+            "pass_s": [float(s) for s in pass_s],
+            "per_example_ms_median": float(np.median(per_batch)) * 1e3 / batch_size,
+            "per_example_ms_mean": float(np.median(pass_s)) * 1e3 / n_examples,
+            "n_examples": n_examples, "n_batches": times.shape[1], "batch_size": batch_size,
+            "repeats": times.shape[0], "mean_tokens": n_tokens / n_examples}
+
+
+def extrapolate_total_s(result, n_total=STSB_DEV_SIZE):
+    """A subset's full-pass time scaled to ``n_total`` examples (per-example mean x n_total). Honest only if the
+    subset is representative in length: compare its ``mean_tokens`` with the full set's."""
+    return result["per_example_ms_mean"] * n_total / 1e3
+
+
+# ---------------------------------------------------------------------------------------------- text inputs
+
+def _dev_split(task, dataset, mirror):
+    if task not in GLUE_TEXT_COLUMNS:
+        raise ValueError(f"task {task!r} is not one of {list(GLUE_TEXT_COLUMNS)}")
+    split = "validation_matched" if task == "mnli" else "validation"
+    return hub.load_dataset(dataset, task, mirror=mirror, split=split)
+
+
+def dev_examples(task="stsb", dataset="nyu-mll/glue", mirror=None, max_examples=None, seed=0):
+    """(texts, labels) of a GLUE dev split: texts are strings or (sentence1, sentence2) pairs. ``max_examples``
+    keeps a seeded random subset (in dataset order), more representative of lengths than the first rows."""
+    data = _dev_split(task, dataset, mirror)
+    if max_examples is not None:
+        if max_examples <= 0:
+            raise ValueError(f"max_examples must be > 0 or None, got {max_examples}")
+        if max_examples < len(data):
+            keep = np.sort(np.random.default_rng(seed).choice(len(data), max_examples, replace=False))
+            data = data.select(keep.tolist())
+    columns = GLUE_TEXT_COLUMNS[task]
+    texts = list(zip(*(data[c] for c in columns))) if len(columns) == 2 else list(data[columns[0]])
+    return texts, list(data["label"])
+
+
+def _encode(tokenizer, batch, max_length):
+    if isinstance(batch[0], (tuple, list)):
+        first, second = zip(*batch)
+        return tokenizer(list(first), list(second), padding=True, truncation=True, max_length=max_length,
+                         return_tensors="pt")
+    return tokenizer(list(batch), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def _text_steps(model, tokenizer, texts, batch_size, include_tokenizer, max_length, device):
+    """One zero-argument call per batch, and the number of non-padding tokens seen."""
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    if include_tokenizer:
+        n_tokens = sum(int(_encode(tokenizer, b, max_length)["attention_mask"].sum()) for b in batches)
+        return [lambda b=b: model(**_encode(tokenizer, b, max_length).to(device)) for b in batches], n_tokens
+    encoded = [_encode(tokenizer, b, max_length).to(device) for b in batches]
+    return [lambda e=e: model(**e) for e in encoded], sum(int(e["attention_mask"].sum()) for e in encoded)
+
+
+def compare_interleaved(models, texts, batch_size=1, warmup=10, repeats=3, num_threads=0, include_tokenizer=False,
+                        interleave="example", reference=None, max_length=512, progress=True):
+    """Time every model over ``texts`` (strings or sentence pairs) in one interleaved run. ``models``: label ->
+    (model, tokenizer), each model already on its device and precision (see ``prepare``); with the tokenizer
+    excluded every batch is encoded (and moved to the device) before timing, with it included both are timed.
+    Returns {"models": label -> timing summary (total_s = median pass, per-example median and mean, ...),
+    "ratio": label -> total_s / total_s of ``reference`` (default the first label, e.g. the teacher),
+    "ratio_per_pass": label -> list, "paper_ratio", "num_threads", "machine", ...}."""
+    if not models:
+        raise ValueError("models: give at least one label -> (model, tokenizer)")
+    if not texts:
+        raise ValueError("texts: nothing to time")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    reference = reference or next(iter(models))
+    if reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
+    devices = {label: _model_device(model) for label, (model, _) in models.items()}
+    steps, n_tokens = {}, {}
+    for label, (model, tokenizer) in models.items():
+        steps[label], n_tokens[label] = _text_steps(model, tokenizer, texts, batch_size, include_tokenizer,
+                                                    max_length, devices[label])
+    with _threads(num_threads):
+        machine = machine_info(devices[reference])
+        times = _run_schedule(steps, warmup, repeats, devices, interleave, progress,
+                              desc=f"{'+'.join(models)} x{len(texts)}")
+        loadavg_after = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    results = {label: _summary(times[label], len(texts), batch_size, n_tokens[label]) for label in models}
+    for label in models:
+        results[label]["device"] = str(devices[label])
+    ref_pass = times[reference].sum(axis=1)
+    return {"models": results,
+            "ratio": {label: results[label]["total_s"] / results[reference]["total_s"] for label in models},
+            "ratio_per_pass": {label: [float(x) for x in times[label].sum(axis=1) / ref_pass] for label in models},
+            "reference": reference, "paper_ratio": PAPER_RATIO, "include_tokenizer": include_tokenizer,
+            "batch_size": batch_size, "warmup": warmup, "repeats": repeats, "interleave": interleave,
+            "num_threads": machine["num_threads"], "machine": machine, "loadavg_1min_after": loadavg_after}
+
+
+def time_pass(model, tokenizer, texts, include_tokenizer=False, batch_size=1, warmup=10, repeats=3, num_threads=0,
+              max_length=512, progress=True):
+    """One model's pass over ``texts`` (the paper's protocol at batch_size=1): the timing summary of
+    ``compare_interleaved`` plus the thread count and device."""
+    out = compare_interleaved({"model": (model, tokenizer)}, texts, batch_size, warmup, repeats, num_threads,
+                              include_tokenizer, max_length=max_length, progress=progress)
+    return {**out["models"]["model"], "num_threads": out["num_threads"], "include_tokenizer": include_tokenizer}
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+def synthetic_batch(model, batch_size, seq_len, device=None, seed=0):
+    """Inputs of exactly ``seq_len`` tokens (no padding) for ``model``: random ids away from special tokens."""
+    config = model.config
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions is not None and seq_len > max_positions:
+        raise ValueError(f"seq_lengths: {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+    generator = torch.Generator().manual_seed(seed)
+    low, high = min(1000, config.vocab_size - 1), config.vocab_size
+    input_ids = torch.randint(low, high, (batch_size, seq_len), generator=generator)
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    device = device or _model_device(model)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def sweep(models, seq_lengths, batch_sizes, warmup=3, repeats=5, num_threads=0, max_batch_tokens=None,
+          progress=True):
+    """Latency and throughput over sequence lengths x batch sizes, models interleaved call by call at each point.
+    ``models``: label -> model (or (model, tokenizer)), already on their device/precision. Points with
+    batch_size * seq_len > ``max_batch_tokens`` are skipped. For several precisions on GPU, sweep each
+    ``prepare(model, device, precision)`` and ``pd.concat`` the tables (the dtype column tells them apart).
+    Returns a tidy DataFrame: one row per model and point with latency_ms (median), latency_ms_min,
+    sequences_per_s, tokens_per_s, device, dtype, num_threads."""
+    models = {label: m[0] if isinstance(m, tuple) else m for label, m in models.items()}
+    if not models:
+        raise ValueError("models: give at least one label -> model")
+    if not seq_lengths or any(s < 1 for s in seq_lengths):
+        raise ValueError(f"seq_lengths must be positive lengths, got {seq_lengths}")
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise ValueError(f"batch_sizes must be positive sizes, got {batch_sizes}")
+    points = [(b, s) for b in batch_sizes for s in seq_lengths if not max_batch_tokens or b * s <= max_batch_tokens]
+    devices = {label: _model_device(model) for label, model in models.items()}
+    rows = []
+    with _threads(num_threads):
+        for b, s in tqdm(points, desc="sweep", disable=not progress):
+            steps = {label: [lambda m=model, x=synthetic_batch(model, b, s, devices[label]): m(**x)]
+                     for label, model in models.items()}
+            times = _run_schedule(steps, warmup, repeats, devices, "example", progress=False)
+            for label, model in models.items():
+                t = times[label][:, 0]
+                median = float(np.median(t))
+                rows.append({"model": label, "seq_len": s, "batch_size": b, "latency_ms": median * 1e3,
+                             "latency_ms_min": float(t.min()) * 1e3, "sequences_per_s": b / median,
+                             "tokens_per_s": b * s / median, "device": str(devices[label]),
+                             "dtype": _dtype_name(model), "num_threads": torch.get_num_threads()})
+    return pd.DataFrame(rows)
+
+
+def _dtype_name(model):
+    if isinstance(model, OrtModel):
+        return "int8 (onnxruntime)" if model.int8 else "fp32 (onnxruntime)"
+    if any(_is_torch_ao_linear(m) for m in model.modules()):
+        return "int8 (torch.ao)"
+    if any(type(p).__module__.startswith("torchao") for p in model.parameters()):
+        return "int8 (torchao)"
+    param = next(model.parameters(), None)
+    return str(param.dtype).replace("torch.", "") if param is not None else "?"
+
+
+# ---------------------------------------------------------------------------------------------- int8 quantization
+
+class OrtModel:
+    """An exported model run by ONNX Runtime on CPU, called like the torch model: ``model(**encoded)`` with torch
+    tensors, returning a ModelOutput with the exported output (``logits`` or ``last_hidden_state``)."""
+
+    def __init__(self, path, config, output_name, num_parameters, int8, num_threads=0):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or torch.get_num_threads()  # same threads as torch
+        options.inter_op_num_threads = 1
+        # idle ORT threads would otherwise spin, stealing cores from torch models timed interleaved with this one
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.path, self.config, self.output_name = Path(path), config, output_name
+        self.num_parameters, self.int8 = num_parameters, int8
+
+    def __call__(self, **inputs):
+        feed = {name: inputs[name].detach().cpu().numpy().astype(np.int64) for name in self.input_names
+                if name in inputs}  # token_type_ids etc. are dropped when the graph has no such input
+        if "input_ids" not in feed:
+            raise ValueError(f"OrtModel needs input_ids; got {sorted(inputs)}")
+        if "attention_mask" not in feed and "attention_mask" in self.input_names:
+            feed["attention_mask"] = np.ones_like(feed["input_ids"])
+        if "token_type_ids" not in feed and "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        (output,) = self.session.run([self.output_name], feed)
+        return transformers.utils.ModelOutput(**{self.output_name: torch.from_numpy(output)})
+
+    def eval(self):
+        return self
+
+
+class _FirstOutput(torch.nn.Module):
+    """The model's first output as a plain tensor (ONNX graphs return tensors, not ModelOutput)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+
+
+@contextmanager
+def _quiet():
+    """Silence exporter/quantizer chatter (deprecations, 'torchvision is not installed', 'consider pre-processing')."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def to_onnx(model, path=None, int8=False, num_threads=0):
+    """Export ``model`` (fp32, CPU) with the torch.export-based exporter, dynamic batch and sequence length;
+    with ``int8``, quantize its weights with ONNX Runtime's dynamic quantization. Returns an ``OrtModel``.
+    ``path``: the .onnx file to write (default a new temporary directory)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    model = copy.deepcopy(model).eval().cpu().float()
+    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="onnx-")) / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+    # batch 2 with padding, so the exporter neither specialises on batch 1 nor on an all-ones mask
+    example = synthetic_batch(model, 2, 8, torch.device("cpu"))
+    example["attention_mask"][1, -3:] = 0
+    if "token_type_ids" in names:
+        example["token_type_ids"] = torch.zeros_like(example["input_ids"])
+        example["token_type_ids"][:, 4:] = 1
+    with torch.inference_mode():
+        output_name = next(iter(model(**example).keys()))
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim(
+        "seq", min=1, max=getattr(model.config, "max_position_embeddings", 4096))
+    fp32_path = path if not int8 else path.with_name(path.stem + "-fp32.onnx")
+    with _quiet():
+        torch.onnx.export(_FirstOutput(model), (), str(fp32_path), kwargs={k: example[k] for k in names},
+                          input_names=names, output_names=[output_name], dynamo=True, external_data=False,
+                          dynamic_shapes={k: {0: batch, 1: seq} for k in names}, verbose=False)
+    if int8:
+        import onnx
+        graph = onnx.load(str(fp32_path))
+        del graph.graph.value_info[:]  # the exporter's shape annotations can trip the quantizer's shape inference
+        onnx.save(graph, str(fp32_path))
+        with _quiet():
+            # per-channel weight scales: on a fine-tuned SST-2 classifier per-tensor lost 1 point, per-channel 0
+            quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        fp32_path.unlink()
+    return OrtModel(path, model.config, output_name, count_parameters(model), int8, num_threads)
+
+
+def quantize_dynamic_int8(model, backend="onnxruntime", path=None, num_threads=0):
+    """Int8 dynamic quantization of the Linear layers (int8 weights, activations quantized on the fly), CPU.
+    backend 'onnxruntime' (default, maintained, fast here): export + ORT quantize_dynamic -> OrtModel.
+    'torch': torch.ao.quantization.quantize_dynamic (deprecated in torch 2.13 but still working; fast).
+    'torchao': torchao Int8DynamicActivationInt8WeightConfig (maintained; little speedup in eager mode on CPU).
+    The input model is left untouched."""
+    if backend == "onnxruntime":
+        return to_onnx(model, path, int8=True, num_threads=num_threads)
+    if backend not in ("torch", "torchao"):
+        raise ValueError(f"backend {backend!r} is not one of ['onnxruntime', 'torch', 'torchao']")
+    model = copy.deepcopy(model).eval().cpu().float()
+    if backend == "torchao":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        return model
+    with _quiet():  # torch.ao's deprecation notice, once per layer
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig  # int8 weights, one scale per output row
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+
+
+def accuracy(model, tokenizer, texts, labels, batch_size=32, max_length=128, progress=True):
+    """Accuracy in percent of a sequence-classification model (torch or OrtModel) on (texts, labels)."""
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")
+    device = _model_device(model)
+    correct = 0
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(texts), batch_size), desc="accuracy", disable=not progress, leave=False):
+            logits = model(**_encode(tokenizer, texts[i:i + batch_size], max_length).to(device)).logits
+            correct += int((logits.argmax(-1).cpu() == torch.tensor(labels[i:i + batch_size])).sum())
+    return 100.0 * correct / len(texts)
+
+
+def quantization_report(student, tokenizer, timing_texts, evaluate=None, teacher=None, teacher_tokenizer=None,
+                        backend="onnxruntime", warmup=10, repeats=3, num_threads=0, onnx_fp32=True,
+                        max_latency_ratio=0.2, max_accuracy_drop=1.0, progress=True):
+    """Int8 student against the fp32 student (and the fp32 teacher when given): batch-1 latency over
+    ``timing_texts`` in one interleaved run, size on disk, and ``evaluate(model) -> accuracy in percent`` (e.g.
+    ``lambda m: accuracy(m, tokenizer, sst2_texts, sst2_labels)`` with a student fine-tuned on SST-2) before and
+    after. With ONNX Runtime the fp32 ONNX student is timed too, separating the runtime's gain from int8's.
+    Ratios come from full-pass totals (the paper's measure) and, ``*_per_example``, from per-example medians.
+    ``target_met``: int8 latency <= max_latency_ratio x teacher's and accuracy drop <= max_accuracy_drop points
+    (None when the teacher or ``evaluate`` is missing)."""
+    student = student.eval().cpu().float()  # int8 dynamic quantization is a CPU path: everything is timed on CPU
+    quantized = quantize_dynamic_int8(student, backend, num_threads=num_threads)
+    models = {}
+    if teacher is not None:
+        models["teacher"] = (teacher.eval().cpu(), teacher_tokenizer or tokenizer)
+    models["student"] = (student, tokenizer)
+    if backend == "onnxruntime" and onnx_fp32:
+        models["student-onnx-fp32"] = (to_onnx(student, num_threads=num_threads), tokenizer)
+    models["student-int8"] = (quantized, tokenizer)
+    timing = compare_interleaved(models, timing_texts, 1, warmup, repeats, num_threads, progress=progress)
+    total = {label: r["total_s"] for label, r in timing["models"].items()}
+    median = {label: r["per_example_ms_median"] for label, r in timing["models"].items()}
+    report = {"backend": backend, "timing": timing, "per_example_ms": median,
+              "speedup_vs_fp32_student": total["student"] / total["student-int8"],
+              "speedup_vs_fp32_student_per_example": median["student"] / median["student-int8"],
+              "size_mb": {"student": size_on_disk_mb(student), "student-int8": size_on_disk_mb(quantized)},
+              "params": count_parameters(student)}
+    if teacher is not None:
+        report["int8_to_teacher_ratio"] = total["student-int8"] / total["teacher"]
+        report["int8_to_teacher_ratio_per_example"] = median["student-int8"] / median["teacher"]
+        report["size_mb"]["teacher"] = size_on_disk_mb(teacher)
+    if evaluate is not None:
+        report["accuracy_fp32"] = float(evaluate(student))
+        report["accuracy_int8"] = float(evaluate(quantized))
+        report["accuracy_drop"] = report["accuracy_fp32"] - report["accuracy_int8"]
+    report["target"] = {"max_latency_ratio": max_latency_ratio, "max_accuracy_drop": max_accuracy_drop}
+    report["target_met"] = (None if teacher is None or evaluate is None else
+                            report["int8_to_teacher_ratio"] <= max_latency_ratio
+                            and report["accuracy_drop"] <= max_accuracy_drop)
+    report["quantized_model"] = quantized
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- size vs quality
+
+def size_quality_table(measured, reference="teacher"):
+    """Points for the size-vs-quality figure: the paper's (Table 1 / Table 3) and this run's. ``measured``: label ->
+    {params, latency, glue_score, size_mb (optional), note (optional)}, latency in any one unit; ``reference``: the
+    measured label whose latency is 1 (the paper's is BERT-base). Returns a DataFrame with model, source,
+    params_m, size_mb, relative_latency, glue_score, note; rows without a score keep glue_score NaN."""
+    rows = [{"model": name, "source": "paper", "params_m": p["params_m"], "size_mb": np.nan,
+             "relative_latency": p["seconds"] / PAPER_TABLE3["BERT-base"]["seconds"], "glue_score": p["glue_score"],
+             "note": "Table 3: STS-B dev pass, CPU, batch 1"} for name, p in PAPER_TABLE3.items()]
+    if measured and reference not in measured:
+        raise ValueError(f"reference {reference!r} is not one of the measured labels {list(measured)}")
+    for label, m in measured.items():
+        rows.append({"model": label, "source": "this run", "params_m": m["params"] / 1e6,
+                     "size_mb": m.get("size_mb", np.nan),
+                     "relative_latency": m["latency"] / measured[reference]["latency"],
+                     "glue_score": np.nan if m.get("glue_score") is None else m["glue_score"],
+                     "note": m.get("note", "")})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- the stage (05_latency)
+
+def load_models(params):
+    """label -> (model, tokenizer, weights) for a LatencyParams: every entry of ``params.models`` (trained weights
+    when present, else random from its config; a model of this run that does not exist yet is skipped with a
+    note), plus '<student> int8' when ``params.quantize`` (the 'student' label, else the first DistilBERT)."""
+    device = resolve_device(params.device)
+    loaded = {}
+    for label, repo_id in params.models.items():
+        location = hub.resolve(repo_id, params.mirror)
+        if repo_id.startswith(params.run_dir) and not Path(location).exists():
+            print(f"{label}: {repo_id} not found (not trained in this run yet): skipped")
+            continue
+        model, tokenizer, pretrained = load_for_timing(repo_id, params.mirror)
+        loaded[label] = (prepare(model, device), tokenizer, "trained" if pretrained else "random (config only)")
+    if params.quantize:
+        student = "student" if "student" in loaded else next((k for k in loaded if "distil" in k.lower()), None)
+        if student is None:
+            print(f"quantize: no 'student' or DistilBERT among {list(loaded)}: nothing quantized")
+        else:
+            backend = _available_backend()
+            model, tokenizer, weights = loaded[student]
+            loaded[f"{student} int8"] = (quantize_dynamic_int8(model, backend, num_threads=params.num_threads),
+                                         tokenizer, f"{weights.split(' ')[0]}, int8 dynamic ({backend})")
+    return loaded
+
+
+def _available_backend():
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+        return "onnxruntime"
+    except ImportError:
+        print("onnxruntime/onnxscript not installed: int8 through torch.ao (deprecated) instead")
+        return "torch"
+
+
+def table3(params, models=None, progress=True):
+    """Table 3 for a LatencyParams: each model's parameters, size on disk and time over the STS-B dev (sub)set at
+    ``params.batch_size``, all models interleaved example by example in one run, tokenizer excluded then included.
+    Returns one JSON-ready record per model: total_s (median pass over the n_examples measured),
+    extrapolated_total_s (per-example mean x the full dev set), per-example median and mean, the same
+    ``*_with_tokenizer``, ratio to the reference (BERT-base, else teacher, else the first) from pass totals and
+    from per-example medians, threads, device and load average. ``models``: a ``load_models`` result to reuse."""
+    models = models if models is not None else load_models(params)
+    if not models:
+        raise ValueError(f"models: none of {params.models} could be loaded")
+    texts, _ = dev_examples(params.sentences_task, params.sentences_dataset, params.mirror, params.max_examples,
+                            params.seed)
+    n_total = len(_dev_split(params.sentences_task, params.sentences_dataset, params.mirror))
+    reference = next((k for k in ("BERT-base", "teacher") if k in models), next(iter(models)))
+    runs = {include: compare_interleaved({k: (m, tok) for k, (m, tok, _) in models.items()}, texts,
+                                         params.batch_size, params.warmup, params.repeats, params.num_threads,
+                                         include_tokenizer=include, reference=reference, progress=progress)
+            for include in (False, True)}
+    records = []
+    for label, (model, _, weights) in models.items():
+        record = {"model": label, "source": params.models.get(label, params.models.get(label.replace(" int8", ""))),
+                  "weights": weights, "parameters": count_parameters(model),
+                  "params_m": count_parameters(model) / 1e6, "size_mb": size_on_disk_mb(model),
+                  "reference": reference, "n_total": n_total}
+        for include, suffix in ((False, ""), (True, "_with_tokenizer")):
+            out = runs[include]
+            r, ref = out["models"][label], out["models"][reference]
+            record.update({f"total_s{suffix}": r["total_s"],
+                           f"extrapolated_total_s{suffix}": extrapolate_total_s(r, n_total),
+                           f"per_example_ms_median{suffix}": r["per_example_ms_median"],
+                           f"per_example_ms_mean{suffix}": r["per_example_ms_mean"],
+                           f"ratio{suffix}": out["ratio"][label],
+                           f"ratio_per_example{suffix}": r["per_example_ms_median"] / ref["per_example_ms_median"]})
+        r, out = runs[False]["models"][label], runs[False]
+        record.update({"n_examples": r["n_examples"], "mean_tokens": r["mean_tokens"], "batch_size": r["batch_size"],
+                       "repeats": out["repeats"], "warmup": out["warmup"], "interleave": out["interleave"],
+                       "num_threads": out["num_threads"], "device": r["device"],
+                       "loadavg_1min": [runs[False]["machine"].get("loadavg_1min"), runs[True]["loadavg_1min_after"]],
+                       "paper_seconds": {"BERT-base": 668, "DistilBERT": 410}.get(label)})
+        records.append(record)
+    return records
+
+
+def sweep_models(params, models=None, progress=True):
+    """The sequence-length x batch-size sweep of a LatencyParams (``seq_lengths``, ``batch_sizes``,
+    ``sweep_max_tokens``, each of ``precisions`` on ``device``; int8 models in fp32 on CPU only) as one tidy
+    DataFrame with a ``precision`` column; labels get the precision appended when there are several."""
+    models = models if models is not None else load_models(params)
+    device = resolve_device(params.device)
+    tables = []
+    for precision in params.precisions:
+        resolve_precision(precision, device)  # a clear error before anything is timed
+        chosen = {}
+        for label, (model, _, _) in models.items():
+            if isinstance(model, OrtModel) or _dtype_name(model).startswith("int8"):
+                if precision != "fp32" or device.type != "cpu":
+                    continue
+                chosen[label] = model
+            else:
+                chosen[label] = prepare(model, device, precision)
+        table = sweep(chosen, params.seq_lengths, params.batch_sizes, params.warmup, params.repeats,
+                      params.num_threads, params.sweep_max_tokens, progress)
+        table["precision"] = precision
+        if len(params.precisions) > 1:
+            table["model"] = table["model"] + f" {precision}"
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def sweep_figure(frame, title="Latency against sequence length"):
+    """The sweep drawn by lib.plots (median latency against sequence length, one line per model and batch)."""
+    from lib import plots
+    return plots.latency_sweep_figure(frame, title)
