@@ -42,3 +42,98 @@ def bars(labels, values, title, yaxis_title, reference=None, reference_name="pap
         fig.add_trace(go.Bar(x=list(labels), y=list(reference), name=reference_name))
     fig.update_layout(title=title, yaxis_title=yaxis_title, barmode="group", height=380)
     return fig
+
+
+# --- figures of the book's report pages (they only read results; see lib/report.py) ---
+
+def show_figure(fig, caption):
+    """Display ``fig`` with ``caption`` printed under it (a <figure>/<figcaption> in the book and Jupyter)."""
+    import html as html_lib
+    from IPython.display import HTML, display
+    if "google.colab" in sys.modules:
+        fig.show(renderer="colab")
+        return display(HTML(f"<p><em>{html_lib.escape(caption)}</em></p>"))
+    plot = fig.to_html(include_plotlyjs=False, full_html=False, config={"displaylogo": False})
+    html = (f'<figure class="report-figure">{plot}'
+            f'<figcaption>{html_lib.escape(caption)}</figcaption></figure>')
+    display({"text/html": html, PLOTLY_JSON: fig.to_plotly_json()}, raw=True)
+
+
+def softmax(logits, temperature=1.0):
+    import numpy as np
+    z = np.asarray(logits, dtype=float) / temperature
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="Softmax at temperature T"):
+    """Bars of softmax(logits / T) over ``tokens`` with a slider over ``temperatures`` (T = 1 shown first)."""
+    temperatures = list(temperatures)
+    fig = go.Figure()
+    for t in temperatures:
+        fig.add_trace(go.Bar(x=list(tokens), y=softmax(logits, t), name=f"T = {t:g}", visible=(t == 1)))
+    steps = [dict(method="update", label=f"{t:g}",
+                  args=[{"visible": [j == i for j in range(len(temperatures))]}])
+             for i, t in enumerate(temperatures)]
+    start = temperatures.index(1) if 1 in temperatures else 0
+    fig.data[start].visible = True
+    fig.update_layout(title=title, xaxis_title="token", yaxis_title="probability", yaxis_range=[0, 1],
+                      height=420, sliders=[dict(active=start, currentvalue={"prefix": "temperature T = "},
+                                                steps=steps, pad={"t": 60})])
+    return fig
+
+
+def kd_gradient_norms(teacher_logits, student_logits, temperatures):
+    """For each T: the norm of d KL(p_t^T || p_s^T) / d z_s, which is (p_s^T - p_t^T) / T, with and without
+    the T^2 factor (Hinton et al. 2015, section 2.1)."""
+    import numpy as np
+    plain, scaled = [], []
+    for t in temperatures:
+        grad = (softmax(student_logits, t) - softmax(teacher_logits, t)) / t
+        plain.append(float(np.linalg.norm(grad)))
+        scaled.append(float(np.linalg.norm(grad * t * t)))
+    return plain, scaled
+
+
+def kd_gradient_figure(teacher_logits, student_logits, temperatures, title="Gradient of the soft-target loss"):
+    plain, scaled = kd_gradient_norms(teacher_logits, student_logits, temperatures)
+    fig = go.Figure([
+        go.Scatter(x=list(temperatures), y=plain, mode="lines+markers", name="KL only"),
+        go.Scatter(x=list(temperatures), y=scaled, mode="lines+markers", name="T\u00b2 \u00b7 KL"),
+    ])
+    fig.update_layout(title=title, xaxis_title="temperature T", yaxis_title="gradient norm w.r.t. student logits",
+                      xaxis_type="log", yaxis_type="log", height=380)
+    return fig
+
+
+def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=False):
+    """One bar group per category; ``series``: name -> {category: value} (None values are left out)."""
+    fig = go.Figure()
+    for name, values in series.items():
+        points = [(k, v) for k, v in values.items() if v is not None]
+        cats, vals = [p[0] for p in points], [p[1] for p in points]
+        fig.add_trace(go.Bar(x=vals if horizontal else cats, y=cats if horizontal else vals, name=name,
+                             orientation="h" if horizontal else "v"))
+    if reference_line is not None:
+        line = dict(type="line", line=dict(dash="dot", color="grey"))
+        if horizontal:
+            line.update(x0=reference_line, x1=reference_line, y0=0, y1=1, yref="paper")
+        else:
+            line.update(y0=reference_line, y1=reference_line, x0=0, x1=1, xref="paper")
+        fig.add_shape(**line)
+    axis = dict(xaxis_title=yaxis_title) if horizontal else dict(yaxis_title=yaxis_title)
+    fig.update_layout(title=title, barmode="group", height=400, showlegend=True, legend_title_text="series",
+                      **axis)
+    return fig
+
+
+def latency_sweep_figure(frame, title="Latency against sequence length"):
+    """Lines of median latency (ms) against sequence length, one per model and batch size."""
+    fig = go.Figure()
+    for (model, batch), group in frame.groupby(["model", "batch_size"], sort=False):
+        group = group.sort_values("seq_len")
+        fig.add_trace(go.Scatter(x=group["seq_len"], y=group["latency_ms"], mode="lines+markers",
+                                 name=f"{model}, batch {batch}"))
+    fig.update_layout(title=title, xaxis_title="sequence length (tokens)", yaxis_title="latency (ms, median)",
+                      xaxis_type="log", yaxis_type="log", height=400)
+    return fig

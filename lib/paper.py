@@ -1,0 +1,94 @@
+"""The paper's numbers, as plain data: the REFERENCE this project compares against, never our results.
+
+Source: Sanh, Debut, Chaumond, Wolf (2019), "DistilBERT, a distilled version of BERT: smaller, faster, cheaper
+and lighter", arXiv:1910.01108 v4, Tables 1-4 and section 3-4 text. Two later variants of Table 1 published by
+the authors are kept beside it (README_GLUE, MODEL_CARD_GLUE) so that the book can say which one it compares
+against: the paper's v4 table, unless a page says otherwise.
+
+All scores are in percent points (0-100), as printed; times in seconds; parameter counts in millions.
+"""
+
+PAPER = "Sanh et al. (2019), arXiv:1910.01108 v4"
+PAPER_URL = "https://arxiv.org/abs/1910.01108"
+
+# Table 1 column order, with the metric behind each column. MRPC and QQP: mean of accuracy and F1; STS-B: mean
+# of Pearson and Spearman (the GLUE-benchmark convention, see lib/metrics.py); MNLI: the matched dev set.
+GLUE_TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
+TASK_NAMES = {"cola": "CoLA", "mnli": "MNLI", "mrpc": "MRPC", "qnli": "QNLI", "qqp": "QQP", "rte": "RTE",
+              "sst2": "SST-2", "stsb": "STS-B", "wnli": "WNLI", "imdb": "IMDb", "squad": "SQuAD 1.1"}
+TASK_METRICS = {"cola": "Matthews corr.", "mnli": "acc., matched", "mrpc": "mean of acc. and F1",
+                "qnli": "acc.", "qqp": "mean of acc. and F1", "rte": "acc.", "sst2": "acc.",
+                "stsb": "mean of Pearson and Spearman", "wnli": "acc."}
+
+# Table 1: GLUE dev set. BERT-base and DistilBERT are medians of 5 fine-tuning runs; "score" is the macro average
+# as printed (the BERT-base row's nine columns average to 79.7, not 79.5: see README_GLUE).
+TABLE1 = {
+    "ELMo": {"score": 68.7, "cola": 44.1, "mnli": 68.6, "mrpc": 76.6, "qnli": 71.1, "qqp": 86.2, "rte": 53.4,
+             "sst2": 91.5, "stsb": 70.4, "wnli": 56.3},
+    "BERT-base": {"score": 79.5, "cola": 56.3, "mnli": 86.7, "mrpc": 88.6, "qnli": 91.8, "qqp": 89.6, "rte": 69.3,
+                  "sst2": 92.7, "stsb": 89.0, "wnli": 53.5},
+    "DistilBERT": {"score": 77.0, "cola": 51.3, "mnli": 82.2, "mrpc": 87.5, "qnli": 89.2, "qqp": 88.5, "rte": 59.9,
+                   "sst2": 91.3, "stsb": 86.9, "wnli": 56.3},
+}
+TABLE1_NOTE = "GLUE dev set; BERT-base and DistilBERT: median of 5 runs; score = macro average of the 9 tasks"
+
+# Table 2: IMDb test accuracy; SQuAD 1.1 dev exact match / F1. "DistilBERT (D)": a second distillation step
+# during fine-tuning, from a BERT teacher already fine-tuned on SQuAD (no IMDb figure for it).
+TABLE2 = {
+    "BERT-base": {"imdb_accuracy": 93.46, "squad_exact_match": 81.2, "squad_f1": 88.5},
+    "DistilBERT": {"imdb_accuracy": 92.82, "squad_exact_match": 77.7, "squad_f1": 85.8},
+    "DistilBERT (D)": {"imdb_accuracy": None, "squad_exact_match": 79.1, "squad_f1": 86.9},
+}
+TABLE2_METRICS = {"imdb_accuracy": "IMDb acc. (test)", "squad_exact_match": "SQuAD 1.1 EM (dev)",
+                  "squad_f1": "SQuAD 1.1 F1 (dev)"}
+
+# Table 3: a full pass over the STS-B dev set on CPU with batch size 1 (seconds), and parameter counts (millions).
+TABLE3 = {
+    "ELMo": {"params_m": 180, "seconds": 895},
+    "BERT-base": {"params_m": 110, "seconds": 668},
+    "DistilBERT": {"params_m": 66, "seconds": 410},
+}
+TABLE3_NOTE = "full pass over STS-B dev on CPU, batch size 1"
+# Section 4 (on-device): iPhone 7 Plus, tokenization excluded.
+ON_DEVICE = {"device": "iPhone 7 Plus", "faster_than_bert_percent": 71, "model_size_mb": 207}
+
+# Table 4: change in GLUE macro score against the full triple loss (points).
+TABLE4 = {
+    "without L_ce (distillation)": -2.96,
+    "without L_cos (cosine)": -1.46,
+    "without L_mlm (masked LM)": -0.31,
+    "random student initialisation": -3.69,
+}
+
+# The headline claim (abstract): what is retained, removed, gained.
+CLAIM = {"glue_retained_percent": 97, "smaller_percent": 40, "faster_percent": 60}
+
+# Training compute (section 3).
+COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
+           "data": "English Wikipedia + Toronto Book Corpus"}
+
+# --- variants of Table 1 published by the authors elsewhere (errata) ---
+
+# The authors' distillation README (huggingface/transformers, examples/research_projects/distillation/README.md):
+# same as Table 1 except MNLI, BERT-base 84.7 (paper 86.7) and DistilBERT 82.1 (paper 82.2).
+README_URL = ("https://github.com/huggingface/transformers/blob/main/"
+              "examples/research_projects/distillation/README.md")
+README_GLUE = {
+    "BERT-base": {**TABLE1["BERT-base"], "mnli": 84.7},
+    "DistilBERT": {**TABLE1["DistilBERT"], "mnli": 82.1},
+}
+
+# The distilbert-base-uncased model card as kept in huggingface/transformers (model_cards/, before cards moved to
+# the hub): eight tasks, no WNLI, STS-B 85.8 (paper 86.9), labelled "Glue test results", with an "Average" of
+# 77.0 (the paper's nine-task dev macro score; the eight numbers shown average to 79.5).
+MODEL_CARD_URL = ("https://github.com/huggingface/transformers/blob/19220704f7aba85987a7bca342b81a3c7419d428/"
+                  "model_cards/distilbert-base-uncased-README.md")
+MODEL_CARD_GLUE = {
+    "DistilBERT": {"mnli": 82.2, "qqp": 88.5, "qnli": 89.2, "sst2": 91.3, "cola": 51.3, "stsb": 85.8,
+                   "mrpc": 87.5, "rte": 59.9, "average": 77.0},
+}
+
+# huggingface/transformers#2447 (Jan 2020): an earlier arXiv version printed MRPC 90.2 for DistilBERT; a
+# re-evaluation of the released checkpoint gave F1 89.6 / accuracy 85.5 (mean 87.55), and v4 prints 87.5.
+MRPC_ISSUE_URL = "https://github.com/huggingface/transformers/issues/2447"
+MRPC_ISSUE = {"earlier_version_mrpc": 90.2, "reevaluated_f1": 89.6, "reevaluated_accuracy": 85.5}

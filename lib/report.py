@@ -1,0 +1,546 @@
+"""Tables for the book: our results (results/<profile>/*.json) side by side with the paper's (lib.paper).
+
+Every number these functions return is read from a results file or from lib.paper; nothing is typed here.
+A results file that does not exist yet gives None (the page then says "not run at this scale yet"); a file that
+exists but cannot be parsed raises, naming it, because a silent gap would look like a missing run.
+
+Functions return plain pandas DataFrames (tested in tests/test_report.py); ``html_table`` renders one with a
+caption and the scale / provenance line that the book prints under every table.
+"""
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+from lib import REPO_ROOT, paper
+from lib.results import SCALE_LABELS
+
+# DISTILBERT_RESULTS_DIR: build the book from another results tree (tests use a synthetic one)
+RESULTS_ROOT = Path(os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
+PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
+STAGE_OF = {"teacher": "teacher", "glue": "glue", "imdb_squad": "imdb_squad", "latency": "latency",
+            "teacher_logits": "teacher"}  # results name -> the stage that writes it (distill-*: distill)
+NOTEBOOK_OF = {"teacher": "01_teacher", "distill": "02_distill", "glue": "03_glue", "imdb_squad": "04_imdb_squad",
+               "latency": "05_latency"}
+
+# short column names that still name the metric (all values x100, as in the paper)
+TASK_COLUMNS = {"glue": "GLUE score", "cola": "CoLA MCC", "mnli": "MNLI-m acc", "mrpc": "MRPC acc/F1",
+                "qnli": "QNLI acc", "qqp": "QQP acc/F1", "rte": "RTE acc", "sst2": "SST-2 acc",
+                "stsb": "STS-B P/S", "wnli": "WNLI acc"}
+GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
+              "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
+              "of the task columns shown.")
+DOWNSTREAM_COLUMNS = {"imdb_accuracy": "IMDb acc (test, %)", "squad_exact_match": "SQuAD EM (dev, %)",
+                      "squad_f1": "SQuAD F1 (dev, %)"}
+
+
+# ------------------------------------------------------------------------------------------- reading results
+
+def root_dir(root=None):
+    return Path(root) if root is not None else RESULTS_ROOT
+
+
+def load(profile, name, root=None):
+    """results/<profile>/<name>.json as a dict, or None when that run has not happened."""
+    path = root_dir(root) / profile / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"results file {path} is not valid JSON: {err}") from None
+
+
+def profiles(root=None):
+    """Profiles that have at least one results file, smallest scale first (unknown profiles last)."""
+    base = root_dir(root)
+    found = [p.name for p in base.iterdir() if p.is_dir() and any(p.glob("*.json"))] if base.is_dir() else []
+    order = {p: i for i, p in enumerate(PROFILE_ORDER)}
+    return sorted(found, key=lambda p: (order.get(p, len(order)), p))
+
+
+def available(name, root=None):
+    """[(profile, record)] for every profile with results/<profile>/<name>.json."""
+    return [(p, r) for p in profiles(root) if (r := load(p, name, root)) is not None]
+
+
+def distill_runs(profile, root=None):
+    """{run_name: record} for every results/<profile>/distill-<run_name>.json."""
+    folder = root_dir(root) / profile
+    runs = {}
+    for path in sorted(folder.glob("distill-*.json")) if folder.is_dir() else []:
+        runs[path.stem[len("distill-"):]] = load(profile, path.stem, root)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+def scale_label(profile, record=None):
+    prov = (record or {}).get("provenance") or {}
+    return prov.get("scale") or SCALE_LABELS.get(profile, f"profile {profile}")
+
+
+def format_duration(seconds):
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "unknown"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def hardware_text(hw):
+    """'1x Tesla T4 (15.6 GB, compute 7.5); 8 CPU cores' from a provenance hardware block."""
+    if not hw:
+        return "hardware not recorded"
+    cpu = f"{hw.get('cpu_count', '?')} CPU cores"
+    if hw.get("processor"):
+        cpu += f" ({hw['processor']})"
+    if hw.get("gpu"):
+        gpu = f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
+        extras = [f"{hw['gpu_memory_gb']} GB" if hw.get("gpu_memory_gb") else None,
+                  f"compute {hw['compute_capability']}" if hw.get("compute_capability") else None]
+        extras = [e for e in extras if e]
+        return f"{gpu} ({', '.join(extras)}); {cpu}" if extras else f"{gpu}; {cpu}"
+    return f"no GPU; {cpu}"
+
+
+def provenance_line(record):
+    """One line: hardware, wall time, commit and date of a results record."""
+    prov = record.get("provenance") or {}
+    commit = prov.get("git_commit") or "unknown"
+    dirty = commit.endswith("-dirty")
+    commit = commit.removesuffix("-dirty")
+    commit = commit[:10] + (" with uncommitted changes" if dirty else "")
+    return (f"{hardware_text(prov.get('hardware'))}; wall time {format_duration(record.get('wall_time_s'))}; "
+            f"commit {commit}; written {prov.get('created', 'at an unknown date')}")
+
+
+def reproduce_command(profile, name):
+    stage = "distill" if name.startswith("distill") else STAGE_OF.get(name, name)
+    return f"make reproduce PROFILE={profile} STAGES={stage}"
+
+
+def not_run(profile, name):
+    """What a page says when results/<profile>/<name>.json does not exist."""
+    return (f"Not run at this scale yet: no results/{profile}/{name}.json. "
+            f"Produce it with `{reproduce_command(profile, name)}`.")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+def _summary_rows(record):
+    return record.get("summary") or []
+
+
+def _value(rows, model, task, metric, statistic="median"):
+    for row in rows:
+        if row.get("model") == model and row.get("task") == task and row.get("metric") == metric:
+            value = row.get(statistic)
+            return None if value is None or _isnan(value) else float(value)
+    return None
+
+
+def _isnan(value):
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _models(rows):
+    """Model labels of a summary: the teacher first, then the student and its variants, then the others."""
+    labels = list(dict.fromkeys(row["model"] for row in rows if "model" in row))
+    rank = {"teacher": 0, "student": 1}
+    return sorted(labels, key=lambda m: (rank.get(m, 2 if m.startswith("student") else 3), m))
+
+
+def retention(student, teacher):
+    """student / teacher in percent, or None when either is missing or the teacher's value is 0."""
+    if student is None or teacher is None or teacher == 0:
+        return None
+    return 100.0 * student / teacher
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def model_paths(record):
+    """label -> model id or path, from the stage parameters recorded in the provenance."""
+    params = (record.get("provenance") or {}).get("params") or {}
+    return params.get("models") or {}
+
+
+def _frame(rows, index_name="model"):
+    """A table indexed by (source, row label): 'this run' rows first, then 'paper' rows."""
+    import pandas as pd
+    return pd.DataFrame(rows).set_index(["source", index_name])
+
+
+def _pick(labels, *candidates):
+    return next((c for c in candidates if c in labels), None)
+
+
+# ------------------------------------------------------------------------------------------- Table 1: GLUE
+
+def glue_tasks(record):
+    """The GLUE tasks present in a glue.json summary, in the paper's column order."""
+    present = {row.get("task") for row in _summary_rows(record)}
+    return [t for t in paper.GLUE_TASKS if t in present]
+
+
+def glue_scores(record, statistic="median"):
+    """{model: {task: score}} with 'glue' = the macro average over the tasks present (as lib.tasks computes it)."""
+    rows = _summary_rows(record)
+    tasks = glue_tasks(record)
+    scores = {}
+    for model in _models(rows):
+        per_task = {t: _value(rows, model, t, "score", statistic) for t in tasks}
+        glue = _value(rows, model, "glue", "score", statistic)
+        per_task["glue"] = glue if glue is not None else _mean(per_task.values())
+        scores[model] = per_task
+    return scores
+
+
+def paper_glue(tasks, source=None):
+    """The paper's Table 1 rows for ``tasks``; the score is the printed one for all nine tasks, else the macro
+    average over the same subset (so that our partial score has a like-for-like reference)."""
+    source = source or paper.TABLE1
+    rows = {}
+    for model in ("BERT-base", "DistilBERT"):
+        row = {t: source[model][t] for t in tasks}
+        row["glue"] = source[model]["score"] if set(tasks) == set(paper.GLUE_TASKS) else _mean(row.values())
+        rows[model] = row
+    return rows
+
+
+def glue_table(record, teacher="teacher", student="student"):
+    """Table 1 side by side: our models (medians over seeds), our student/teacher retention, the paper's
+    BERT-base and DistilBERT and their retention. Index: row label; columns: 'source' then score columns."""
+    tasks = glue_tasks(record)
+    columns = ["glue", *tasks]
+    ours = glue_scores(record)
+    rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns}}
+            for model, scores in ours.items()]
+    if teacher in ours and student in ours:
+        rows.append({"source": "this run", "model": f"{student} / {teacher} (%)",
+                     **{c: retention(ours[student].get(c), ours[teacher].get(c)) for c in columns}})
+    ref = paper_glue(tasks)
+    rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
+    rows.append({"source": "paper", "model": "DistilBERT / BERT-base (%)",
+                 **{c: retention(ref["DistilBERT"][c], ref["BERT-base"][c]) for c in columns}})
+    return _frame(rows).rename(columns=TASK_COLUMNS)
+
+
+def glue_spread(record):
+    """Seed statistics behind Table 1: model, task, metric, median, min, max, std, n (every metric)."""
+    import pandas as pd
+    frame = pd.DataFrame(_summary_rows(record))
+    keep = [c for c in ("model", "task", "metric", "median", "min", "max", "std", "n") if c in frame.columns]
+    return frame[keep] if keep else frame
+
+
+def glue_retention(record, teacher="teacher", student="student"):
+    """{task or 'glue': student / teacher (%)} for our run, or {} when either model is missing."""
+    ours = glue_scores(record)
+    if teacher not in ours or student not in ours:
+        return {}
+    return {t: retention(ours[student].get(t), ours[teacher].get(t)) for t in ["glue", *glue_tasks(record)]}
+
+
+def paper_glue_retention(tasks=paper.GLUE_TASKS):
+    ref = paper_glue(list(tasks))
+    return {t: retention(ref["DistilBERT"][t], ref["BERT-base"][t]) for t in ["glue", *tasks]}
+
+
+# ------------------------------------------------------------------------------------------- Table 2: IMDb, SQuAD
+
+def downstream_scores(record, statistic="median"):
+    """{model: {imdb_accuracy, squad_exact_match, squad_f1}} (None where a task was not run)."""
+    rows = _summary_rows(record)
+    return {model: {"imdb_accuracy": _value(rows, model, "imdb", "accuracy", statistic),
+                    "squad_exact_match": _value(rows, model, "squad", "exact_match", statistic),
+                    "squad_f1": _value(rows, model, "squad", "f1", statistic)}
+            for model in _models(rows)}
+
+
+def downstream_table(record, teacher="teacher", student="student"):
+    """Table 2 side by side: our models, student/teacher retention, the paper's rows and retention."""
+    columns = list(paper.TABLE2_METRICS)
+    ours = downstream_scores(record)
+    rows = [{"source": "this run", "model": model, **scores} for model, scores in ours.items()]
+    for label in [m for m in ours if m == student or m.startswith(f"{student} (")]:  # the student and its (D)
+        if teacher in ours:
+            rows.append({"source": "this run", "model": f"{label} / {teacher} (%)",
+                         **{c: retention(ours[label][c], ours[teacher][c]) for c in columns}})
+    rows += [{"source": "paper", "model": model, **scores} for model, scores in paper.TABLE2.items()]
+    rows += [{"source": "paper", "model": f"{model} / BERT-base (%)",
+              **{c: retention(paper.TABLE2[model][c], paper.TABLE2["BERT-base"][c]) for c in columns}}
+             for model in ("DistilBERT", "DistilBERT (D)")]
+    table = _frame(rows).dropna(axis=1, how="all")  # a task not run at this scale and absent from the paper row
+    return table.rename(columns=DOWNSTREAM_COLUMNS)
+
+
+def downstream_retention(record, teacher="teacher", student="student"):
+    ours = downstream_scores(record)
+    if teacher not in ours or student not in ours:
+        return {}
+    return {c: retention(ours[student][c], ours[teacher][c]) for c in paper.TABLE2_METRICS}
+
+
+def paper_downstream_retention():
+    return {c: retention(paper.TABLE2["DistilBERT"][c], paper.TABLE2["BERT-base"][c]) for c in paper.TABLE2_METRICS}
+
+
+# ------------------------------------------------------------------------------------------- Table 3: size, speed
+
+_SECONDS_KEYS = ("total_s_full", "extrapolated_total_s", "full_pass_s", "total_s", "seconds")
+_PARAM_KEYS = ("parameters", "params", "n_parameters")
+
+
+def latency_models(record):
+    """{label: {seconds, params_m, size_mb, n_examples, per_example_ms}} from latency.json's ``table3``, which
+    may be a list of records ({model, ...}), {"models": {label: {...}}} (lib.latency.compare_interleaved) or
+    {label: {...}}. Fields it lacks are None."""
+    table3 = record.get("table3")
+    if isinstance(table3, list):
+        items = {r.get("model") or r.get("label"): r for r in table3 if isinstance(r, dict)}
+    elif isinstance(table3, dict):
+        items = table3.get("models") if isinstance(table3.get("models"), dict) else table3
+        items = {k: v for k, v in items.items() if isinstance(v, dict)}
+    else:
+        items = {}
+    extra_params = (table3 or {}).get("parameters", {}) if isinstance(table3, dict) else {}
+    out = {}
+    for label, r in items.items():
+        if label is None:
+            continue
+        seconds = next((r[k] for k in _SECONDS_KEYS if r.get(k) is not None), None)
+        params = next((r[k] for k in _PARAM_KEYS if r.get(k) is not None), None)
+        params = params if params is not None else (extra_params.get(label) if isinstance(extra_params, dict) else None)
+        params_m = r.get("params_m", params / 1e6 if isinstance(params, (int, float)) else None)
+        out[label] = {"seconds": seconds, "params_m": params_m, "size_mb": r.get("size_mb"),
+                      "n_examples": r.get("n_examples"),
+                      "per_example_ms": r.get("per_example_ms_median", r.get("per_example_ms"))}
+    return out
+
+
+def latency_reference(labels):
+    """The model other times are relative to: BERT-base when timed, else the teacher, else the first."""
+    labels = list(labels)
+    return _pick(labels, "BERT-base", "teacher") or (labels[0] if labels else None)
+
+
+def latency_table(record):
+    """Table 3 side by side: parameters (millions), pass time (s) and time relative to the reference model."""
+    ours = latency_models(record)
+    ref = latency_reference(ours)
+    ref_s = (ours.get(ref) or {}).get("seconds")
+    rows = [{"source": "this run", "model": label, "parameters (M)": m["params_m"], "examples timed": m["n_examples"],
+             "time (s)": m["seconds"], "time / reference (%)": retention(m["seconds"], ref_s), "reference": ref}
+            for label, m in ours.items()]
+    paper_ref = paper.TABLE3["BERT-base"]["seconds"]
+    rows += [{"source": "paper", "model": model, "parameters (M)": m["params_m"], "examples timed": None,
+              "time (s)": m["seconds"], "time / reference (%)": retention(m["seconds"], paper_ref),
+              "reference": "BERT-base"} for model, m in paper.TABLE3.items()]
+    table = _frame(rows).dropna(axis=1, how="all")
+    if "examples timed" in table:
+        table["examples timed"] = table["examples timed"].astype("Int64")
+    return table
+
+
+def latency_ratio(record):
+    """(student-like label, reference label, time ratio in %): DistilBERT/BERT-base when both were timed (the
+    architecture claim), else student/teacher (our trained models); None when neither pair was timed."""
+    ours = latency_models(record)
+    for fast, slow in (("DistilBERT", "BERT-base"), ("student", "teacher")):
+        if fast in ours and slow in ours:
+            ratio = retention(ours[fast]["seconds"], ours[slow]["seconds"])
+            if ratio is not None:
+                return fast, slow, ratio
+    return None
+
+
+def sweep_frame(record):
+    import pandas as pd
+    return pd.DataFrame(record.get("sweep") or [])
+
+
+# ------------------------------------------------------------------------------------------- Table 4: ablations
+
+def classify_run(params, baseline):
+    """Which of the paper's Table 4 ablations a distillation run is, from its parameters against the baseline
+    run's: one term's weight set to 0, or random initialisation. None: not one of them (e.g. the baseline)."""
+    if params.get("random_init") and not baseline.get("random_init"):
+        return "random student initialisation"
+    for term, label in (("alpha_ce", "without L_ce (distillation)"), ("alpha_cos", "without L_cos (cosine)"),
+                        ("alpha_mlm", "without L_mlm (masked LM)")):
+        if params.get(term) == 0 and (baseline.get(term) or 0) > 0:
+            return label
+    return None
+
+
+def _run_params(record):
+    return (record.get("provenance") or {}).get("params") or {}
+
+
+def _glue_label_for(run_name, glue_record):
+    """The glue.json model label evaluated for a distillation run: the label whose model path ends in the
+    run's name (runs/<profile>/<run_name>), or the label equal to it."""
+    for label, path in model_paths(glue_record).items():
+        if label == run_name or Path(str(path)).name == run_name:
+            return label
+    return None
+
+
+def ablation_table(profile, root=None, baseline_run="student"):
+    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score and the change
+    against the triple-loss run (points), next to the paper's change. Rows with no GLUE result keep None."""
+    import pandas as pd
+    runs = distill_runs(profile, root)
+    glue = load(profile, "glue", root)
+    scores = glue_scores(glue) if glue else {}
+    base = runs.get(baseline_run)
+    base_params = _run_params(base) if base else {}
+    base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
+    base_score = (scores.get(base_label) or {}).get("glue")
+    rows, index = [], []
+    for label, delta in paper.TABLE4.items():
+        found = [(name, rec) for name, rec in runs.items()
+                 if name != baseline_run and classify_run(_run_params(rec), base_params) == label]
+        for name, rec in found or [(None, None)]:
+            glue_label = _glue_label_for(name, glue) if (rec and glue) else None
+            score = (scores.get(glue_label) or {}).get("glue")
+            ours = score - base_score if score is not None and base_score is not None else None
+            index.append(label)
+            rows.append({"run": name, "GLUE score": score, "change (points)": ours, "paper change (points)": delta})
+    index.append("triple loss (reference)")
+    rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
+                 "change (points)": 0.0 if base_score is not None else None, "paper change (points)": 0.0})
+    return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
+
+
+# ------------------------------------------------------------------------------------------- headline (intro)
+
+def headline(root=None):
+    """The one-screen summary: per scale (columns), the claim's three ratios and the downstream retentions,
+    each as text ('96.9 %' or 'not run'); the paper's column first."""
+    import pandas as pd
+    rows = ["teacher -> student", "parameters: student / teacher", "GLUE score: student / teacher",
+            "inference time: student / teacher", "IMDb accuracy: student / teacher", "SQuAD F1: student / teacher"]
+    pg = paper_glue_retention()
+    pd_ret = paper_downstream_retention()
+    columns = {"paper": [
+        "BERT-base -> DistilBERT",
+        _pct(retention(paper.TABLE3["DistilBERT"]["params_m"], paper.TABLE3["BERT-base"]["params_m"])),
+        _pct(pg["glue"], "9 tasks"),
+        _pct(retention(paper.TABLE3["DistilBERT"]["seconds"], paper.TABLE3["BERT-base"]["seconds"])),
+        _pct(pd_ret["imdb_accuracy"]), _pct(pd_ret["squad_f1"])]}
+    for profile in profiles(root):
+        columns[profile] = _headline_column(profile, root)
+    return pd.DataFrame(columns, index=pd.Index(rows, name="measure"))
+
+
+def _pct(value, note=None):
+    if value is None:
+        return "not run"
+    return f"{value:.1f} %" + (f" ({note})" if note else "")
+
+
+def _headline_column(profile, root):
+    runs = distill_runs(profile, root)
+    run = runs.get("student") or next(iter(runs.values()), None)
+    if run:
+        teacher = str(run.get("teacher", "teacher"))
+        stage1 = load(profile, "teacher", root)
+        if stage1 and teacher.startswith(("runs/", "{run_dir}")):  # a teacher stage 1 saved: name its origin
+            teacher = f"{stage1.get('teacher', teacher)} (stage 1)"
+        pair = f"{teacher} -> {run.get('student_parameters', 0) / 1e6:.1f}M-parameter student"
+        params = _pct(retention(run.get("student_parameters"), run.get("teacher_parameters")))
+    else:
+        pair, params = "not run", "not run"
+    glue = load(profile, "glue", root)
+    glue_ret = glue_retention(glue).get("glue") if glue else None
+    glue_text = _pct(glue_ret, f"{len(glue_tasks(glue))} tasks") if glue_ret is not None else "not run"
+    latency = load(profile, "latency", root)
+    ratio = latency_ratio(latency) if latency else None
+    time_text = _pct(ratio[2], f"{ratio[0]} / {ratio[1]}") if ratio else "not run"
+    down = load(profile, "imdb_squad", root)
+    down_ret = downstream_retention(down) if down else {}
+    return [pair, params, glue_text, time_text, _pct(down_ret.get("imdb_accuracy")), _pct(down_ret.get("squad_f1"))]
+
+
+# ------------------------------------------------------------------------------------------- teacher logits
+
+def teacher_logits(root=None):
+    """(profile, record) of the largest-scale results/<profile>/teacher_logits.json, or None. The record holds
+    ``tokens`` and ``logits`` (the teacher's top-k vocabulary logits at one masked position) and ``text``."""
+    found = [(p, r) for p, r in available("teacher_logits", root) if r.get("logits") and r.get("tokens")]
+    return found[-1] if found else None
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+def format_table(table, digits=1):
+    """Numbers as text with ``digits`` decimals, missing values as an em dash (for display only)."""
+    import numpy as np
+    import pandas as pd
+
+    def cell(value):
+        if value is None or (np.isscalar(value) and not isinstance(value, str) and pd.isna(value)):
+            return "\u2014"
+        if isinstance(value, (bool, np.bool_)):
+            return str(value)
+        if isinstance(value, (int, np.integer)):
+            return f"{value:,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:,.{digits}f}"
+        return str(value)
+    return table.apply(lambda column: column.map(cell))
+
+
+def html_table(table, caption, notes=(), digits=1):
+    """A table with its caption above and notes (units, scale, provenance) below, as one HTML block."""
+    body = format_table(table, digits).to_html(escape=True, border=0, classes="report-table")
+    body = body.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
+    notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes if n)
+    return f'<div class="report-block">{body}{notes_html}</div>'
+
+
+def scale_notes(profile, record):
+    """The two lines printed under every table: the scale, and the provenance of the results file."""
+    return [f"Scale: {scale_label(profile, record)}.", f"Provenance: {provenance_line(record)}."]
+
+
+PAPER_NOTE = (f"Paper rows: {paper.PAPER}, typed from the paper into lib/paper.py; they are the reference, "
+              "not our measurements.")
+
+
+def not_run_html(profile, name):
+    return (f'<p class="report-not-run"><strong>Not run at this scale yet</strong>: no '
+            f'<code>results/{html.escape(profile)}/{html.escape(name)}.json</code>. Produce it with '
+            f'<code>{html.escape(reproduce_command(profile, name))}</code>.</p>')
+
+
+def details_html(summary, inner):
+    """A collapsed block (seed statistics and other detail under a table)."""
+    return f"<details class=\"report-details\"><summary>{html.escape(summary)}</summary>{inner}</details>"
+
+
+def stage_page(profile, stem, toc=REPO_ROOT / "_toc.yml"):
+    """Relative URL of a stage notebook's page in the built book, or None when the toc does not list it."""
+    entry = f"stages/{profile}/{stem}"
+    try:
+        listed = entry in Path(toc).read_text().split()  # "- file: stages/cpu/03_glue" -> a whitespace token
+    except OSError:
+        return None
+    return f"{entry}.html" if listed else None
+
+
+def stage_link_html(profile, stem):
+    url = stage_page(profile, stem)
+    if url is None:
+        return ""
+    return f'<p class="report-note">Executed notebook: <a href="{url}">{html.escape(stem)} ({profile})</a>.</p>'

@@ -1,0 +1,215 @@
+"""lib.report and lib.paper: the book's tables read results files correctly and never invent numbers."""
+import json
+import statistics
+
+import pytest
+
+from lib import paper, report
+
+
+def _provenance(profile, params=None, gpu=None):
+    hardware = {"platform": "Linux", "processor": "x86_64", "cpu_count": 2, "torch_threads": 2, "gpu": gpu}
+    if gpu:
+        hardware.update(gpu_count=1, compute_capability="7.5", gpu_memory_gb=14.6)
+    return {"created": "2026-11-21T05:00:00+00:00", "git_commit": "0123456789abcdef0123-dirty",
+            "versions": {"python": "3.11.7"}, "hardware": hardware, "profile": profile,
+            "scale": f"{profile} scale label", "params": params or {}}
+
+
+def _write(root, profile, name, payload, params=None, wall=12.5, gpu=None):
+    path = root / profile / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "wall_time_s": wall, **payload, "provenance": _provenance(profile, params, gpu)}
+    path.write_text(json.dumps(record))
+    return record
+
+
+def _summary(scores):
+    """A summary in the exact schema the GLUE stage writes (lib.tasks.summarize), from {model: {task: [scores]}}."""
+    from lib import tasks
+    from lib.metrics import TASK_METRICS
+    runs = []
+    for model, per_task in scores.items():
+        for task, values in per_task.items():
+            for seed, value in enumerate(values, 1):
+                metrics = {"exact_match": value - 5, "f1": value, "score": value} if task == "squad" else \
+                    {**{m: value for m in TASK_METRICS[task]}, "score": value}
+                runs.append({"model": model, "task": task, "seed": seed, "metrics": metrics})
+    return tasks.summarize(runs).reset_index().to_dict(orient="records")
+
+
+def write_example_results(tmp_path):
+    """A small results tree in the exact schemas the stages write: cpu profile, two GLUE tasks, an ablation."""
+    models = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce"}
+    glue = _summary({"teacher": {"cola": [40, 50, 60], "sst2": [90, 80, 85]},
+                     "student": {"cola": [30, 35, 40], "sst2": [80, 82, 81]},
+                     "no-ce": {"cola": [20, 20, 20], "sst2": [70, 70, 70]}})
+    _write(tmp_path, "cpu", "glue", {"summary": glue, "runs": 18}, params={"models": models})
+    _write(tmp_path, "cpu", "teacher", {"teacher": "sentence-transformers/all-MiniLM-L6-v2", "parameters": 22_000_000})
+    base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False, "run_name": "student"}
+    _write(tmp_path, "cpu", "distill-student", {"teacher": "runs/cpu/teacher", "teacher_parameters": 22_000_000,
+                                                "student_parameters": 11_000_000}, params=base)
+    _write(tmp_path, "cpu", "distill-no-ce", {"teacher": "runs/cpu/teacher", "teacher_parameters": 22_000_000,
+                                              "student_parameters": 11_000_000},
+           params={**base, "alpha_ce": 0.0, "run_name": "no-ce"})
+    down = _summary({"teacher": {"imdb": [90, 92]}, "student": {"imdb": [88, 90]}})
+    _write(tmp_path, "cpu", "imdb_squad", {"summary": down, "runs": 4})
+    _write(tmp_path, "cpu", "latency", {"table3": {"models": {
+        "BERT-base": {"total_s": 100.0, "n_examples": 300}, "DistilBERT": {"total_s": 50.0, "n_examples": 300},
+        "teacher": {"total_s": 10.0}, "student": {"total_s": 6.0}}}, "sweep": []}, gpu=None)
+    (tmp_path / "t4").mkdir(exist_ok=True)  # an empty profile folder: not a profile with results
+    return tmp_path
+
+
+@pytest.fixture
+def results_root(tmp_path):
+    return write_example_results(tmp_path)
+
+
+def test_paper_rows_average_to_their_printed_scores():
+    # Table 1's Score is the macro average of its row; BERT-base's printed 79.5 matches the README's MNLI (84.7)
+    for model, row in paper.TABLE1.items():
+        mean = statistics.mean(row[t] for t in paper.GLUE_TASKS)
+        expected = paper.README_GLUE["BERT-base"]["score"] if model == "BERT-base" else row["score"]
+        source = paper.README_GLUE[model] if model == "BERT-base" else row
+        assert round(statistics.mean(source[t] for t in paper.GLUE_TASKS), 1) == expected, model
+        assert abs(mean - row["score"]) < (0.25 if model == "BERT-base" else 0.05), model
+    card = paper.MODEL_CARD_GLUE["DistilBERT"]
+    assert round(statistics.mean(v for k, v in card.items() if k != "average"), 1) == 79.5
+
+
+def test_paper_claim_matches_its_tables():
+    assert round(100 * paper.TABLE1["DistilBERT"]["score"] / paper.TABLE1["BERT-base"]["score"]) == \
+        paper.CLAIM["glue_retained_percent"]
+    assert round(100 * (1 - paper.TABLE3["DistilBERT"]["params_m"] / paper.TABLE3["BERT-base"]["params_m"])) == \
+        paper.CLAIM["smaller_percent"]
+    assert round(paper.TABLE3["DistilBERT"]["seconds"] / paper.TABLE3["BERT-base"]["seconds"], 2) == 0.61
+
+
+def test_missing_results_are_none_and_say_not_run(tmp_path):
+    assert report.load("cpu", "glue", tmp_path) is None
+    assert report.profiles(tmp_path / "nothing") == []
+    message = report.not_run("t4", "glue")
+    assert "Not run at this scale yet" in message and "PROFILE=t4 STAGES=glue" in message
+    assert "STAGES=distill" in report.not_run("cpu", "distill-student")
+    assert "STAGES=teacher" in report.not_run("cpu", "teacher_logits")
+
+
+def test_corrupt_results_file_raises_naming_it(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "glue.json").write_text("{not json")
+    with pytest.raises(ValueError, match="glue.json"):
+        report.load("cpu", "glue", tmp_path)
+
+
+def test_profiles_smallest_scale_first_and_only_with_results(results_root):
+    _write(results_root, "smoke", "latency", {"table3": {}})
+    assert report.profiles(results_root) == ["smoke", "cpu"]
+
+
+def test_glue_table_side_by_side_with_retention(results_root):
+    record = report.load("cpu", "glue", results_root)
+    table = report.glue_table(record)
+    assert list(table.columns) == ["GLUE score", "CoLA MCC", "SST-2 acc"]
+    ours = table.loc["this run"]
+    assert ours.loc["teacher", "CoLA MCC"] == 50 and ours.loc["student", "SST-2 acc"] == 81  # medians
+    assert ours.loc["teacher", "GLUE score"] == pytest.approx((50 + 85) / 2)
+    assert ours.loc["student / teacher (%)", "CoLA MCC"] == pytest.approx(70.0)
+    # the paper's score over the same two tasks, not its nine-task score
+    ref = table.loc["paper"]
+    assert ref.loc["BERT-base", "GLUE score"] == pytest.approx((56.3 + 92.7) / 2)
+    assert ref.loc["DistilBERT / BERT-base (%)", "CoLA MCC"] == pytest.approx(100 * 51.3 / 56.3)
+
+
+def test_paper_glue_uses_the_printed_score_for_all_nine_tasks():
+    rows = report.paper_glue(list(paper.GLUE_TASKS))
+    assert rows["BERT-base"]["glue"] == paper.TABLE1["BERT-base"]["score"]
+    assert report.paper_glue_retention()["glue"] == pytest.approx(100 * 77.0 / 79.5)
+
+
+def test_downstream_table_and_missing_squad(results_root):
+    table = report.downstream_table(report.load("cpu", "imdb_squad", results_root))
+    ours, ref = table.loc["this run"], table.loc["paper"]
+    assert ours.loc["teacher", "IMDb acc (test, %)"] == 91 and ours.loc["student", "IMDb acc (test, %)"] == 89
+    assert ours.loc["student / teacher (%)", "IMDb acc (test, %)"] == pytest.approx(100 * 89 / 91)
+    assert pd_isnull(ours.loc["student", "SQuAD F1 (dev, %)"])  # not run here, still a paper column
+    assert ref.loc["DistilBERT (D)", "SQuAD F1 (dev, %)"] == 86.9
+
+
+def pd_isnull(value):
+    import pandas as pd
+    return pd.isna(value)
+
+
+def test_latency_relative_to_bert_base_and_claim_pair(results_root):
+    record = report.load("cpu", "latency", results_root)
+    table = report.latency_table(record)
+    assert table.loc[("this run", "DistilBERT"), "time / reference (%)"] == pytest.approx(50.0)
+    assert table.loc[("this run", "student"), "time / reference (%)"] == pytest.approx(6.0)
+    assert report.latency_ratio(record) == ("DistilBERT", "BERT-base", pytest.approx(50.0))
+    assert table.loc[("paper", "DistilBERT"), "time / reference (%)"] == pytest.approx(100 * 410 / 668)
+
+
+@pytest.mark.parametrize("table3", [
+    [{"model": "teacher", "total_s": 4.0, "parameters": 4_000_000}, {"model": "student", "total_s": 2.0}],
+    {"teacher": {"seconds": 4.0, "params_m": 4.0}, "student": {"seconds": 2.0}},
+])
+def test_latency_reads_other_table3_shapes(table3):
+    models = report.latency_models({"table3": table3})
+    assert models["teacher"]["seconds"] == 4.0 and models["teacher"]["params_m"] == 4.0
+    assert report.latency_ratio({"table3": table3})[2] == pytest.approx(50.0)
+
+
+def test_ablation_matches_runs_by_parameters_not_names(results_root):
+    table = report.ablation_table("cpu", results_root)
+    row = table.loc["without L_ce (distillation)"]
+    assert row["run"] == "no-ce"
+    student_score = (35 + 81) / 2
+    assert row["GLUE score"] == pytest.approx((20 + 70) / 2)
+    assert row["change (points)"] == pytest.approx((20 + 70) / 2 - student_score)
+    assert row["paper change (points)"] == paper.TABLE4["without L_ce (distillation)"]
+    assert pd_isnull(table.loc["random student initialisation", "GLUE score"])  # not run: no invented number
+    assert table.loc["triple loss (reference)", "GLUE score"] == pytest.approx(student_score)
+
+
+def test_classify_run():
+    base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False}
+    assert report.classify_run(base, base) is None
+    assert report.classify_run({**base, "alpha_cos": 0.0}, base) == "without L_cos (cosine)"
+    assert report.classify_run({**base, "random_init": True}, base) == "random student initialisation"
+
+
+def test_headline_columns_per_scale(results_root):
+    table = report.headline(results_root)
+    assert list(table.columns) == ["paper", "cpu"]
+    assert table.loc["GLUE score: student / teacher", "paper"] == f"{100 * 77.0 / 79.5:.1f} % (9 tasks)"
+    assert table.loc["parameters: student / teacher", "cpu"] == "50.0 %"
+    assert table.loc["inference time: student / teacher", "cpu"] == "50.0 % (DistilBERT / BERT-base)"
+    assert table.loc["SQuAD F1: student / teacher", "cpu"] == "not run"
+    assert "all-MiniLM-L6-v2" in table.loc["teacher -> student", "cpu"]
+
+
+def test_provenance_line_and_scale(results_root):
+    record = report.load("cpu", "latency", results_root)
+    line = report.provenance_line(record)
+    assert "no GPU; 2 CPU cores" in line and "12 s" in line and "0123456789 with uncommitted changes" in line
+    gpu = _write(results_root, "t4", "glue", {"summary": []}, gpu="Tesla T4", wall=7200)
+    assert "1x Tesla T4 (14.6 GB, compute 7.5)" in report.provenance_line(gpu)
+    assert "2.0 h" in report.provenance_line(gpu)
+    assert report.scale_notes("cpu", record)[0] == "Scale: cpu scale label."
+    assert "not a finding" in report.scale_label("smoke")  # from lib.results when the record has none
+
+
+def test_html_table_has_caption_units_and_notes(results_root):
+    table = report.glue_table(report.load("cpu", "glue", results_root))
+    block = report.html_table(table, "Table 1 <GLUE>", notes=["Scale: x.", None])
+    assert "<caption>Table 1 &lt;GLUE&gt;</caption>" in block
+    assert block.count('class="report-note"') == 1
+    assert "\u2014" not in block.split("</caption>")[0]
+
+
+def test_teacher_logits_prefers_the_largest_scale(tmp_path):
+    assert report.teacher_logits(tmp_path) is None
+    for profile in ("smoke", "t4"):
+        _write(tmp_path, profile, "teacher_logits", {"tokens": ["a", "b"], "logits": [1.0, 0.5], "text": "x"})
+    assert report.teacher_logits(tmp_path)[0] == "t4"
