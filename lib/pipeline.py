@@ -39,8 +39,11 @@ def read_notebook(stage):
 def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_output=True):
     """Execute one stage notebook through papermill; returns the executed notebook's path."""
     import papermill
+    from lib.results import git_commit
     parameters = {"profile": profile, **(overrides or {})}
     config.load_params(stage, **parameters)  # fail fast, before a kernel starts
+    # the commit a Colab user of this executed notebook should clone (read by the notebook's setup cell)
+    parameters["_project_commit"] = git_commit().removesuffix("-dirty")
     output_dir = Path(output_dir or STAGES_OUT / profile)
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / f"{config.STAGES[stage][0]}.ipynb"

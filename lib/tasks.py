@@ -141,7 +141,9 @@ def _training_args(output_dir, seed, hp, params, **extra):
         warmup_steps=float(hp["warmup_prop"]),  # a float in [0, 1) is a fraction of the total steps
         lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[],
         remove_unused_columns=False,  # we choose the columns: teacher logits must reach compute_loss
-        dataloader_num_workers=0, **flags, **extra)
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # the sweep shows one bar over runs; per-run bars would flood the executed notebooks
+        **flags, **extra)
 
 
 def _make_trainer(model, args, train_dataset, collator, tokenizer, distill):
@@ -177,7 +179,7 @@ def soft_loss(student_logits, teacher_logits, temperature, regression=False):
 
 def _predict(model, dataset, output_dir, hp, params, collator, tokenizer):
     """Logits over a dataset (in order) with the Trainer's device and precision handling."""
-    args = _training_args(output_dir, 0, hp, params, disable_tqdm=True)
+    args = _training_args(output_dir, 0, hp, params)
     return _make_trainer(model, args, None, collator, tokenizer, None).predict(dataset).predictions
 
 
@@ -476,7 +478,7 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
     fine-tuned copy (first seed; or squad_teacher for SQuAD when given) as label "<label> (D)".
     provenance: dict stored in each result (default: lib.results.provenance(params)).
     """
-    from tqdm.auto import tqdm
+    import datasets
     if not models:
         raise ParameterError("models", "name at least one model")
     if not seeds:
@@ -491,6 +493,17 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
     provenance = provenance if provenance is not None else results_io.provenance(params)
     run_dir = params.path("run_dir")
     results = []
+    datasets.disable_progress_bars()  # one bar over the runs; per-run tokenization bars would bury it
+    try:
+        _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results)
+    finally:
+        datasets.enable_progress_bars()
+    return results
+
+
+def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results):
+    from tqdm.auto import tqdm
+    teacher_label = params.distill_teacher
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
         if path.exists() and not params.recompute:
@@ -505,7 +518,6 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
         result = {"model": label, **result, "provenance": provenance}
         results_io.write_json(path, result)
         results.append(result)
-    return results
 
 
 def _teacher_dir(run_dir, label, task, seed):

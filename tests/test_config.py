@@ -1,0 +1,89 @@
+import dataclasses
+import re
+
+import pytest
+
+from lib import REPO_ROOT, config
+
+SMOKE_CORPUS = [{"id": "smoke/corpus", "split": "train", "column": "text"}]
+
+
+def test_profile_fills_fields_and_namespace_overrides():
+    namespace = {"profile": "smoke", "max_steps": 3, "alpha_cos": None, "In": [], "_": None, "config": config}
+    params = config.load_params("distill", namespace)
+    assert params.max_steps == 3                       # from the namespace (papermill's injected cell)
+    assert params.batch_size == 8                      # from params/smoke/02_distill.yaml
+    assert params.alpha_cos == 1.0                     # None means "the profile's value", here the default
+    assert params.teacher == "runs/smoke/teacher"      # "{run_dir}" expanded
+    assert params.results_dir == "results/smoke"
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(config.ParameterError, match="'alpha_kl'"):
+        config.load_params("distill", {"profile": "smoke", "alpha_kl": 1.0})
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("temperature", "hot", "expected float"),
+    ("batch_size", 2.5, "expected int"),
+    ("random_init", "yes", "expected bool"),
+    ("temperature", 0, "must be > 0"),
+    ("word_mask", 0.5, "sum to 1"),
+    ("student_layers", [4, 2], "increasing distinct"),
+    ("precision", "fp8", "not one of"),
+    ("alpha_ce", -1.0, "must be >= 0"),
+    ("corpus", [{"path": "no/such/file.txt"}], "text file not found"),
+    ("mirror", "/no/such/mirror", "no such directory"),
+    ("profile", "huge", "no parameter file"),
+])
+def test_invalid_values_fail_naming_the_parameter(name, value, message):
+    with pytest.raises(config.ParameterError) as err:
+        config.load_params("distill", {"profile": "smoke", name: value})
+    assert err.value.name == name
+    assert message in str(err.value)
+
+
+def test_all_loss_weights_zero_is_rejected():
+    with pytest.raises(config.ParameterError, match="nothing to train"):
+        config.load_params("distill", profile="smoke", alpha_ce=0, alpha_mlm=0, alpha_cos=0)
+
+
+def test_student_deeper_than_teacher_is_rejected():
+    params = config.load_params("distill", profile="smoke", n_student_layers=6)
+    with pytest.raises(config.ParameterError, match="1..4 layers"):
+        params.check_teacher_depth(4)
+    params = config.load_params("distill", profile="smoke", student_layers=[0, 2, 4])
+    with pytest.raises(config.ParameterError) as err:
+        params.check_teacher_depth(4)
+    assert err.value.name == "student_layers"
+    params.check_teacher_depth(6)  # fits
+
+
+def test_unknown_stage_and_missing_profile_file():
+    with pytest.raises(config.ParameterError, match="unknown stage"):
+        config.load_params("pretrain")
+    with pytest.raises(config.ParameterError, match="no parameter file"):
+        config.profile_values("nonexistent", "distill")
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_every_profile_file_is_valid(profile, stage, shared_hub_or_none):
+    if profile == "cpu" and shared_hub_or_none is None:
+        pytest.skip("the cpu profile reads the offline mirror, absent here")
+    params = config.load_params(stage, profile=profile)
+    assert params.profile == profile
+
+
+@pytest.fixture
+def shared_hub_or_none():
+    from conftest import SHARED_HUB
+    return SHARED_HUB if SHARED_HUB.is_dir() else None
+
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_notebook_parameters_cell_lists_exactly_the_stage_fields(stage):
+    source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage][0]}.py").read_text()
+    cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
+    names = re.findall(r"^([a-z]\w*) = ", cell, flags=re.M)
+    assert names == [f.name for f in dataclasses.fields(config.STAGES[stage][1])]

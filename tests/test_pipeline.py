@@ -1,0 +1,63 @@
+"""Stage notebooks executed end to end through papermill, on the smoke profile, into temporary folders."""
+import json
+
+import papermill
+import pytest
+
+from lib import config, pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    overrides = {"run_dir": str(tmp / "runs"), "results_dir": str(tmp / "results")}
+    outputs = pipeline.run("smoke", overrides=overrides, output_dir=tmp / "notebooks", log_output=False)
+    return tmp, outputs
+
+
+def test_every_stage_executes_and_writes_results_with_provenance(smoke_run):
+    tmp, outputs = smoke_run
+    assert [p.name for p in outputs] == [f"{stem}.ipynb" for stem, _ in config.STAGES.values()]
+    names = {"teacher", "distill-student", "glue", "imdb_squad", "latency"}
+    for name in names:
+        record = json.loads((tmp / "results" / f"{name}.json").read_text())
+        assert record["provenance"]["profile"] == "smoke"
+        assert record["provenance"]["params"]["results_dir"] == str(tmp / "results")
+        assert record["wall_time_s"] > 0
+
+
+def test_the_student_is_a_loadable_model_directory(smoke_run):
+    from transformers import AutoModel, AutoTokenizer
+    tmp, _ = smoke_run
+    model = AutoModel.from_pretrained(tmp / "runs" / "student")
+    tokenizer = AutoTokenizer.from_pretrained(tmp / "runs" / "student")
+    assert model.config.model_type == "distilbert"
+    out = model(**tokenizer("alice likes the lovely cat .", return_tensors="pt", return_token_type_ids=False))
+    assert out.last_hidden_state.shape[-1] == model.config.dim
+
+
+def test_a_failing_stage_is_named(tmp_path):
+    with pytest.raises(pipeline.StageFailed) as err:
+        pipeline.run_stage("teacher", "smoke", {"teacher": "acme/no-such-model", "run_dir": str(tmp_path)},
+                           output_dir=tmp_path, log_output=False)
+    assert err.value.stage == "teacher"
+    assert "HubUnavailableError" in str(err.value) and "acme/no-such-model" in str(err.value)
+
+
+def test_papermill_itself_rejects_an_unknown_parameter_inside_the_notebook(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(pipeline.read_notebook("latency"), str(tmp_path / "out.ipynb"),
+                                   parameters={"profile": "smoke", "warmups": 3}, cwd=str(pipeline.REPO_ROOT),
+                                   kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "ParameterError" and "'warmups'" in err.value.evalue
+
+
+def test_the_runner_validates_every_stage_before_running_any(tmp_path, capsys):
+    code = pipeline.main(["--stages", "teacher,distill", "-p", "temperature=0", "--output-dir", str(tmp_path)])
+    assert code == 1
+    assert "parameter 'temperature': must be > 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing ran
+    assert pipeline.main(["--stages", "distil"]) == 1
+    assert pipeline.main(["-p", "not_a_parameter=1"]) == 1
