@@ -13,8 +13,32 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 
-def quiet_logs():
-    """Stage notebooks: keep transformers' errors, drop its per-load reports and bars (dozens per sweep)."""
+def notebook_setup(params):
+    """First call of every stage notebook: quieter third-party logs (transformers reports every model load, a
+    sweep loads dozens); on Colab, mount Drive for a run_dir/results_dir there and check the GPU against the
+    profile. Prints the scale the notebook runs at."""
+    import sys
+
     import transformers
+
+    from lib.results import SCALE_LABELS
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    if "google.colab" in sys.modules:
+        _colab_checks(params)
+    print(SCALE_LABELS.get(params.profile, params.profile))
+
+
+def _colab_checks(params):
+    import warnings
+
+    import torch
+    if any(str(path).startswith("/content/drive") for path in (params.run_dir, params.results_dir)):
+        from google.colab import drive
+        drive.mount("/content/drive")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    print(f"Colab runtime: {gpu or 'CPU only'}")
+    if params.profile in ("t4", "paper") and gpu is None:
+        warnings.warn(f"profile {params.profile!r} needs a GPU: Runtime > Change runtime type > T4 GPU, then re-run")
+    elif params.profile == "t4" and "T4" not in gpu:
+        print(f"note: the t4 profile is sized for a 16 GB T4; this runtime has {gpu}")

@@ -14,13 +14,16 @@ PLOTLY_JSON = "application/vnd.plotly.v1+json"
 
 
 def show(fig, caption=None):
-    """Display ``fig`` with an HTML bundle for the book and the plotly JSON bundle for Jupyter."""
-    from IPython.display import display
-    if caption:
-        fig.update_layout(title=dict(text=caption, font=dict(size=14)))
+    """Display ``fig`` (caption under it, as <figure>/<figcaption>) with an HTML bundle for the book and the
+    plotly JSON bundle for Jupyter; on Colab through plotly's own renderer."""
+    import html as html_lib
+    from IPython.display import HTML, display
+    caption_html = f"<figcaption>{html_lib.escape(caption)}</figcaption>" if caption else ""
     if "google.colab" in sys.modules:
-        return fig.show(renderer="colab")
-    html = fig.to_html(include_plotlyjs=False, full_html=False, config={"displaylogo": False})
+        fig.show(renderer="colab")
+        return display(HTML(f"<p><em>{html_lib.escape(caption)}</em></p>")) if caption else None
+    plot = fig.to_html(include_plotlyjs=False, full_html=False, config={"displaylogo": False})
+    html = f'<figure class="report-figure">{plot}{caption_html}</figure>'
     display({"text/html": html, PLOTLY_JSON: fig.to_plotly_json()}, raw=True)
 
 
@@ -45,19 +48,6 @@ def bars(labels, values, title, yaxis_title, reference=None, reference_name="pap
 
 
 # --- figures of the book's report pages (they only read results; see lib/report.py) ---
-
-def show_figure(fig, caption):
-    """Display ``fig`` with ``caption`` printed under it (a <figure>/<figcaption> in the book and Jupyter)."""
-    import html as html_lib
-    from IPython.display import HTML, display
-    if "google.colab" in sys.modules:
-        fig.show(renderer="colab")
-        return display(HTML(f"<p><em>{html_lib.escape(caption)}</em></p>"))
-    plot = fig.to_html(include_plotlyjs=False, full_html=False, config={"displaylogo": False})
-    html = (f'<figure class="report-figure">{plot}'
-            f'<figcaption>{html_lib.escape(caption)}</figcaption></figure>')
-    display({"text/html": html, PLOTLY_JSON: fig.to_plotly_json()}, raw=True)
-
 
 def softmax(logits, temperature=1.0):
     import numpy as np
@@ -136,4 +126,19 @@ def latency_sweep_figure(frame, title="Latency against sequence length"):
                                  name=f"{model}, batch {batch}"))
     fig.update_layout(title=title, xaxis_title="sequence length (tokens)", yaxis_title="latency (ms, median)",
                       xaxis_type="log", yaxis_type="log", height=400)
+    return fig
+
+
+def size_quality_figure(frame, title="Size and speed against GLUE score"):
+    """Relative latency (x) against GLUE score (y), marker size ~ parameters; paper points and this run's
+    (a ``lib.latency.size_quality_table``). Models without a GLUE score of this scale are left out."""
+    fig = go.Figure()
+    for source, group in frame.dropna(subset=["glue_score"]).groupby("source", sort=False):
+        fig.add_trace(go.Scatter(
+            x=group["relative_latency"], y=group["glue_score"], mode="markers+text", name=source,
+            text=group["model"], textposition="top center",
+            marker=dict(size=[max(8.0, min(40.0, p ** 0.5 * 3)) for p in group["params_m"]], opacity=0.7),
+            hovertext=[f"{m}: {p:.1f}M parameters" for m, p in zip(group["model"], group["params_m"])]))
+    fig.update_layout(title=title, xaxis_title="latency relative to the reference model (CPU, batch 1)",
+                      yaxis_title="GLUE dev macro score", height=420)
     return fig

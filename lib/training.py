@@ -128,6 +128,18 @@ def find_checkpoint(checkpoint_dir):
     return None
 
 
+
+def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm):
+    """Unscale, clip, step, advance the schedule; returns (grad norm, the learning rate this step used)."""
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr
+
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
             device=None):
     """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
@@ -254,13 +266,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                         f"non-finite loss at optimizer step {step + 1} ({terms}); the last good checkpoint is "
                         f"{checkpoint_dir if last_checkpoint_step is not None else 'none'} (step {last_checkpoint_step}). "
                         "Lower learning_rate, or use precision bf16/fp32, and resume from it.")
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]  # the rate this step uses
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm, lr = optimizer_step(optimizer, scheduler, scaler, model.parameters(), params.max_grad_norm)
                 step += 1
                 bar.update(1)
                 window["sums"] += sums
@@ -425,13 +431,7 @@ def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_ra
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite MLM loss at step {step + 1}: lower adapt_learning_rate")
                 scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                _, lr = optimizer_step(optimizer, scheduler, scaler, trainable, max_grad_norm)
                 step += 1
                 bar.update(1)
                 if step % log_every == 0 or step == steps:
