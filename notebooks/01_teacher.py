@@ -41,28 +41,14 @@ precision = None
 _project_commit = None  # set by lib.pipeline: the commit a Colab run of this notebook clones
 
 # %% tags=["hide-cell"]
-# Setup. On Colab: clone this project at the commit that produced this notebook, install it, mount Drive when
-# run_dir/results_dir are on Drive, check the GPU. Elsewhere it only finds the project root.
+# Setup: on Colab, clone and install this project at the commit that produced this notebook; everywhere, work
+# from the project root.
 import os, subprocess, sys  # noqa: E401
-_REPO, _HOME = "https://github.com/distilbert-reproduced/distilbert-reproduced", "/content/distilbert-reproduced"
-if "google.colab" in sys.modules:
-    _commit = _project_commit or "main"
-    if not os.path.isdir(_HOME):
-        subprocess.run(["git", "clone", "--quiet", _REPO, _HOME], check=True)
-        if subprocess.run(["git", "-C", _HOME, "checkout", "--quiet", _commit]).returncode != 0:
-            print(f"warning: commit {_commit} is not on the remote; using main")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
-    if any(str(d or "").startswith("/content/drive") for d in (run_dir, results_dir)):
-        from google.colab import drive
-        drive.mount("/content/drive")
-    import torch
-    _gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    print(f"Colab runtime: {_gpu or 'CPU only'}; project at {_commit}")
-    if profile in ("t4", "paper") and _gpu is None:
-        import warnings
-        warnings.warn(f"profile {profile!r} needs a GPU: Runtime > Change runtime type > T4 GPU, then re-run")
-    elif profile == "t4" and "T4" not in _gpu:
-        print(f"note: the t4 profile is sized for a 16 GB T4; this runtime has {_gpu}")
+_HOME = "/content/distilbert-reproduced"
+if "google.colab" in sys.modules and not os.path.isdir(_HOME):
+    subprocess.run(["git", "clone", "-q", "https://github.com/distilbert-reproduced/distilbert-reproduced", _HOME], check=True)
+    subprocess.run(["git", "-C", _HOME, "checkout", "-q", _project_commit or "main"])  # main if that commit is not pushed
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
 for _root in (os.getcwd(), os.path.dirname(os.getcwd()), _HOME):
     if os.path.isdir(os.path.join(_root, "lib")):
         break
@@ -76,10 +62,9 @@ import lib  # noqa: E402
 from lib import config, data, hub, models, results, training  # noqa: E402
 from transformers import AutoTokenizer, set_seed  # noqa: E402
 
-lib.quiet_logs()
 params = config.load_params("teacher", globals())
+lib.notebook_setup(params)
 set_seed(params.seed)
-print(results.SCALE_LABELS.get(params.profile, params.profile))
 config.as_dict(params)
 
 # %% [markdown]

@@ -43,28 +43,14 @@ device = None
 _project_commit = None  # set by lib.pipeline: the commit a Colab run of this notebook clones
 
 # %% tags=["hide-cell"]
-# Setup. On Colab: clone this project at the commit that produced this notebook, install it, mount Drive when
-# run_dir/results_dir are on Drive, check the GPU. Elsewhere it only finds the project root.
+# Setup: on Colab, clone and install this project at the commit that produced this notebook; everywhere, work
+# from the project root.
 import os, subprocess, sys  # noqa: E401
-_REPO, _HOME = "https://github.com/distilbert-reproduced/distilbert-reproduced", "/content/distilbert-reproduced"
-if "google.colab" in sys.modules:
-    _commit = _project_commit or "main"
-    if not os.path.isdir(_HOME):
-        subprocess.run(["git", "clone", "--quiet", _REPO, _HOME], check=True)
-        if subprocess.run(["git", "-C", _HOME, "checkout", "--quiet", _commit]).returncode != 0:
-            print(f"warning: commit {_commit} is not on the remote; using main")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
-    if any(str(d or "").startswith("/content/drive") for d in (run_dir, results_dir)):
-        from google.colab import drive
-        drive.mount("/content/drive")
-    import torch
-    _gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    print(f"Colab runtime: {_gpu or 'CPU only'}; project at {_commit}")
-    if profile in ("t4", "paper") and _gpu is None:
-        import warnings
-        warnings.warn(f"profile {profile!r} needs a GPU: Runtime > Change runtime type > T4 GPU, then re-run")
-    elif profile == "t4" and "T4" not in _gpu:
-        print(f"note: the t4 profile is sized for a 16 GB T4; this runtime has {_gpu}")
+_HOME = "/content/distilbert-reproduced"
+if "google.colab" in sys.modules and not os.path.isdir(_HOME):
+    subprocess.run(["git", "clone", "-q", "https://github.com/distilbert-reproduced/distilbert-reproduced", _HOME], check=True)
+    subprocess.run(["git", "-C", _HOME, "checkout", "-q", _project_commit or "main"])  # main if that commit is not pushed
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
 for _root in (os.getcwd(), os.path.dirname(os.getcwd()), _HOME):
     if os.path.isdir(os.path.join(_root, "lib")):
         break
@@ -77,9 +63,8 @@ import time  # noqa: E402
 import lib  # noqa: E402
 from lib import config, latency, plots, results  # noqa: E402
 
-lib.quiet_logs()
 params = config.load_params("latency", globals())
-print(results.SCALE_LABELS.get(params.profile, params.profile))
+lib.notebook_setup(params)
 config.as_dict(params)
 
 # %%
@@ -92,6 +77,27 @@ table3
 sweep = latency.sweep_models(params, models=models)
 plots.show(latency.sweep_figure(sweep), caption=f"Latency against sequence length ({params.profile} profile)")
 
+# %% [markdown]
+# ## Size against quality
+# Each timed model's latency relative to the reference, against its GLUE score from this profile's Table 1 run
+# (`glue.json` in the same results folder, when it exists), beside the paper's ELMo, BERT-base and DistilBERT.
+
 # %%
-results.write_result(params, "latency", {"table3": table3, "sweep": sweep.to_dict(orient="records")},
+glue_file = params.path("results_dir") / "glue.json"
+glue_scores = {}
+if glue_file.exists():
+    glue_scores = {row["model"]: row["median"] for row in results.read_result(glue_file)["summary"]
+                   if row["task"] == "glue" and row["metric"] == "score"}
+reference = table3[0]["reference"]
+measured = {row["model"]: {"params": row["parameters"], "latency": row["per_example_ms_median"],
+                           "size_mb": row["size_mb"], "glue_score": glue_scores.get(row["model"])} for row in table3}
+size_quality = latency.size_quality_table(measured, reference=reference)
+plots.show(plots.size_quality_figure(size_quality),
+           caption=f"Relative CPU latency against GLUE dev score: the paper's models and this run's ({params.profile} "
+                   f"scale; latency relative to {reference}, GLUE scores from {glue_file.name if glue_scores else 'no run yet'})")
+size_quality.round(3)
+
+# %%
+results.write_result(params, "latency", {"table3": table3, "sweep": sweep.to_dict(orient="records"),
+                                          "size_quality": size_quality.to_dict(orient="records")},
                      time.perf_counter() - started)
