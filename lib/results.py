@@ -26,12 +26,13 @@ PACKAGES = ("torch", "transformers", "datasets", "accelerate", "numpy", "scikit-
 
 
 def git_commit():
-    """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    """The checkout's commit, with '-dirty' when tracked code differs from it; 'unknown' outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        # outputs that runs rewrite do not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results",
+                                ":!book/stages"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

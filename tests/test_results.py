@@ -22,3 +22,25 @@ def test_write_json_is_atomic_and_handles_numpy(tmp_path):
     path = results.write_json(tmp_path / "a" / "r.json", {"x": np.float32(0.5), "v": np.arange(3)})
     assert json.loads(path.read_text()) == {"x": 0.5, "v": [0, 1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_rewritten_outputs_do_not_mark_the_commit_dirty(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    repo = tmp_path / "repo"
+    shutil.copytree(results.REPO_ROOT / "lib", repo / "lib")
+    (repo / "results").mkdir()
+    (repo / "results" / "r.json").write_text("{}")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, cwd=repo, check=True, capture_output=True)
+
+    def commit():  # lib.results.git_commit as seen from that checkout
+        code = "import sys; sys.path.insert(0, '.'); from lib import results; print(results.git_commit())"
+        return subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+    (repo / "results" / "r.json").write_text('{"new": 1}')
+    assert len(commit()) == 40  # a rewritten result is not a code change
+    (repo / "lib" / "results.py").write_text((repo / "lib" / "results.py").read_text() + "\n# edit\n")
+    assert commit().endswith("-dirty")
