@@ -8,6 +8,7 @@ max(count, 1) ** -0.7 (rarer tokens more often), then 80% [MASK] / 10% kept / 10
 """
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import datasets
@@ -16,6 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lib import REPO_ROOT, hub
+
+
+LINE_BREAK_TAGS = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
+
+
+def strip_markup(batch):
+    """HTML line breaks (IMDb reviews are full of "<br /><br />") become spaces: they are not language."""
+    return {"text": [LINE_BREAK_TAGS.sub(" ", text or "") for text in batch["text"]]}
 
 
 def read_corpus(sources, mirror=None):
@@ -43,7 +52,7 @@ def read_corpus(sources, mirror=None):
         part = part.select_columns([column])
         if column != "text":
             part = part.rename_column(column, "text")
-        parts.append(part)
+        parts.append(part.map(strip_markup, batched=True, desc="clean text"))
     if not parts:
         raise ValueError("corpus is empty: give at least one source")
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

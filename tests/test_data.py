@@ -39,6 +39,12 @@ def test_read_corpus_text_file_and_dataset_dir(tmp_path):
         data.read_corpus([{"path": str(tmp_path / "missing.txt")}])
 
 
+def test_read_corpus_turns_html_line_breaks_into_spaces(tmp_path):
+    text_file = tmp_path / "reviews.txt"
+    text_file.write_text("a fine film.<br /><br />the end<BR>really<br/>\n")
+    assert data.read_corpus([{"path": str(text_file)}])["text"] == ["a fine film.  the end really "]
+
+
 def test_tokenize_chunks_and_filters(tmp_path):
     tokenizer = tiny_tokenizer()
     docs = [words(*range(25)),  # 25 tokens -> 8 + 8 + 8 + 1 with max_length 10; the 1-token chunk (3 with CLS/SEP) dropped
