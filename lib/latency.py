@@ -95,9 +95,10 @@ def load_for_timing(repo_id, mirror=None, task="base", num_labels=2, tokenizer_i
 def count_parameters(model):
     """Number of parameters, tied tensors counted once. Dynamic-quantized Linear layers (torch.ao) keep their
     weights outside ``parameters()``: they are counted too, so quantization leaves the count unchanged."""
+    from lib.models import count_parameters as distinct_parameters
     if isinstance(model, OrtModel):
         return model.num_parameters
-    total = sum(p.numel() for p in model.parameters())
+    total = distinct_parameters(model)
     for module in model.modules():
         if _is_torch_ao_linear(module):
             weight, bias = module._weight_bias()
@@ -151,21 +152,14 @@ def resolve_device(device="cpu"):
 
 
 def resolve_precision(precision, device):
-    """torch dtype for 'auto' | 'fp32' | 'fp16' | 'bf16'. bf16 only on compute capability >= 8: older GPUs
-    (T4) report bf16 support but emulate it. 'auto': fp32 on CPU, bf16 on capability >= 8, else fp16."""
+    """torch dtype for 'auto' | 'fp32' | 'fp16' | 'bf16', by lib.training.select_precision's device rule (bf16
+    only on compute capability >= 8: older GPUs such as the T4 report bf16 support but emulate it). Timing adds one
+    restriction: on CPU only fp32, since half precision there is not what a CPU deployment would run."""
+    from lib.training import select_precision
     device = torch.device(device)
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"precision {precision!r} is not one of ['auto', 'fp32', 'fp16', 'bf16']")
-    if device.type == "cpu":
-        if precision in ("fp16", "bf16"):
-            raise ValueError(f"precision {precision!r}: half precision is timed on GPU only; use fp32 on CPU")
-        return torch.float32
-    major = torch.cuda.get_device_capability(device)[0]
-    if precision == "auto":
-        precision = "bf16" if major >= 8 else "fp16"
-    if precision == "bf16" and major < 8:
-        raise ValueError(f"precision 'bf16' needs compute capability >= 8, this GPU has {major}.x: use fp16")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if device.type == "cpu" and precision in ("fp16", "bf16"):
+        raise ValueError(f"precision {precision!r}: half precision is timed on GPU only; use fp32 on CPU")
+    return select_precision(precision, device)[0]
 
 
 def prepare(model, device="cpu", precision="fp32"):

@@ -11,7 +11,6 @@ over the training features in eval mode (no dropout) before training -- the same
 by batch -- and its logits travel with the features as ``teacher_*`` columns.
 """
 import inspect
-import json
 import math
 import re
 import time
@@ -507,7 +506,7 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
         if path.exists() and not params.recompute:
-            results.append(json.loads(path.read_text()))
+            results.append(results_io.read_result(path))
             continue
         teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
