@@ -124,6 +124,9 @@ class DistillParams(StageParams):
     checkpoint_every: int = 500          # optimizer steps between checkpoints
     resume: bool = True                  # continue from the last checkpoint in run_dir when there is one
     log_every: int = 10
+    # more runs of the same stage (the notebook runs them after the main one, same corpus and teacher)
+    undistilled_name: str | None = None  # also save the student as initialised, never distilled, to run_dir/<name>
+    ablations: dict = field(default_factory=dict)  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}
 
     def validate(self):
         super().validate()
@@ -153,6 +156,27 @@ class DistillParams(StageParams):
                 raise ParameterError("student_layers", f"must be increasing distinct layer indices, got {layers}")
             if self.n_student_layers is not None and self.n_student_layers != len(layers):
                 raise ParameterError("n_student_layers", f"{self.n_student_layers} != len(student_layers) {len(layers)}")
+        names = [self.run_name, self.undistilled_name, *self.ablations]
+        if len(set(names)) != len(names):
+            raise ParameterError("ablations", f"run names must differ: run_name, undistilled_name and ablations {names}")
+        for name in self.ablations:
+            self.variant(name)
+
+    def variant(self, name):
+        """The parameters of ablation run ``name``: these ones with its changes applied, validated alike."""
+        changes = self.ablations[name]
+        if not isinstance(changes, dict) or not changes:
+            raise ParameterError("ablations", f"{name!r}: give the changed parameters as a mapping, got {changes!r}")
+        fixed = {"run_name", "undistilled_name", "ablations", "profile", "run_dir", "results_dir", "teacher", "corpus"}
+        for key in changes:
+            if key in fixed:
+                raise ParameterError("ablations", f"{name!r} cannot change {key!r}: ablations share the stage's "
+                                                  "teacher, corpus and folders")
+        values = {**dataclasses.asdict(self), **changes, "run_name": name, "undistilled_name": None, "ablations": {}}
+        try:
+            return make_params(DistillParams, values)
+        except ParameterError as err:
+            raise ParameterError("ablations", f"{name!r}: {err}") from None
 
     def check_teacher_depth(self, n_teacher_layers):
         """Once the teacher's config is known: the student cannot be deeper than its teacher."""

@@ -27,8 +27,8 @@ from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
 from lib.losses import distillation_loss
+from lib.models import build_student, count_parameters, save_model
 from lib.models import layer_map as make_layer_map
-from lib.models import save_model
 
 LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -329,6 +329,26 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 precision=str(dtype).replace("torch.", ""), world_size=world,
                 final={k: last_record[k] for k in LOSS_TERMS if k in last_record}, log=log,
                 log_path=str(log_path), checkpoint_dir=str(checkpoint_dir), output_dir=str(output_dir))
+
+
+def run_distillation(params, teacher, dataset, tokenizer, counts=None):
+    """One distillation run of a stage: the student of ``params`` built from ``teacher``, distilled into
+    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written. counts: the corpus's token counts
+    (lib.data.token_counts), to count once for several runs. Returns the summary of ``distill``."""
+    from lib.results import write_result
+    started = time.perf_counter()
+    token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
+    student = build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
+                            random_init=params.random_init)
+    summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
+                      tokenizer=tokenizer, token_probs=token_probs)
+    write_result(params, f"distill-{params.run_name}", {
+        "teacher": params.teacher, "student_dir": summary["output_dir"],
+        "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
+        "student_layers": getattr(student.config, "teacher_layers", None),
+        **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
+    }, time.perf_counter() - started)
+    return summary
 
 
 def _mlm_batches(lengths, batch_size):

@@ -63,6 +63,8 @@ precision = None
 checkpoint_every = None
 resume = None
 log_every = None
+undistilled_name = None
+ablations = None
 _project_commit = None  # set by lib.pipeline: the commit a Colab run of this notebook clones
 
 # %% tags=["hide-cell"]
@@ -81,10 +83,11 @@ os.chdir(_root)
 sys.path.insert(0, _root)
 
 # %%
-import time  # noqa: E402
+import pandas as pd  # noqa: E402
+from IPython.display import display  # noqa: E402
 
 import lib  # noqa: E402
-from lib import config, data, hub, models, plots, results, training  # noqa: E402
+from lib import config, data, hub, models, plots, training  # noqa: E402
 from transformers import AutoTokenizer, set_seed  # noqa: E402
 
 params = config.load_params("distill", globals())
@@ -98,7 +101,6 @@ config.as_dict(params)
 # embeddings, since DistilBERT has no segment embeddings), the chosen layers and the MLM head, tensor by tensor.
 
 # %%
-started = time.perf_counter()
 tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
 teacher, _ = models.load_teacher(hub.resolve(params.teacher, params.mirror))
 params.check_teacher_depth(teacher.config.num_hidden_layers)
@@ -130,19 +132,45 @@ print(f"{len(dataset):,} sequences, {sum(dataset['length']):,} tokens")
 # %% [markdown]
 # ## Train
 # Checkpoints are written every `checkpoint_every` steps and on interruption; with `resume=True` a re-run
-# continues from the last one.
+# continues from the last one. `lib.training.run_distillation` builds the student as above, distils it into
+# `run_dir/<run_name>` and writes `results/<profile>/distill-<run_name>.json`.
 
 # %%
-summary = training.distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
-                           tokenizer=tokenizer)
+counts = data.token_counts(dataset, teacher.config.vocab_size)  # once, for the masking weights of every run
+summary = training.run_distillation(params, teacher, dataset, tokenizer, counts)
 {k: v for k, v in summary.items() if k != "log"}
 
 # %%
 plots.show(plots.loss_curves(summary["log"]), caption=f"Distillation losses ({params.profile} profile)")
 
+# %% [markdown]
+# ## The undistilled baseline
+# The same student, initialised from the same teacher layers but never distilled: fine-tuned next to the
+# distilled one in the evaluation stages, it shows what distillation itself adds to the initialisation.
+
 # %%
-results.write_result(params, f"distill-{params.run_name}", {
-    "teacher": params.teacher, "student_dir": summary["output_dir"],
-    "teacher_parameters": models.count_parameters(teacher), "student_parameters": models.count_parameters(student),
-    **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
-}, time.perf_counter() - started)
+if params.undistilled_name:
+    baseline_dir = params.path("run_dir") / params.undistilled_name
+    models.save_model(models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers),
+                      baseline_dir, tokenizer)
+    print(f"undistilled student saved to {baseline_dir}")
+else:
+    print("undistilled_name is not set: no undistilled baseline at this scale")
+
+# %% [markdown]
+# ## Ablations (the paper's Table 4)
+# Each ablation is a full distillation run with one change (a loss weight set to 0, or a random
+# initialisation) and the same budget, corpus, masking weights and teacher; the GLUE stage evaluates each.
+
+# %%
+ablation_runs = {}
+for name in params.ablations:
+    variant = params.variant(name)
+    print(f"--- ablation {name}: {params.ablations[name]}")
+    ablation_runs[name] = training.run_distillation(variant, teacher, dataset, tokenizer, counts)
+if ablation_runs:
+    display(pd.DataFrame({name: {"change": str(params.ablations.get(name, "(triple loss)")), **run["final"],
+                                 "tokens": run["tokens"], "wall time (s)": round(run["wall_time_s"])}
+                          for name, run in {params.run_name: summary, **ablation_runs}.items()}).T)
+else:
+    print("no ablations at this scale (set the ablations parameter)")
