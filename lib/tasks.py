@@ -141,7 +141,6 @@ def _training_args(output_dir, seed, hp, params, **extra):
         lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[],
         remove_unused_columns=False,  # we choose the columns: teacher logits must reach compute_loss
         dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding (still shuffled)
         disable_tqdm=True,  # the sweep shows one bar over runs; per-run bars would flood the executed notebooks
         **flags, **extra)
 
