@@ -216,17 +216,20 @@ def paper_glue(tasks, source=None):
     return rows
 
 
-def glue_table(record, teacher="teacher", student="student"):
-    """Table 1 side by side: our models (medians over seeds), our student/teacher retention, the paper's
-    BERT-base and DistilBERT and their retention. Index: row label; columns: 'source' then score columns."""
+def glue_table(record, teacher="teacher", student="student", exclude=()):
+    """Table 1 side by side: our models (medians over seeds) but those in ``exclude``, each one's retention of the
+    teacher's score, the paper's BERT-base and DistilBERT and their retention. Index: row label; columns:
+    'source' then score columns."""
     tasks = glue_tasks(record)
     columns = ["glue", *tasks]
-    ours = glue_scores(record)
+    ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
     rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns}}
             for model, scores in ours.items()]
-    if teacher in ours and student in ours:
-        rows.append({"source": "this run", "model": f"{student} / {teacher} (%)",
-                     **{c: retention(ours[student].get(c), ours[teacher].get(c)) for c in columns}})
+    others = [student] if student in ours else []
+    others += [m for m in ours if m not in (teacher, student)]
+    for model in others if teacher in ours else []:
+        rows.append({"source": "this run", "model": f"{model} / {teacher} (%)",
+                     **{c: retention(ours[model].get(c), ours[teacher].get(c)) for c in columns}})
     ref = paper_glue(tasks)
     rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
     rows.append({"source": "paper", "model": "DistilBERT / BERT-base (%)",
@@ -271,7 +274,7 @@ def downstream_table(record, teacher="teacher", student="student"):
     columns = list(paper.TABLE2_METRICS)
     ours = downstream_scores(record)
     rows = [{"source": "this run", "model": model, **scores} for model, scores in ours.items()]
-    for label in [m for m in ours if m == student or m.startswith(f"{student} (")]:  # the student and its (D)
+    for label in [m for m in ours if m != teacher]:  # the student, its (D), baselines
         if teacher in ours:
             rows.append({"source": "this run", "model": f"{label} / {teacher} (%)",
                          **{c: retention(ours[label][c], ours[teacher][c]) for c in columns}})
@@ -416,10 +419,27 @@ def ablation_table(profile, root=None, baseline_run="student"):
             ours = score - base_score if score is not None and base_score is not None else None
             index.append(label)
             rows.append({"run": name, "GLUE score": score, "change (points)": ours, "paper change (points)": delta})
+    undistilled = base_params.get("undistilled_name")
+    undistilled_label = _glue_label_for(undistilled, glue) if (undistilled and glue) else None
+    if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
+        score = (scores.get(undistilled_label) or {}).get("glue")
+        index.append("no distillation at all (teacher-layer init only)")
+        rows.append({"run": undistilled, "GLUE score": score, "paper change (points)": None,
+                     "change (points)": score - base_score if None not in (score, base_score) else None})
     index.append("triple loss (reference)")
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
                  "change (points)": 0.0 if base_score is not None else None, "paper change (points)": 0.0})
     return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
+
+
+def ablation_models(profile, root=None, baseline_run="student"):
+    """The glue.json model labels of a profile's Table 4 ablation runs (Table 1 leaves them to Table 4)."""
+    runs = distill_runs(profile, root)
+    glue = load(profile, "glue", root)
+    base_params = _run_params(runs[baseline_run]) if baseline_run in runs else {}
+    labels = [_glue_label_for(name, glue) for name, rec in runs.items()
+              if glue and name != baseline_run and classify_run(_run_params(rec), base_params)]
+    return [label for label in labels if label is not None]
 
 
 # ------------------------------------------------------------------------------------------- headline (intro)

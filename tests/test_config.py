@@ -59,6 +59,23 @@ def test_student_deeper_than_teacher_is_rejected():
     params.check_teacher_depth(6)  # fits
 
 
+def test_ablation_variants_change_one_thing_and_are_validated():
+    params = config.load_params("distill", profile="smoke", ablations={"no-ce": {"alpha_ce": 0}, "rand": {"random_init": True}})
+    no_ce = params.variant("no-ce")
+    assert (no_ce.run_name, no_ce.alpha_ce, no_ce.alpha_mlm, no_ce.ablations) == ("no-ce", 0, params.alpha_mlm, {})
+    assert no_ce.teacher == params.teacher and no_ce.run_dir == params.run_dir
+    assert params.variant("rand").random_init and not params.random_init
+    for ablations, message in [({"x": {"alpha_ce": 0, "alpha_mlm": 0, "alpha_cos": 0}}, "nothing to train"),
+                               ({"x": {"colour": 1}}, "unknown parameter"),
+                               ({"x": {"temperature": "hot"}}, "expected float"),
+                               ({"x": {"teacher": "other"}}, "cannot change 'teacher'"),
+                               ({"x": {}}, "as a mapping"),
+                               ({"student": {"alpha_ce": 0}}, "run names must differ")]:
+        with pytest.raises(config.ParameterError, match=message) as err:
+            config.load_params("distill", profile="smoke", ablations=ablations)
+        assert err.value.name == "ablations"
+
+
 def test_unknown_stage_and_missing_profile_file():
     with pytest.raises(config.ParameterError, match="unknown stage"):
         config.load_params("pretrain")

@@ -40,13 +40,16 @@ def _summary(scores):
 
 def write_example_results(tmp_path):
     """A small results tree in the exact schemas the stages write: cpu profile, two GLUE tasks, an ablation."""
-    models = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce"}
+    models = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce",
+              "undistilled": "runs/cpu/undistilled"}
     glue = _summary({"teacher": {"cola": [40, 50, 60], "sst2": [90, 80, 85]},
                      "student": {"cola": [30, 35, 40], "sst2": [80, 82, 81]},
-                     "no-ce": {"cola": [20, 20, 20], "sst2": [70, 70, 70]}})
+                     "no-ce": {"cola": [20, 20, 20], "sst2": [70, 70, 70]},
+                     "undistilled": {"cola": [10, 12, 14], "sst2": [75, 76, 77]}})
     _write(tmp_path, "cpu", "glue", {"summary": glue, "runs": 18}, params={"models": models})
     _write(tmp_path, "cpu", "teacher", {"teacher": "sentence-transformers/all-MiniLM-L6-v2", "parameters": 22_000_000})
-    base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False, "run_name": "student"}
+    base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False, "run_name": "student",
+            "undistilled_name": "undistilled"}
     _write(tmp_path, "cpu", "distill-student", {"teacher": "runs/cpu/teacher", "teacher_parameters": 22_000_000,
                                                 "student_parameters": 11_000_000}, params=base)
     _write(tmp_path, "cpu", "distill-no-ce", {"teacher": "runs/cpu/teacher", "teacher_parameters": 22_000_000,
@@ -170,6 +173,18 @@ def test_ablation_matches_runs_by_parameters_not_names(results_root):
     assert row["paper change (points)"] == paper.TABLE4["without L_ce (distillation)"]
     assert pd_isnull(table.loc["random student initialisation", "GLUE score"])  # not run: no invented number
     assert table.loc["triple loss (reference)", "GLUE score"] == pytest.approx(student_score)
+    # the undistilled student (named by the triple-loss run's undistilled_name), a row the paper does not have
+    row = table.loc["no distillation at all (teacher-layer init only)"]
+    assert row["run"] == "undistilled" and pd_isnull(row["paper change (points)"])
+    assert row["change (points)"] == pytest.approx((12 + 76) / 2 - student_score)
+
+
+def test_table1_leaves_ablation_students_to_table4(results_root):
+    assert report.ablation_models("cpu", results_root) == ["no-ce"]
+    table = report.glue_table(report.load("cpu", "glue", results_root), exclude=["no-ce"])
+    ours = table.loc["this run"]
+    assert "no-ce" not in ours.index and "no-ce / teacher (%)" not in ours.index
+    assert ours.loc["undistilled / teacher (%)", "CoLA MCC"] == pytest.approx(100 * 12 / 50)
 
 
 def test_classify_run():

@@ -101,6 +101,21 @@ def test_distill_logs_and_saves(setup, tmp_path):
     assert AutoTokenizer.from_pretrained(summary["output_dir"]).mask_token_id == tokenizer.mask_token_id
 
 
+def test_run_distillation_writes_the_run_with_its_own_parameters(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_steps=2,
+                            n_student_layers=2, ablations={"no-cos": {"alpha_cos": 0.0}})
+    counts = data.token_counts(dataset, teacher.config.vocab_size, progress=False)
+    summary = training.run_distillation(params.variant("no-cos"), teacher, dataset, tokenizer, counts)
+    record = json.loads((tmp_path / "results" / "distill-no-cos.json").read_text())
+    assert record["provenance"]["params"]["alpha_cos"] == 0 and record["provenance"]["params"]["run_name"] == "no-cos"
+    assert record["student_layers"] == [0, 3] and record["steps"] == 2 == summary["steps"]
+    assert record["student_parameters"] < record["teacher_parameters"]
+    assert summary["output_dir"] == str(tmp_path / "runs" / "no-cos")
+    assert "loss_cos" not in summary["final"] and summary["final"]["loss"] == pytest.approx(
+        5 * summary["final"]["loss_ce"] + 2 * summary["final"]["loss_mlm"], rel=1e-5)
+
+
 def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
     teacher, tokenizer, dataset = setup
     params = distill_params(max_steps=16, checkpoint_every=100)  # 12 steps per epoch: the resume crosses into epoch 1
