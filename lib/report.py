@@ -492,6 +492,82 @@ def _headline_column(profile, root):
     return [pair, params, glue_text, time_text, _pct(down_ret.get("imdb_accuracy")), _pct(down_ret.get("squad_f1"))]
 
 
+# ------------------------------------------------------------------------------------------- one scale's findings
+
+def seed_noise(record):
+    """Median over (model, task) of a task score's range across fine-tuning seeds (points): differences between
+    models smaller than this are not resolved by the run. None without several seeds."""
+    import statistics
+    ranges = [row["max"] - row["min"] for row in _summary_rows(record)
+              if row.get("metric") == "score" and row.get("task") != "glue" and (row.get("n") or 0) > 1
+              and None not in (row.get("max"), row.get("min"))]
+    return statistics.median(ranges) if ranges else None
+
+
+def stage_wall_times(profile, root=None):
+    """{results name: wall time in s} of a profile's results files (the distillation runs one by one)."""
+    names = ["teacher", *[f"distill-{r}" for r in distill_runs(profile, root)], "glue", "imdb_squad", "latency"]
+    return {name: rec.get("wall_time_s") for name in names if (rec := load(profile, name, root)) is not None}
+
+
+def scale_findings(profile, root=None):
+    """The facts a scale's findings page states, each read from a results file (None: not run): the teacher's
+    masked-LM accuracy, what the student saw, retention of GLUE / IMDb / inference time beside the paper's, the
+    undistilled baseline, the seed noise and the total wall time."""
+    facts = {}
+    stage1 = load(profile, "teacher", root) or {}
+    facts["teacher"] = stage1.get("teacher")
+    facts["teacher_mlm_before"] = 100 * ((stage1.get("mlm_before") or {}).get("mlm_accuracy") or float("nan"))
+    facts["teacher_mlm_after"] = 100 * ((stage1.get("mlm_after") or {}).get("mlm_accuracy") or float("nan"))
+    run = distill_runs(profile, root).get("student") or {}
+    facts["distill_tokens"] = run.get("tokens")
+    facts["distill_steps"] = run.get("steps")
+    facts["parameters"] = retention(run.get("student_parameters"), run.get("teacher_parameters"))
+    glue = load(profile, "glue", root)
+    facts["glue_tasks"] = glue_tasks(glue) if glue else []
+    facts["glue_student"] = glue_retention(glue).get("glue") if glue else None
+    facts["glue_undistilled"] = glue_retention(glue, student="undistilled").get("glue") if glue else None
+    facts["glue_paper"] = paper_glue_retention(facts["glue_tasks"])["glue"] if facts["glue_tasks"] else None
+    scores = glue_scores(glue) if glue else {}
+    facts["glue_teacher_score"] = (scores.get("teacher") or {}).get("glue")
+    facts["seed_noise"] = seed_noise(glue) if glue else None
+    down = load(profile, "imdb_squad", root)
+    facts["imdb_student"] = downstream_retention(down).get("imdb_accuracy") if down else None
+    facts["imdb_undistilled"] = (downstream_retention(down, student="undistilled").get("imdb_accuracy")
+                                 if down else None)
+    facts["imdb_teacher"] = ((downstream_scores(down).get("teacher") or {}).get("imdb_accuracy") if down else None)
+    latency = load(profile, "latency", root)
+    timed = latency_models(latency) if latency else {}
+    facts["time_architecture"] = retention((timed.get("DistilBERT") or {}).get("seconds"),
+                                           (timed.get("BERT-base") or {}).get("seconds"))
+    facts["time_trained"] = retention((timed.get("student") or {}).get("seconds"),
+                                      (timed.get("teacher") or {}).get("seconds"))
+    walls = stage_wall_times(profile, root)
+    facts["wall_time_s"] = sum(w for w in walls.values() if w) if walls else None
+    return facts
+
+
+def findings_table(facts):
+    """The findings of one scale beside the paper's, as a table (retention in percent of the teacher)."""
+    import pandas as pd
+    pg, pd_ret = paper_glue_retention(), paper_downstream_retention()
+    time_paper = retention(paper.TABLE3["DistilBERT"]["seconds"], paper.TABLE3["BERT-base"]["seconds"])
+    params_paper = retention(paper.TABLE3["DistilBERT"]["params_m"], paper.TABLE3["BERT-base"]["params_m"])
+    n = len(facts["glue_tasks"])
+    rows = [
+        ("parameters: student / teacher (%)", facts["parameters"], params_paper),
+        (f"GLUE score ({n} tasks): distilled student / teacher (%)", facts["glue_student"], facts["glue_paper"]),
+        (f"GLUE score ({n} tasks): undistilled student / teacher (%)", facts["glue_undistilled"], None),
+        ("IMDb accuracy: distilled student / teacher (%)", facts["imdb_student"], pd_ret["imdb_accuracy"]),
+        ("IMDb accuracy: undistilled student / teacher (%)", facts["imdb_undistilled"], None),
+        ("inference time, DistilBERT / BERT-base shapes (%)", facts["time_architecture"], time_paper),
+        ("inference time, our student / our teacher (%)", facts["time_trained"], None),
+    ]
+    table = pd.DataFrame([{"measure": m, "this run": ours, "paper": ref} for m, ours, ref in rows])
+    table.attrs["paper_glue_nine_tasks"] = pg["glue"]
+    return table.set_index("measure")
+
+
 # ------------------------------------------------------------------------------------------- teacher logits
 
 def teacher_logits(root=None):

@@ -347,6 +347,7 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None):
         "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
         "student_layers": getattr(student.config, "teacher_layers", None),
         **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
+        "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
     }, time.perf_counter() - started)
     return summary
 

@@ -112,6 +112,7 @@ def test_run_distillation_writes_the_run_with_its_own_parameters(setup, tmp_path
     assert record["student_layers"] == [0, 3] and record["steps"] == 2 == summary["steps"]
     assert record["student_parameters"] < record["teacher_parameters"]
     assert summary["output_dir"] == str(tmp_path / "runs" / "no-cos")
+    assert [r["step"] for r in record["loss_curve"]] == [1, 2] and record["loss_curve"][-1]["loss"] == summary["final"]["loss"]
     assert "loss_cos" not in summary["final"] and summary["final"]["loss"] == pytest.approx(
         5 * summary["final"]["loss_ce"] + 2 * summary["final"]["loss_mlm"], rel=1e-5)
 
