@@ -65,7 +65,10 @@ CLAIM = {"glue_retained_percent": 97, "smaller_percent": 40, "faster_percent": 6
 
 # Training compute (section 3).
 COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
-           "data": "English Wikipedia + Toronto Book Corpus"}
+           "data": "English Wikipedia + Toronto Book Corpus",
+           # the same corpus's size as BERT's paper gives it (Devlin et al. 2019: BooksCorpus 800M + English
+           # Wikipedia 2,500M words); the DistilBERT paper prints no count
+           "corpus_words": 3.3e9}
 
 # --- variants of Table 1 published by the authors elsewhere (errata) ---
 

@@ -522,6 +522,11 @@ def scale_findings(profile, root=None):
     run = distill_runs(profile, root).get("student") or {}
     facts["distill_tokens"] = run.get("tokens")
     facts["distill_steps"] = run.get("steps")
+    curve = [r["loss"] for r in run.get("loss_curve") or [] if r.get("loss") is not None]
+    facts["loss_first"], facts["loss_last"] = (curve[0], curve[-1]) if curve else (None, None)
+    quarter = max(1, len(curve) // 4)  # mean of the last quarter of the curve against the quarter before it
+    facts["loss_still_falling"] = (sum(curve[-quarter:]) < sum(curve[-2 * quarter:-quarter])
+                                   if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
     facts["parameters"] = retention(run.get("student_parameters"), run.get("teacher_parameters"))
     glue = load(profile, "glue", root)
     facts["glue_tasks"] = glue_tasks(glue) if glue else []
