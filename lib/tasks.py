@@ -1,7 +1,9 @@
 """Downstream fine-tuning and evaluation: GLUE (Table 1), IMDb and SQuAD 1.1 (Table 2).
 
 One fine-tuning run = (model, task, seed) -> a result dict, written by ``run_sweep`` as
-``<results_dir>/<model label>/<task>-seed<seed>.json`` and skipped on the next sweep unless ``params.recompute``.
+``<results_dir>/<model label>/<task>-seed<seed>.json`` and skipped on the next sweep unless ``params.recompute``
+or its ``run_key`` (the model's weights hash and the run's settings) no longer matches: a retrained model or a
+changed hyperparameter is fine-tuned again, never answered with a stale result.
 Training is the Hugging Face Trainer; evaluation is on the dev sets (IMDb: test) with lib.metrics.
 
 Distillation during fine-tuning ("(D)"): the student's loss is alpha * task loss + (1 - alpha) * T^2 *
@@ -10,7 +12,9 @@ teacher's prediction for the STS-B regression head). The teacher, already fine-t
 over the training features in eval mode (no dropout) before training -- the same numbers it would give batch
 by batch -- and its logits travel with the features as ``teacher_*`` columns.
 """
+import hashlib
 import inspect
+import json
 import math
 import re
 import time
@@ -500,21 +504,58 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
     return results
 
 
+# settings besides task_hparams that change a fine-tuning result (those a parameter class has)
+_RESULT_SETTINGS = ("max_length", "imdb_max_length", "imdb_truncation", "squad_max_length", "doc_stride",
+                    "max_answer_length", "n_best", "task_alpha", "squad_alpha", "temperature", "precision")
+
+
+def model_fingerprint(model_path, mirror=None):
+    """First 16 hex digits of a sha256 over a local model's config and weights files (a retrained model gets
+    a new one); a hub id that is not available locally stands for itself."""
+    local = Path(hub.resolve(str(model_path), mirror))
+    if not local.is_dir():
+        return str(model_path)
+    digest = hashlib.sha256()
+    for file in sorted(local.iterdir()):
+        if file.name == "config.json" or file.suffix in (".safetensors", ".bin"):
+            with open(file, "rb") as handle:
+                digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def run_key(fingerprint, task, seed, params, distilled=False):
+    """What a fine-tuning result depends on, as plain JSON data: the model (``model_fingerprint``), the dataset,
+    the task's hyperparameters and the other settings of ``params``; a finished result is reused only when its
+    key matches."""
+    settings = {name: getattr(params, name) for name in _RESULT_SETTINGS if hasattr(params, name)}
+    key = {"model": fingerprint, "task": task, "seed": seed, "distilled": distilled,
+           "dataset": getattr(params, _spec(task)["source"], None), "subset_seed": params.seed,  # picks the subsets
+           **task_hparams(task, params), **settings}
+    return json.loads(json.dumps(key))  # as it reads back from the results file
+
+
 def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results):
     from tqdm.auto import tqdm
     teacher_label = params.distill_teacher
+    fingerprints = {}
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
+        if model_path not in fingerprints:
+            fingerprints[model_path] = model_fingerprint(model_path, params.mirror)
+        key = run_key(fingerprints[model_path], task, seed, params, distilled)
         if path.exists() and not params.recompute:
-            results.append(results_io.read_result(path))
-            continue
+            done = results_io.read_result(path)
+            if done.get("run_key") == key:
+                results.append(done)
+                continue
+            print(f"{path.relative_to(results_dir)}: its model or settings changed since it was written; fine-tuning again")
         teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
             task == "squad" and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
         save_dir = _teacher_dir(run_dir, label, task, seed) if keep else None
         result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
                            teacher_path, save_dir)
-        result = {"model": label, **result, "provenance": provenance}
+        result = {"model": label, **result, "run_key": key, "provenance": provenance}
         results_io.write_json(path, result)
         results.append(result)
 

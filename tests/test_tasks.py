@@ -336,6 +336,19 @@ def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypat
     calls.clear()
     again = T.run_sweep(models, ["sst2"], [1, 2], params, tmp_path / "results", provenance={})
     assert calls == [] and again == results  # finished results are read back, not recomputed
+    # a changed hyperparameter or a retrained model is fine-tuned again, never answered from a stale file
+    changed = glue_params(tmp_path, glue_dir, learning_rate=params.learning_rate * 2)
+    T.run_sweep({"teacher": "teacher"}, ["sst2"], [1], changed, tmp_path / "results", provenance={})
+    assert calls == [("teacher", "sst2", 1, None, None)]
+    retrained = tmp_path / "student"
+    retrained.mkdir()
+    (retrained / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    key = T.run_key(T.model_fingerprint("student"), "sst2", 1, params)
+    assert key["model"] != "student" and key["learning_rate"] == params.learning_rate and key["seed"] == 1
+    (retrained / "model.safetensors").write_bytes(b"new weights")
+    assert T.model_fingerprint("student") != key["model"]
+    calls.clear()
     T.run_sweep({"student": "student"}, ["cola"], [1], glue_params(tmp_path, glue_dir, recompute=True),
                 tmp_path / "results2", provenance={})
     assert calls == [("student", "cola", 1, None, None)]
