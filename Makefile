@@ -2,6 +2,7 @@
 PYTHON  ?= python3
 PROFILE ?= smoke
 STAGES  ?= teacher,distill,glue,imdb_squad,latency
+ARGS    ?=
 BOOK     = jupyter-book build book/ -W --keep-going
 
 .PHONY: install reproduce stages book test clean-smoke
@@ -16,7 +17,7 @@ install:
 reproduce: install stages book
 
 stages:
-	$(PYTHON) -m lib.pipeline --profile $(PROFILE) --stages $(STAGES)
+	$(PYTHON) -m lib.pipeline --profile $(PROFILE) --stages $(STAGES) $(ARGS)
 
 book:
 	$(BOOK)
