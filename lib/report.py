@@ -519,11 +519,14 @@ def scale_findings(profile, root=None):
     facts["teacher"] = stage1.get("teacher")
     facts["teacher_mlm_before"] = 100 * ((stage1.get("mlm_before") or {}).get("mlm_accuracy") or float("nan"))
     facts["teacher_mlm_after"] = 100 * ((stage1.get("mlm_after") or {}).get("mlm_accuracy") or float("nan"))
+    facts["teacher_mlm_loss"] = (stage1.get("mlm_after") or stage1.get("mlm_before") or {}).get("loss")
     run = distill_runs(profile, root).get("student") or {}
     facts["distill_tokens"] = run.get("tokens")
     facts["distill_steps"] = run.get("steps")
     curve = [r["loss"] for r in run.get("loss_curve") or [] if r.get("loss") is not None]
     facts["loss_first"], facts["loss_last"] = (curve[0], curve[-1]) if curve else (None, None)
+    mlm = [r["loss_mlm"] for r in run.get("loss_curve") or [] if r.get("loss_mlm") is not None]
+    facts["student_mlm_first"], facts["student_mlm_last"] = (mlm[0], mlm[-1]) if mlm else (None, None)
     quarter = max(1, len(curve) // 4)  # mean of the last quarter of the curve against the quarter before it
     facts["loss_still_falling"] = (sum(curve[-quarter:]) < sum(curve[-2 * quarter:-quarter])
                                    if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
