@@ -504,6 +504,25 @@ def seed_noise(record):
     return statistics.median(ranges) if ranges else None
 
 
+def single_class_models(profile, name="glue", root=None):
+    """{task: [models]} for the classification runs in results/<profile>/<name>/ where every seed predicted one
+    label for the whole evaluation set: a model that learned nothing beyond a constant answer (MCC 0 on CoLA)."""
+    constant = {}
+    for path in sorted((root_dir(root) / profile / name).glob("*/*.json")):
+        run = json.loads(path.read_text())
+        splits = (run.get("predictions") or {}).values()
+        counts = [split.get("predicted_label_counts") for split in splits]
+        if not counts or None in counts:  # regression (STS-B) or no prediction summary
+            continue
+        key = (run.get("task"), run.get("model"))
+        constant[key] = constant.get(key, True) and all(len(c) == 1 for c in counts)
+    found = {}
+    for (task, model), always in sorted(constant.items()):
+        if always:
+            found.setdefault(task, []).append(model)
+    return found
+
+
 def stage_wall_times(profile, root=None):
     """{results name: wall time in s} of a profile's results files (the distillation runs one by one)."""
     names = ["teacher", *[f"distill-{r}" for r in distill_runs(profile, root)], "glue", "imdb_squad", "latency"]

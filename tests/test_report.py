@@ -187,6 +187,19 @@ def test_table1_leaves_ablation_students_to_table4(results_root):
     assert ours.loc["undistilled / teacher (%)", "CoLA MCC"] == pytest.approx(100 * 12 / 50)
 
 
+def test_single_class_models_need_every_seed_constant(tmp_path):
+    def run(model, task, seed, counts):
+        path = tmp_path / "cpu" / "glue" / model / f"{task}-seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model": model, "task": task, "predictions": {"validation": counts}}))
+    run("teacher", "cola", 1, {"n": 9, "predicted_label_counts": {"1": 9}})
+    run("teacher", "cola", 2, {"n": 9, "predicted_label_counts": {"1": 9}})
+    run("student", "cola", 1, {"n": 9, "predicted_label_counts": {"1": 9}})
+    run("student", "cola", 2, {"n": 9, "predicted_label_counts": {"0": 2, "1": 7}})  # one seed learned something
+    run("teacher", "stsb", 1, {"n": 9, "mean": 2.5})  # regression: never "one class"
+    assert report.single_class_models("cpu", root=tmp_path) == {"cola": ["teacher"]}
+
+
 def test_classify_run():
     base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False}
     assert report.classify_run(base, base) is None
