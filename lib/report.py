@@ -504,6 +504,17 @@ def seed_noise(record):
     return statistics.median(ranges) if ranges else None
 
 
+def glue_gap(record, teacher="teacher", student="student"):
+    """{task: points} each task adds to the teacher-minus-student GLUE score (its score gap / number of tasks);
+    the values sum to the gap of the macro scores. {} when either model is missing."""
+    scores = glue_scores(record)
+    if teacher not in scores or student not in scores:
+        return {}
+    tasks = glue_tasks(record)
+    return {t: (scores[teacher][t] - scores[student][t]) / len(tasks) for t in tasks
+            if None not in (scores[teacher][t], scores[student][t])}
+
+
 def single_class_models(profile, name="glue", root=None):
     """{task: [models]} for the classification runs in results/<profile>/<name>/ where every seed predicted one
     label for the whole evaluation set: a model that learned nothing beyond a constant answer (MCC 0 on CoLA)."""
@@ -536,8 +547,9 @@ def scale_findings(profile, root=None):
     facts = {}
     stage1 = load(profile, "teacher", root) or {}
     facts["teacher"] = stage1.get("teacher")
-    facts["teacher_mlm_before"] = 100 * ((stage1.get("mlm_before") or {}).get("mlm_accuracy") or float("nan"))
-    facts["teacher_mlm_after"] = 100 * ((stage1.get("mlm_after") or {}).get("mlm_accuracy") or float("nan"))
+    for when in ("before", "after"):
+        accuracy = (stage1.get(f"mlm_{when}") or {}).get("mlm_accuracy")
+        facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else float("nan")
     facts["teacher_mlm_loss"] = (stage1.get("mlm_after") or stage1.get("mlm_before") or {}).get("loss")
     run = distill_runs(profile, root).get("student") or {}
     facts["distill_tokens"] = run.get("tokens")

@@ -179,6 +179,15 @@ def test_ablation_matches_runs_by_parameters_not_names(results_root):
     assert row["change (points)"] == pytest.approx((12 + 76) / 2 - student_score)
 
 
+def test_glue_gap_splits_the_macro_gap_by_task(results_root):
+    record = report.load("cpu", "glue", results_root)
+    gap = report.glue_gap(record)
+    assert gap == pytest.approx({"cola": (50 - 35) / 2, "sst2": (85 - 81) / 2})
+    scores = report.glue_scores(record)
+    assert sum(gap.values()) == pytest.approx(scores["teacher"]["glue"] - scores["student"]["glue"])
+    assert report.glue_gap(record, student="nobody") == {}
+
+
 def test_table1_leaves_ablation_students_to_table4(results_root):
     assert report.ablation_models("cpu", results_root) == ["no-ce"]
     table = report.glue_table(report.load("cpu", "glue", results_root), exclude=["no-ce"])
