@@ -14,14 +14,15 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def notebook_setup(params):
-    """First call of every stage notebook: quieter third-party logs (transformers reports every model load, a
+    """First call of every stage notebook: pins the code's commit for the stage's results; quieter third-party logs (transformers reports every model load, a
     sweep loads dozens); on Colab, mount Drive for a run_dir/results_dir there and check the GPU against the
     profile. Prints the scale the notebook runs at."""
     import sys
 
     import transformers
 
-    from lib.results import SCALE_LABELS
+    from lib.results import SCALE_LABELS, pin_commit
+    pin_commit()  # results of this stage name the code it started with
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     if "google.colab" in sys.modules:

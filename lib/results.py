@@ -38,6 +38,17 @@ def git_commit():
         return "unknown"
 
 
+_pinned_commit = None
+
+
+def pin_commit():
+    """Record the code's commit now, as a stage starts (lib.notebook_setup): its results, written minutes or
+    hours later while the working tree may have moved on, then name the commit of the code that computed them."""
+    global _pinned_commit
+    _pinned_commit = git_commit()
+    return _pinned_commit
+
+
 def versions():
     from importlib.metadata import PackageNotFoundError, version
     found = {"python": platform.python_version()}
@@ -62,7 +73,8 @@ def hardware():
 
 def provenance(params=None):
     from lib import config
-    record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+    record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "git_commit": _pinned_commit or git_commit(),
               "versions": versions(), "hardware": hardware()}
     if params is not None:
         record.update(profile=params.profile, scale=SCALE_LABELS.get(params.profile, params.profile),

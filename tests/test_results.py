@@ -44,3 +44,16 @@ def test_rewritten_outputs_do_not_mark_the_commit_dirty(tmp_path):
     assert len(commit()) == 40  # a rewritten result is not a code change
     (repo / "lib" / "results.py").write_text((repo / "lib" / "results.py").read_text() + "\n# edit\n")
     assert commit().endswith("-dirty")
+
+
+def test_results_name_the_commit_pinned_when_the_stage_started(tmp_path, monkeypatch):
+    # a stage pins the commit as it starts; edits to the tree during a long run do not re-label its results
+    commits = iter(["a" * 40, "b" * 40 + "-dirty"])
+    monkeypatch.setattr(results, "git_commit", lambda: next(commits))
+    monkeypatch.setattr(results, "_pinned_commit", None)
+    assert results.pin_commit() == "a" * 40
+    params = config.load_params("latency", profile="smoke", results_dir=str(tmp_path))
+    path = results.write_result(params, "latency", {"ratio": 0.5}, wall_time_s=1.0)
+    assert json.loads(path.read_text())["provenance"]["git_commit"] == "a" * 40
+    monkeypatch.setattr(results, "_pinned_commit", None)  # outside a stage: the commit at write time
+    assert results.provenance()["git_commit"] == "b" * 40 + "-dirty"
