@@ -398,6 +398,13 @@ def _glue_label_for(run_name, glue_record):
     return None
 
 
+def _ablation_kinds(runs, baseline_run):
+    """{run_name: Table 4 label} of the distillation runs that are ablations of ``baseline_run``."""
+    base = _run_params(runs[baseline_run]) if baseline_run in runs else {}
+    return {name: kind for name, rec in runs.items()
+            if name != baseline_run and (kind := classify_run(_run_params(rec), base))}
+
+
 def ablation_table(profile, root=None, baseline_run="student"):
     """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score and the change
     against the triple-loss run (points), next to the paper's change. Rows with no GLUE result keep None."""
@@ -409,10 +416,10 @@ def ablation_table(profile, root=None, baseline_run="student"):
     base_params = _run_params(base) if base else {}
     base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
     base_score = (scores.get(base_label) or {}).get("glue")
+    kinds = _ablation_kinds(runs, baseline_run)
     rows, index = [], []
     for label, delta in paper.TABLE4.items():
-        found = [(name, rec) for name, rec in runs.items()
-                 if name != baseline_run and classify_run(_run_params(rec), base_params) == label]
+        found = [(name, runs[name]) for name, kind in kinds.items() if kind == label]
         for name, rec in found or [(None, None)]:
             glue_label = _glue_label_for(name, glue) if (rec and glue) else None
             score = (scores.get(glue_label) or {}).get("glue")
@@ -434,11 +441,10 @@ def ablation_table(profile, root=None, baseline_run="student"):
 
 def ablation_models(profile, root=None, baseline_run="student"):
     """The glue.json model labels of a profile's Table 4 ablation runs (Table 1 leaves them to Table 4)."""
-    runs = distill_runs(profile, root)
     glue = load(profile, "glue", root)
-    base_params = _run_params(runs[baseline_run]) if baseline_run in runs else {}
-    labels = [_glue_label_for(name, glue) for name, rec in runs.items()
-              if glue and name != baseline_run and classify_run(_run_params(rec), base_params)]
+    if not glue:
+        return []
+    labels = [_glue_label_for(name, glue) for name in _ablation_kinds(distill_runs(profile, root), baseline_run)]
     return [label for label in labels if label is not None]
 
 
@@ -549,7 +555,7 @@ def scale_findings(profile, root=None):
     facts["teacher"] = stage1.get("teacher")
     for when in ("before", "after"):
         accuracy = (stage1.get(f"mlm_{when}") or {}).get("mlm_accuracy")
-        facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else float("nan")
+        facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else None
     facts["teacher_mlm_loss"] = (stage1.get("mlm_after") or stage1.get("mlm_before") or {}).get("loss")
     run = distill_runs(profile, root).get("student") or {}
     facts["distill_tokens"] = run.get("tokens")
@@ -574,7 +580,6 @@ def scale_findings(profile, root=None):
     facts["imdb_student"] = downstream_retention(down).get("imdb_accuracy") if down else None
     facts["imdb_undistilled"] = (downstream_retention(down, student="undistilled").get("imdb_accuracy")
                                  if down else None)
-    facts["imdb_teacher"] = ((downstream_scores(down).get("teacher") or {}).get("imdb_accuracy") if down else None)
     latency = load(profile, "latency", root)
     timed = latency_models(latency) if latency else {}
     facts["time_architecture"] = retention((timed.get("DistilBERT") or {}).get("seconds"),
@@ -586,10 +591,42 @@ def scale_findings(profile, root=None):
     return facts
 
 
+def run_setup(profile, root=None):
+    """What a scale ran, read from its results files (each records its parameters): {stage: facts}, a stage
+    absent when its results file is."""
+    setup = {}
+    stage1 = load(profile, "teacher", root)
+    if stage1:
+        params = _run_params(stage1)
+        setup["teacher"] = {"id": stage1.get("teacher"), "layers": stage1.get("layers"),
+                            "hidden_size": stage1.get("hidden_size"), "adapted": stage1.get("adapted"),
+                            "had_mlm_head": stage1.get("had_mlm_head"),
+                            "adapt_steps": params.get("adapt_steps"), "adapt_top_layers": params.get("adapt_top_layers")}
+    runs = distill_runs(profile, root)
+    if "student" in runs:
+        params = _run_params(runs["student"])
+        setup["distill"] = {"student_layers": runs["student"].get("student_layers"),
+                            **{k: params.get(k) for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "temperature",
+                                                         "undistilled_name")},
+                            "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
+                            "ablations": _ablation_kinds(runs, "student")}
+    for name in ("glue", "imdb_squad"):
+        record = load(profile, name, root)
+        if record:
+            params = _run_params(record)
+            setup[name] = {k: params.get(k) for k in ("tasks", "seeds", "n_epoch", "max_train_samples",
+                                                      "max_eval_samples", "task_overrides", "imdb_max_length")}
+            setup[name]["models"] = list(model_paths(record))
+    latency = load(profile, "latency", root)
+    if latency:
+        setup["latency"] = {"models": list(latency_models(latency)), "max_examples": _run_params(latency).get("max_examples")}
+    return setup
+
+
 def findings_table(facts):
     """The findings of one scale beside the paper's, as a table (retention in percent of the teacher)."""
     import pandas as pd
-    pg, pd_ret = paper_glue_retention(), paper_downstream_retention()
+    pd_ret = paper_downstream_retention()
     time_paper = retention(paper.TABLE3["DistilBERT"]["seconds"], paper.TABLE3["BERT-base"]["seconds"])
     params_paper = retention(paper.TABLE3["DistilBERT"]["params_m"], paper.TABLE3["BERT-base"]["params_m"])
     n = len(facts["glue_tasks"])
@@ -602,9 +639,7 @@ def findings_table(facts):
         ("inference time, DistilBERT / BERT-base shapes (%)", facts["time_architecture"], time_paper),
         ("inference time, our student / our teacher (%)", facts["time_trained"], None),
     ]
-    table = pd.DataFrame([{"measure": m, "this run": ours, "paper": ref} for m, ours, ref in rows])
-    table.attrs["paper_glue_nine_tasks"] = pg["glue"]
-    return table.set_index("measure")
+    return pd.DataFrame([{"measure": m, "this run": ours, "paper": ref} for m, ours, ref in rows]).set_index("measure")
 
 
 # ------------------------------------------------------------------------------------------- teacher logits

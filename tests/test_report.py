@@ -188,6 +188,15 @@ def test_glue_gap_splits_the_macro_gap_by_task(results_root):
     assert report.glue_gap(record, student="nobody") == {}
 
 
+def test_run_setup_reads_what_ran_from_the_results(results_root):
+    setup = report.run_setup("cpu", results_root)
+    assert setup["distill"]["ablations"] == {"no-ce": "without L_ce (distillation)"}
+    assert setup["distill"]["undistilled_name"] == "undistilled" and setup["distill"]["alpha_ce"] == 5.0
+    assert setup["glue"]["models"] == ["teacher", "student", "no-ce", "undistilled"]
+    assert setup["teacher"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "latency" in setup and report.run_setup("t4", results_root) == {}
+
+
 def test_table1_leaves_ablation_students_to_table4(results_root):
     assert report.ablation_models("cpu", results_root) == ["no-ce"]
     table = report.glue_table(report.load("cpu", "glue", results_root), exclude=["no-ce"])
