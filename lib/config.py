@@ -123,6 +123,7 @@ class DistillParams(StageParams):
     precision: str = "auto"              # auto: bf16 on compute capability >= 8, fp16 + scaler below, fp32 on CPU
     checkpoint_every: int = 500          # optimizer steps between checkpoints
     resume: bool = True                  # continue from the last checkpoint in run_dir when there is one
+    resume_with_changes: bool = False    # allow a resume with other lr, loss weights, ... (from its step on, recorded)
     log_every: int = 10
     # more runs of the same stage (the notebook runs them after the main one, same corpus and teacher)
     undistilled_name: str | None = None  # also save the student as initialised, never distilled, to run_dir/<name>

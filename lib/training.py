@@ -9,9 +9,9 @@ optimizer step are drawn from generators seeded with (seed, step, rank); a check
 weights, optimizer, scheduler, grad scaler and step counter, and a resumed run repeats the uninterrupted one.
 """
 import contextlib
+import dataclasses
 import json
 import math
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, find_checkpoint, load_state,
+                             release_lock, save_checkpoint, set_aside)
 from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
@@ -102,31 +104,71 @@ def read_log(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def save_checkpoint(checkpoint_dir, student, tokenizer, state):
-    """Write student (save_pretrained) and training state to checkpoint_dir atomically: into a temporary
-    directory, renamed over the previous checkpoint only once complete."""
-    checkpoint_dir = Path(checkpoint_dir)
-    tmp = checkpoint_dir.with_name(checkpoint_dir.name + ".tmp")
-    old = checkpoint_dir.with_name(checkpoint_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(student, tmp / "student", tokenizer)
-    torch.save(state, tmp / "training_state.pt")
-    if checkpoint_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        checkpoint_dir.rename(old)
-    tmp.rename(checkpoint_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return checkpoint_dir
+# DistillParams fields that do not shape the trajectory (folders, names, bookkeeping)
+BOOKKEEPING = {"profile", "mirror", "run_dir", "results_dir", "run_name", "checkpoint_every", "resume",
+               "resume_with_changes", "log_every", "undistilled_name", "ablations"}
+# of the rest, the ones a resumed run cannot change at all: the data order and the student's shape
+FIXED_ON_RESUME = {"seed", "batch_size", "gradient_accumulation_steps", "corpus", "max_length", "min_length",
+                   "teacher", "student_layers", "n_student_layers", "random_init"}
 
 
-def find_checkpoint(checkpoint_dir):
-    """The last complete checkpoint (the .old one when a crash fell between the two renames), or None."""
-    checkpoint_dir = Path(checkpoint_dir)
-    for candidate in (checkpoint_dir, checkpoint_dir.with_name(checkpoint_dir.name + ".old")):
-        if (candidate / "training_state.pt").is_file() and (candidate / "student").is_dir():
-            return candidate
-    return None
+def trajectory_params(params):
+    """The DistillParams values that shape the training trajectory (what a resume must not change silently)."""
+    return {k: v for k, v in dataclasses.asdict(params).items() if k not in BOOKKEEPING}
 
+
+def resume_changes(saved, params, checkpoint):
+    """{name: (checkpoint value, value now)} of the trajectory parameters this resume changes. Refused with a
+    ParameterError naming the first one unless params.resume_with_changes (never for FIXED_ON_RESUME)."""
+    now = trajectory_params(params)
+    changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    fixed = sorted(set(changed) & FIXED_ON_RESUME)
+    if fixed:
+        name = fixed[0]
+        raise ParameterError(name, f"the checkpoint {checkpoint} was made with {name}={changed[name][0]!r}, now "
+                             f"{changed[name][1]!r}; a resumed run cannot change the data order or the student "
+                             f"(changed: {fixed}). Set it back, or set resume=false to start over, or use another "
+                             "run_dir/run_name")
+    if changed and not params.resume_with_changes:
+        name = sorted(changed)[0]
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise ParameterError(name, f"the checkpoint {checkpoint} was made with {name}={changed[name][0]!r}, now "
+                             f"{changed[name][1]!r} (changed, checkpoint -> now: {listed}). Set it back to resume "
+                             "the same run; or set resume_with_changes=true to continue with the new values from "
+                             "the checkpoint's step on (the results then record each segment); or resume=false "
+                             "to start over")
+    return changed
+
+
+def nan_advice(bad_step, terms, checkpoint, checkpoint_step, params, dtype):
+    """The message of a non-finite loss: where the last good checkpoint is, and the exact way to continue."""
+    lower = f"learning_rate={params.learning_rate / 10:g}"
+    precision = " (or precision=fp32 instead of fp16)" if dtype == torch.float16 else ""
+    if checkpoint_step is None:
+        return (f"non-finite loss at optimizer step {bad_step} ({terms}) and no usable checkpoint. Run again with a "
+                f"lower learning rate, e.g. {lower}{precision}, and resume=false.")
+    return (f"non-finite loss at optimizer step {bad_step} ({terms}); the last checkpoint is {checkpoint} (step "
+            f"{checkpoint_step}). To continue from it with a lower learning rate, run again with {lower}{precision}, "
+            f"resume_with_changes=true and resume=true: the new learning rate holds from step {checkpoint_step} on "
+            f"and the results record both segments. Or start over with {lower} and resume=false.")
+
+
+def _lock_run(accelerator, output_dir):
+    """The main process takes output_dir's run lock (None on the others); a refusal stops every process."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = acquire_lock(output_dir)
+        except ParameterError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        if lock is None and accelerator.is_main_process:
+            raise ParameterError("run_dir", error.removeprefix("parameter 'run_dir': "))
+        raise RuntimeError(error)
+    return lock
 
 
 def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm):
@@ -147,7 +189,9 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
 
     output_dir becomes the final student's model directory (save_pretrained of model and tokenizer, loadable with
     AutoModelForMaskedLM) and also holds log.jsonl (a record every params.log_every optimizer steps) and
-    checkpoint/ (every params.checkpoint_every steps, at the end and on KeyboardInterrupt). token_probs: masking
+    two checkpoint slots, checkpoint-a/ and checkpoint-b/ (lib.checkpoints: every params.checkpoint_every steps, at the
+    end and on KeyboardInterrupt; a resume verifies them and refuses changed trajectory parameters unless
+    params.resume_with_changes), and run.lock while it runs (one run per folder). token_probs: masking
     weights (default: from the dataset's token counts with params.mlm_smoothing). on_log: called with each log
     record. device: "cpu" forces the CPU; default: CUDA when available. Returns a summary dict (steps, tokens,
     wall_time_s, final losses, log: the list of log records, output_dir, ...).
@@ -176,9 +220,11 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     micro_per_epoch = n_batches // world
     accum = params.gradient_accumulation_steps
     steps_per_epoch = micro_per_epoch // accum
-    if steps_per_epoch == 0:
-        raise ParameterError("gradient_accumulation_steps", f"{len(lengths)} sequences are fewer than one optimizer "
-                             f"step needs: batch_size {params.batch_size} x {accum} accumulation x {world} processes")
+    if steps_per_epoch == 0:  # blame the knob that made one step too big for the corpus
+        culprit = "gradient_accumulation_steps" if n_batches >= world and accum > 1 else "batch_size"
+        raise ParameterError(culprit, f"the corpus has {len(lengths)} sequences (parameter 'corpus'), fewer than one "
+                             f"optimizer step needs: batch_size {params.batch_size} x {accum} accumulation x {world} "
+                             "processes; give a bigger corpus or a smaller step")
     total_steps = params.max_steps or steps_per_epoch * params.n_epoch
     warmup_steps = math.ceil(params.warmup_prop * total_steps)
 
@@ -194,18 +240,20 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
+    # the data order: a resumed run must see the same batches (the trajectory parameters are checked on their own)
     run = dict(seed=params.seed, batch_size=params.batch_size, gradient_accumulation_steps=accum, world_size=world,
-               total_steps=total_steps, n_sequences=len(lengths))
-    checkpoint_dir = output_dir / "checkpoint"
+               n_sequences=len(lengths))
     log_path = output_dir / "log.jsonl"
     step, tokens_seen, elapsed, resumed_from = 0, 0, 0.0, None
-    checkpoint = find_checkpoint(checkpoint_dir) if params.resume else None
+    segments = [dict(start_step=0, params=trajectory_params(params))]
+    checkpoint = find_checkpoint(output_dir) if params.resume else None
     if checkpoint is not None:
-        state = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=True)
+        state = load_state(checkpoint)
         changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
         if changed:
-            raise ParameterError("resume", f"the checkpoint in {checkpoint} was made with other settings "
-                                 f"(name: (checkpoint, now)) {changed}; set resume=False or use another run_dir")
+            raise ParameterError("resume", f"the checkpoint in {checkpoint} was made with another data order "
+                                 f"(name: (checkpoint, now)) {changed}; set resume=false or use another run_dir")
+        changed = resume_changes(state["params"], params, checkpoint)
         saved = type(student).from_pretrained(checkpoint / "student")
         student.load_state_dict(saved.state_dict())  # strict: same class, same names
         optimizer.load_state_dict(state["optimizer"])
@@ -213,23 +261,37 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
         scaler.load_state_dict(state["scaler"])
         step, tokens_seen, elapsed = state["step"], state["tokens"], state["elapsed_s"]
         resumed_from = step
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_log(log_path) if r["step"] <= step] if resumed_from is not None else []
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    accelerator.wait_for_everyone()
+        segments = state["segments"]
+        if changed:  # allowed by resume_with_changes: the new values hold from this step on
+            for group in optimizer.param_groups:  # load_state_dict restored the checkpoint's hyper-parameters
+                group.update(betas=tuple(params.adam_betas), eps=params.adam_epsilon, initial_lr=params.learning_rate)
+            optimizer.param_groups[0]["weight_decay"] = params.weight_decay
+            # the new schedule (learning_rate, warmup_prop, total steps), positioned at this step: the lr of step s
+            # is what a whole run with the new values would use at step s
+            scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps, last_epoch=step - 1)
+            segments = segments + [dict(start_step=step, params={k: v for k, (_, v) in changed.items()})]
+            print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
+                  + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
 
     def checkpoint_state():
-        return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict())
+        return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, params=trajectory_params(params),
+                    segments=segments, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict())
 
-    last_checkpoint_step = resumed_from
+    last_checkpoint, last_checkpoint_step = checkpoint, resumed_from
     window = dict(time=time.perf_counter(), steps=0, sums=torch.zeros(len(LOSS_TERMS), device=device),
                   counts=torch.zeros(3, device=device))  # non-padding tokens, positions, grad-norm sum
     last_record = None
+    lock = _lock_run(accelerator, output_dir)
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     try:
+        if main:
+            if resumed_from is None:
+                clear_checkpoints(output_dir)  # starting over: older checkpoints here no longer count
+            kept = [r for r in read_log(log_path) if r["step"] <= step] if resumed_from is not None else []
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        accelerator.wait_for_everyone()
         while step < total_steps:
             epoch, step_in_epoch = divmod(step, steps_per_epoch)
             batches = epoch_batches(epoch)[step_in_epoch * accum:steps_per_epoch * accum]
@@ -262,10 +324,16 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                     bad = accelerator.reduce(bad, "sum")  # every process stops together
                 if bad.item() > 0:
                     terms = {k: round(float(v), 4) for k, v in zip(LOSS_TERMS, sums)}
-                    raise FloatingPointError(
-                        f"non-finite loss at optimizer step {step + 1} ({terms}); the last good checkpoint is "
-                        f"{checkpoint_dir if last_checkpoint_step is not None else 'none'} (step {last_checkpoint_step}). "
-                        "Lower learning_rate, or use precision bf16/fp32, and resume from it.")
+                    if main and last_checkpoint_step == step and last_checkpoint is not None:
+                        # the newest checkpoint holds the very weights whose loss is non-finite: useless to resume
+                        set_aside(last_checkpoint, f"set aside: its weights gave a non-finite loss at step {step + 1}")
+                        try:
+                            last_checkpoint = find_checkpoint(output_dir)
+                        except CheckpointError:
+                            last_checkpoint = None
+                        last_checkpoint_step = None if last_checkpoint is None else load_state(last_checkpoint)["step"]
+                    raise FloatingPointError(nan_advice(step + 1, terms, last_checkpoint, last_checkpoint_step,
+                                                        params, dtype))
                 grad_norm, lr = optimizer_step(optimizer, scheduler, scaler, model.parameters(), params.max_grad_norm)
                 step += 1
                 bar.update(1)
@@ -303,24 +371,26 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 if step % params.checkpoint_every == 0 or step == total_steps:
                     elapsed = time.perf_counter() - started
                     if main:
-                        save_checkpoint(checkpoint_dir, student, tokenizer, checkpoint_state())
+                        last_checkpoint = save_checkpoint(output_dir, student, tokenizer, checkpoint_state())
                     last_checkpoint_step = step
                     accelerator.wait_for_everyone()
+        elapsed = time.perf_counter() - started
+        if main:
+            save_model(student, output_dir, tokenizer)  # output_dir itself is the model directory
+        accelerator.wait_for_everyone()
     except KeyboardInterrupt:
         # the state of the last completed optimizer step; no barrier: other processes may already be gone
         if main and step != last_checkpoint_step:
             elapsed = time.perf_counter() - started
             tokens_seen += int(window["counts"][0]) * world  # not yet logged (exact on one process)
-            save_checkpoint(checkpoint_dir, student, tokenizer, checkpoint_state())
-            print(f"interrupted: checkpoint of step {step} written to {checkpoint_dir}; run again to resume")
+            slot = save_checkpoint(output_dir, student, tokenizer, checkpoint_state())
+            print(f"interrupted: checkpoint of step {step} written to {slot}; run again to resume")
         raise
     finally:
         bar.close()
+        if lock is not None:
+            release_lock(lock)
 
-    elapsed = time.perf_counter() - started
-    if main:
-        save_model(student, output_dir, tokenizer)  # output_dir itself is the model directory
-    accelerator.wait_for_everyone()
     log = read_log(log_path)
     last_record = log[-1] if log else (last_record or {})
     return dict(steps=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps,
@@ -328,7 +398,8 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 tokens_per_s=tokens_seen / elapsed if elapsed else None, resumed_from=resumed_from,
                 precision=str(dtype).replace("torch.", ""), world_size=world,
                 final={k: last_record[k] for k in LOSS_TERMS if k in last_record}, log=log,
-                log_path=str(log_path), checkpoint_dir=str(checkpoint_dir), output_dir=str(output_dir))
+                log_path=str(log_path), checkpoint=str(last_checkpoint) if last_checkpoint else None,
+                segments=segments, output_dir=str(output_dir))
 
 
 def run_distillation(params, teacher, dataset, tokenizer, counts=None):

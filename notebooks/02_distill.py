@@ -62,6 +62,7 @@ max_grad_norm = None
 precision = None
 checkpoint_every = None
 resume = None
+resume_with_changes = None
 log_every = None
 undistilled_name = None
 ablations = None

@@ -14,7 +14,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, data, models, training
+from lib import REPO_ROOT, checkpoints, data, models, training
 from lib.config import DistillParams, ParameterError, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -131,7 +131,7 @@ def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
     student = models.build_student(teacher)
     with pytest.raises(KeyboardInterrupt):
         training.distill(teacher, student, dataset, params, tmp_path / "run", tokenizer, progress=False, on_log=interrupt)
-    saved = torch.load(tmp_path / "run" / "checkpoint" / "training_state.pt", weights_only=True)
+    saved = checkpoints.load_state(checkpoints.find_checkpoint(tmp_path / "run"))
     assert saved["step"] == 13
 
     resumed = models.build_student(teacher)  # fresh weights: everything must come from the checkpoint
@@ -147,6 +147,7 @@ def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
     with pytest.raises(ParameterError, match="resume"):  # same run_dir, other batch order
         training.distill(teacher, models.build_student(teacher), dataset, distill_params(max_steps=16, batch_size=2),
                          tmp_path / "run", tokenizer, progress=False)
+    assert not (tmp_path / "run" / "run.lock").exists()  # released, also after an error
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
@@ -165,8 +166,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
     student = models.build_student(teacher)
     with pytest.raises(FloatingPointError, match=r"step 4 .*checkpoint.*\(step 2\)"):
         training.distill(teacher, student, dataset, distill_params(checkpoint_every=2), tmp_path, tokenizer, progress=False)
-    assert torch.load(tmp_path / "checkpoint" / "training_state.pt", weights_only=True)["step"] == 2
-    kept = AutoModelForMaskedLM.from_pretrained(tmp_path / "checkpoint" / "student")
+    slot = checkpoints.find_checkpoint(tmp_path)
+    assert checkpoints.load_state(slot)["step"] == 2
+    kept = AutoModelForMaskedLM.from_pretrained(slot / "student")
     assert all(torch.isfinite(p).all() for p in kept.parameters())
     assert all(torch.isfinite(p).all() for p in student.parameters())  # the NaN step was not applied
 
@@ -252,3 +254,61 @@ def test_estimate_memory_counts_parameters(setup):
                                           "autocast weight copies"))
     assert two["total_gib"] - fixed == pytest.approx(2 * (one["total_gib"] - fixed))
     assert not training.estimate_memory(base, distil, batch_size=64, seq_length=512)["fits"]
+
+
+def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(max_steps=6, checkpoint_every=3)
+
+    def stop_at_3(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.distill(teacher, models.build_student(teacher), dataset, params, tmp_path, tokenizer, progress=False,
+                         on_log=stop_at_3)
+    with pytest.raises(ParameterError) as err:
+        training.distill(teacher, models.build_student(teacher), dataset, distill_params(learning_rate=1e-3),
+                         tmp_path, tokenizer, progress=False)
+    assert err.value.name == "learning_rate"
+    assert "learning_rate=0.0005, now 0.001" in str(err.value) and "resume_with_changes=true" in str(err.value)
+    with pytest.raises(ParameterError) as err:  # the data order cannot change, even when changes are allowed
+        training.distill(teacher, models.build_student(teacher), dataset,
+                         distill_params(seed=8, resume_with_changes=True), tmp_path, tokenizer, progress=False)
+    assert err.value.name in ("resume", "seed")
+
+    changed = distill_params(learning_rate=1e-3, alpha_ce=1.0, resume_with_changes=True)
+    summary = training.distill(teacher, models.build_student(teacher), dataset, changed, tmp_path, tokenizer,
+                               progress=False)
+    assert summary["resumed_from"] == 3 and summary["steps"] == 6
+    assert summary["segments"][0]["start_step"] == 0 and summary["segments"][0]["params"]["learning_rate"] == 5e-4
+    assert summary["segments"][1] == {"start_step": 3, "params": {"learning_rate": 1e-3, "alpha_ce": 1.0}}
+    # steps 1-3 ran the old schedule (1 warmup step, then linear decay from 5e-4); steps 4-6 the new one, at its
+    # own position: what a whole run at 1e-3 would use at steps 4-6
+    assert [r["lr"] for r in summary["log"]] == pytest.approx([0, 5e-4, 4e-4, 6e-4, 4e-4, 2e-4])
+    last = summary["log"][-1]  # the new loss weights hold from the resume on: alpha_ce 1
+    assert last["loss"] == pytest.approx(last["loss_ce"] + 2 * last["loss_mlm"] + last["loss_cos"], rel=1e-5)
+
+
+def test_nan_advice_followed_literally_finishes_the_run(setup, tmp_path):
+    import re
+    teacher, tokenizer, dataset = setup
+    # 1e8: step 2 (the first after the warmup step) blows the weights up, step 3's loss is NaN
+    values = dict(learning_rate=1e8, max_steps=5, checkpoint_every=1)
+    for attempt in range(10):
+        try:
+            summary = training.distill(teacher, models.build_student(teacher), dataset, distill_params(**values),
+                                       tmp_path, tokenizer, progress=False)
+            break
+        except FloatingPointError as err:
+            advice = re.search(r"run again with learning_rate=(\S+), resume_with_changes=true and resume=true", str(err))
+            assert advice, str(err)
+            assert attempt > 0 or "checkpoint-a (step 1)" in str(err)  # step 2's checkpoint was set aside
+            values.update(learning_rate=float(advice.group(1)), resume_with_changes=True, resume=True)
+    else:
+        pytest.fail("the advice never led to a finished run")
+    assert summary["steps"] == 5 and summary["resumed_from"] == 1 and math.isfinite(summary["final"]["loss"])
+    assert [s["start_step"] for s in summary["segments"]] == [0, 1]  # one segment per resume that changed lr
+    assert summary["segments"][-1]["params"] == {"learning_rate": values["learning_rate"]}
+    assert values["learning_rate"] < 1e8
+    assert all(torch.isfinite(p).all() for p in AutoModelForMaskedLM.from_pretrained(tmp_path).parameters())
