@@ -27,6 +27,7 @@ def notebook_setup(params):
     transformers.utils.logging.disable_progress_bar()
     if "google.colab" in sys.modules:
         _colab_checks(params)
+    __import__("lib.preflight").preflight.check(params)  # seconds, before any model loads (after Drive is mounted)
     print(SCALE_LABELS.get(params.profile, params.profile))
 
 

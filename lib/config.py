@@ -7,6 +7,8 @@ two, rejects unknown names, wrong types and impossible values with one error nam
 so before the stage computes anything.
 """
 import dataclasses
+import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -311,17 +313,27 @@ def profile_values(profile, stage):
 
 def load_params(stage, namespace=None, **overrides):
     """Stage parameters: the profile's file, then non-None values from ``namespace`` (a notebook's globals
-    after papermill injected its parameters), then ``overrides``. Unknown names are errors."""
+    after papermill injected its parameters), then ``overrides``. Unknown names are errors, and so are names
+    papermill injected that are not fields, and field names the notebook rebound to a module, class or function
+    (an import that shadows a parameter would otherwise drop its value silently)."""
     if stage not in STAGES:
         raise ParameterError("stage", f"unknown stage {stage!r}; stages: {list(STAGES)}")
     cls = STAGES[stage][1]
     names = {f.name for f in dataclasses.fields(cls)}
     given = {}
     for key, value in (namespace or {}).items():
-        if key.startswith("_") or key in _KERNEL_NAMES or isinstance(value, (types.ModuleType, type)) or callable(value):
+        if key.startswith("_") or key in _KERNEL_NAMES:
+            continue
+        if isinstance(value, (types.ModuleType, type)) or callable(value):
+            if key in names:
+                raise ParameterError(key, f"the notebook bound this parameter's name to {value!r} before "
+                                          "load_params; import it under another name")
             continue
         if value is not None:
             given[key] = value
+    for key in _injected_names(namespace):
+        if key not in names and not key.startswith("_"):
+            raise ParameterError(key, f"unknown parameter for stage {stage!r} (papermill -p); known: {sorted(names)}")
     given.update(overrides)
     unknown = sorted(set(given) - names)
     if unknown:
@@ -335,17 +347,58 @@ def load_params(stage, namespace=None, **overrides):
     return make_params(cls, values)
 
 
+def _injected_names(namespace):
+    """Names assigned by papermill's injected-parameters cell (it starts with "# Parameters"), read from the
+    kernel's input history: found even when a later import rebound the name."""
+    import ast
+    history = (namespace or {}).get("In")
+    if history is None and "IPython" in sys.modules:
+        shell = sys.modules["IPython"].get_ipython()
+        history = shell.user_ns.get("In") if shell is not None else None
+    found = []
+    for source in history or []:
+        if not isinstance(source, str) or not source.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        found += [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                  if isinstance(t, ast.Name)]
+    return found
+
+
 def make_params(cls, values):
-    """Build and validate a parameter dataclass from a dict, checking each value's type."""
+    """Build and validate a parameter dataclass from a dict, checking each value's type (a number written as a
+    string, "1e-3" from YAML 1.1 or papermill, is read as the number a numeric field expects)."""
     hints = typing.get_type_hints(cls)
+    values = dict(values)
     for name, value in values.items():
         if name not in hints:
             raise ParameterError(name, f"unknown parameter; known: {sorted(hints)}")
+        value = values[name] = coerce_number(value, hints[name])
         if not _has_type(value, hints[name]):
             raise ParameterError(name, f"expected {_type_name(hints[name])}, got {type(value).__name__} {value!r}")
     params = cls(**values)
     params.validate()
     return params
+
+
+def coerce_number(value, hint):
+    """A numeric-looking string as the int or float a field of type ``hint`` expects; anything else unchanged."""
+    if not isinstance(value, str) or _has_type(value, hint):
+        return value
+    allowed = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    for kind in (int, float):
+        if kind in allowed:
+            try:
+                number = kind(value.strip())
+            except ValueError:
+                continue
+            if kind is float and not math.isfinite(number):
+                continue
+            return number
+    return value
 
 
 def as_dict(params):

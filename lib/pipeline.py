@@ -5,13 +5,15 @@
     python -m lib.pipeline -p max_steps=20 --stages distill     # override a parameter (YAML value syntax)
 
 The notebooks' jupytext sources (notebooks/NN_stage.py) are converted in memory, so there is no second
-copy to keep in sync. Every stage's parameters are validated before the first stage starts. Executed
+copy to keep in sync. Every stage's parameters are validated, and its inputs and output folders checked
+(lib.preflight), before the first stage starts. Executed
 notebooks go to book/stages/<profile>/ (one folder per profile, so a smoke run never overwrites a real one).
 """
 import argparse
 import dataclasses
 import sys
 import time
+import typing
 from pathlib import Path
 
 import yaml
@@ -57,10 +59,11 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
 
 def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_output=True):
     """Run ``stages`` (default: all, in order) for ``profile``; validates every stage's parameters first."""
+    from lib import preflight
     stages = list(stages or config.STAGES)
-    for stage in stages:
-        stage_overrides = _for_stage(stage, overrides)
-        config.load_params(stage, profile=profile, **stage_overrides)
+    checked = [config.load_params(stage, profile=profile, **_for_stage(stage, overrides)) for stage in stages]
+    for i, params in enumerate(checked):  # inputs an earlier stage of this run writes are checked when it starts
+        preflight.check(params, output_dir or STAGES_OUT / profile, pending=stages[:i])
     outputs = []
     for i, stage in enumerate(stages, 1):
         print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage][0]}), profile {profile}", flush=True)
@@ -71,8 +74,10 @@ def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_outpu
 
 
 def _for_stage(stage, overrides):
-    """The overrides a stage accepts (a parameter given on the command line may belong to some stages only)."""
-    return {k: v for k, v in (overrides or {}).items() if k in _names(stage)}
+    """The overrides a stage accepts (a parameter given on the command line may belong to some stages only),
+    numbers written as strings ("1e-3", which YAML 1.1 reads as a string) read as the number the field expects."""
+    hints = typing.get_type_hints(config.STAGES[stage][1])
+    return {k: config.coerce_number(v, hints[k]) for k, v in (overrides or {}).items() if k in hints}
 
 
 def _names(stage):

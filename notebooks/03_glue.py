@@ -66,10 +66,11 @@ sys.path.insert(0, _root)
 import time  # noqa: E402
 
 import lib  # noqa: E402
-from lib import config, plots, results, tasks  # noqa: E402
+from lib import config, plots, results  # noqa: E402
 
 params = config.load_params("glue", globals())
 lib.notebook_setup(params)
+from lib import tasks  # noqa: E402  (imported after load_params: `tasks` is also a parameter's name)
 config.as_dict(params)
 
 # %%
