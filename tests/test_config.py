@@ -104,3 +104,30 @@ def test_notebook_parameters_cell_lists_exactly_the_stage_fields(stage):
     cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
     names = re.findall(r"^([a-z]\w*) = ", cell, flags=re.M)
     assert names == [f.name for f in dataclasses.fields(config.STAGES[stage][1])]
+
+
+def test_numbers_written_as_strings_are_read_as_numbers_only_for_numeric_fields():
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; papermill -r / -y and params files can hand over strings
+    params = config.load_params("distill", {"profile": "smoke", "learning_rate": "1e-3", "max_steps": "20"})
+    assert params.learning_rate == 0.001 and params.max_steps == 20 and isinstance(params.max_steps, int)
+    assert config.load_params("distill", profile="smoke", run_name="1e3").run_name == "1e3"  # a str field stays str
+    with pytest.raises(config.ParameterError, match="expected int, got str '2.5'"):
+        config.load_params("distill", profile="smoke", batch_size="2.5")
+    from lib import pipeline
+    assert pipeline._for_stage("distill", pipeline.parse_overrides(["learning_rate=1e-3"])) == {"learning_rate": 0.001}
+
+
+def test_a_parameter_name_rebound_to_a_module_is_refused():
+    with pytest.raises(config.ParameterError) as err:  # `from lib import tasks` after papermill injected tasks
+        config.load_params("glue", {"profile": "smoke", "tasks": config})
+    assert err.value.name == "tasks" and "import it under another name" in str(err.value)
+
+
+def test_names_papermill_injected_must_be_stage_fields():
+    injected = '# Parameters\nprofile = "smoke"\ndata = 5\n'
+    history = ["", "profile = None\nmax_steps = None\n", injected, "from lib import data"]
+    with pytest.raises(config.ParameterError) as err:  # `data` was since rebound to a module: still caught
+        config.load_params("distill", {"profile": "smoke", "data": config, "In": history})
+    assert err.value.name == "data" and "papermill -p" in str(err.value)
+    history[2] = '# Parameters\nprofile = "smoke"\nmax_steps = 3\n'
+    assert config.load_params("distill", {"profile": "smoke", "max_steps": 3, "In": history}).max_steps == 3

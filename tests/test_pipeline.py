@@ -54,6 +54,15 @@ def test_papermill_itself_rejects_an_unknown_parameter_inside_the_notebook(tmp_p
     assert err.value.ename == "ParameterError" and "'warmups'" in err.value.evalue
 
 
+def test_an_unknown_papermill_parameter_fails_even_when_an_import_rebinds_its_name(tmp_path):
+    # `papermill 02_distill.ipynb -p data 5`: the notebook's `from lib import data` used to hide it
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(pipeline.read_notebook("distill"), str(tmp_path / "out.ipynb"),
+                                   parameters={"profile": "smoke", "data": 5}, cwd=str(pipeline.REPO_ROOT),
+                                   kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "ParameterError" and "parameter 'data': unknown parameter" in err.value.evalue
+
+
 def test_the_runner_validates_every_stage_before_running_any(tmp_path, capsys):
     code = pipeline.main(["--stages", "teacher,distill", "-p", "temperature=0", "--output-dir", str(tmp_path)])
     assert code == 1

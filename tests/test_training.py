@@ -312,3 +312,17 @@ def test_nan_advice_followed_literally_finishes_the_run(setup, tmp_path):
     assert summary["segments"][-1]["params"] == {"learning_rate": values["learning_rate"]}
     assert values["learning_rate"] < 1e8
     assert all(torch.isfinite(p).all() for p in AutoModelForMaskedLM.from_pretrained(tmp_path).parameters())
+
+
+def test_too_few_sequences_blame_batch_size_not_accumulation(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    n = len(dataset)
+    with pytest.raises(ParameterError) as err:
+        training.distill(teacher, models.build_student(teacher), dataset,
+                         distill_params(batch_size=n + 1, gradient_accumulation_steps=1), tmp_path, tokenizer,
+                         progress=False)
+    assert err.value.name == "batch_size" and f"the corpus has {n} sequences" in str(err.value)
+    with pytest.raises(ParameterError) as err:
+        training.distill(teacher, models.build_student(teacher), dataset,
+                         distill_params(batch_size=4, gradient_accumulation_steps=n), tmp_path, tokenizer, progress=False)
+    assert err.value.name == "gradient_accumulation_steps"
