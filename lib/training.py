@@ -113,8 +113,13 @@ FIXED_ON_RESUME = {"seed", "batch_size", "gradient_accumulation_steps", "corpus"
 
 
 def trajectory_params(params):
-    """The DistillParams values that shape the training trajectory (what a resume must not change silently)."""
-    return {k: v for k, v in dataclasses.asdict(params).items() if k not in BOOKKEEPING}
+    """The DistillParams values that shape the training trajectory (what a resume must not change silently).
+    A path inside run_dir (the teacher of stage 1) is kept as "{run_dir}/...", so a run folder moved as a whole
+    (onto a Drive mount, say) still resumes."""
+    def relative(value):
+        inside = isinstance(value, str) and params.run_dir and value.startswith(params.run_dir.rstrip("/") + "/")
+        return "{run_dir}" + value[len(params.run_dir.rstrip("/")):] if inside else value
+    return {k: relative(v) for k, v in dataclasses.asdict(params).items() if k not in BOOKKEEPING}
 
 
 def resume_changes(saved, params, checkpoint):

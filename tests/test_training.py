@@ -326,3 +326,18 @@ def test_too_few_sequences_blame_batch_size_not_accumulation(setup, tmp_path):
         training.distill(teacher, models.build_student(teacher), dataset,
                          distill_params(batch_size=4, gradient_accumulation_steps=n), tmp_path, tokenizer, progress=False)
     assert err.value.name == "gradient_accumulation_steps"
+
+
+def test_trajectory_params_keep_run_dir_paths_relative_so_a_moved_run_resumes():
+    moved = {}
+    for run_dir in ("runs/t4", "/content/drive/MyDrive/distilbert-reproduced/runs/t4"):
+        params = make_params(DistillParams, dict(run_dir=run_dir, teacher="{run_dir}/teacher",
+                                                 corpus=[{"id": "smoke/corpus", "split": "train", "column": "text"}]))
+        assert params.teacher == f"{run_dir}/teacher"
+        moved[run_dir] = training.trajectory_params(params)
+    assert moved["runs/t4"] == moved["/content/drive/MyDrive/distilbert-reproduced/runs/t4"]
+    assert moved["runs/t4"]["teacher"] == "{run_dir}/teacher"
+    # a teacher outside run_dir is compared as given: a different one is a different trajectory
+    other = make_params(DistillParams, dict(run_dir="runs/t4-other", teacher="runs/t4/teacher",
+                                            corpus=[{"id": "smoke/corpus", "split": "train", "column": "text"}]))
+    assert training.trajectory_params(other)["teacher"] == "runs/t4/teacher"
