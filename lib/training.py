@@ -9,6 +9,7 @@ optimizer step are drawn from generators seeded with (seed, step, rank); a check
 weights, optimizer, scheduler, grad scaler and step counter, and a resumed run repeats the uninterrupted one.
 """
 import contextlib
+import hashlib
 import json
 import math
 import shutil
@@ -34,17 +35,24 @@ LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def select_precision(precision="auto", device="cpu"):
+# Tests and `scripts/gpu_check.py --cpu` set this to run the fp16 + GradScaler path on CPU (emulated and slow there,
+# so never a user parameter): select_precision then allows fp16 on CPU.
+CPU_FP16 = False
+
+
+def select_precision(precision="auto", device="cpu", capability=None):
     """(autocast dtype, use_grad_scaler) for a precision parameter on a device.
 
     auto: bf16 on CUDA compute capability >= 8, fp16 with a grad scaler below (a T4 reports
     torch.cuda.is_bf16_supported() but only emulates bf16), fp32 elsewhere. float32 means no autocast.
+    capability: a CUDA GPU's (major, minor), e.g. (7, 5) for a T4, to get the choice for that GPU on any machine
+    (the device is then taken to be that GPU); default: the device's own.
     """
     if precision not in PRECISIONS:
         raise ParameterError("precision", f"{precision!r} is not one of {list(PRECISIONS)}")
     device = torch.device(device)
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
+    if capability is not None or device.type == "cuda":
+        major, minor = capability or torch.cuda.get_device_capability(device)
         if precision == "auto":
             precision = "bf16" if major >= 8 else "fp16"
         if precision == "bf16" and major < 8:
@@ -53,7 +61,7 @@ def select_precision(precision="auto", device="cpu"):
     else:
         if precision == "auto":
             precision = "fp32"
-        if precision == "fp16":
+        if precision == "fp16" and not CPU_FP16:
             raise ParameterError("precision", f"fp16 training needs a CUDA GPU; on {device.type} use fp32 or bf16")
     return DTYPES[precision], precision == "fp16"
 
@@ -140,6 +148,18 @@ def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm):
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, lr
 
+def accumulation_steps(params, world_size):
+    """Micro-batches per optimizer step on each process: effective_batch_size / (batch_size x world_size) when
+    the effective batch is set (it then holds for any number of devices), else gradient_accumulation_steps."""
+    if params.effective_batch_size is None:
+        return params.gradient_accumulation_steps
+    per_round = params.batch_size * world_size
+    if params.effective_batch_size % per_round:
+        raise ParameterError("effective_batch_size", f"{params.effective_batch_size} sequences per optimizer step is "
+                             f"not a multiple of batch_size {params.batch_size} x {world_size} processes = {per_round}")
+    return params.effective_batch_size // per_round
+
+
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
             device=None):
     """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
@@ -155,7 +175,9 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     output_dir = Path(output_dir).expanduser()
     weights = loss_weights(params)
     heads_unused = params.alpha_ce == params.alpha_mlm == params.alpha_mse == 0
-    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
+    # mixed_precision="no": autocast is ours (params.precision); else ACCELERATE_MIXED_PRECISION from a launcher or
+    # `accelerate config` would wrap the student's forward in another autocast, whatever the stage asked for
+    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no",
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=heads_unused)])
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
@@ -174,7 +196,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     lengths = sequence_lengths(dataset)
     n_batches = len(lengths) // params.batch_size
     micro_per_epoch = n_batches // world
-    accum = params.gradient_accumulation_steps
+    accum = accumulation_steps(params, world)
     steps_per_epoch = micro_per_epoch // accum
     if steps_per_epoch == 0:
         raise ParameterError("gradient_accumulation_steps", f"{len(lengths)} sequences are fewer than one optimizer "
@@ -331,24 +353,43 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 log_path=str(log_path), checkpoint_dir=str(checkpoint_dir), output_dir=str(output_dir))
 
 
-def run_distillation(params, teacher, dataset, tokenizer, counts=None):
+def weights_digest(model):
+    """sha1 of a model's state dict (names and bytes): equal digests mean equal weights, e.g. on every DDP rank."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True):
     """One distillation run of a stage: the student of ``params`` built from ``teacher``, distilled into
-    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written. counts: the corpus's token counts
-    (lib.data.token_counts), to count once for several runs. Returns the summary of ``distill``."""
+    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written (by the main process only: every
+    process of a DDP run calls this and trains). counts: the corpus's token counts (lib.data.token_counts), to
+    count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
+    from accelerate import PartialState
+
     from lib.results import write_result
     started = time.perf_counter()
     token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
     student = build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
                             random_init=params.random_init)
     summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
-                      tokenizer=tokenizer, token_probs=token_probs)
-    write_result(params, f"distill-{params.run_name}", {
-        "teacher": params.teacher, "student_dir": summary["output_dir"],
-        "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
-        "student_layers": getattr(student.config, "teacher_layers", None),
-        **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
-        "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
-    }, time.perf_counter() - started)
+                      tokenizer=tokenizer, token_probs=token_probs, progress=progress)
+    accum = accumulation_steps(params, summary["world_size"])
+    summary.update(weights_sha1=weights_digest(student), gradient_accumulation_steps=accum,
+                   effective_batch_size=params.batch_size * accum * summary["world_size"])
+    state = PartialState()
+    if state.is_main_process:
+        path = write_result(params, f"distill-{params.run_name}", {
+            "teacher": params.teacher, "student_dir": summary["output_dir"],
+            "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
+            "student_layers": getattr(student.config, "teacher_layers", None),
+            **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
+            "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
+        }, time.perf_counter() - started)
+        print(f"[rank {state.process_index}] results written: {path}", flush=True)
+    state.wait_for_everyone()
     return summary
 
 
