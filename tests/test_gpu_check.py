@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from lib import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -41,3 +43,22 @@ def test_make_gpu_check_cpu_dry_run(tmp_path):
         assert record["throughput"][name]["tokens_per_s"] > 0 and record["throughput"][name]["mfu"] is None
     assert record["provenance"]["git_commit"]
     assert not (REPO_ROOT / "results" / "gpu-check" / "cpu-dry-run.json").exists()
+
+
+def test_t4_budget_arithmetic_from_the_profile():
+    from lib import budget, config
+    rows = {r["stage"]: r for r in budget.t4_budget("t4", mfu=0.3)}
+    n_teacher, n_student = 109_514_298, 66_985_530  # BERT-base and DistilBERT, as published
+    assert budget.parameter_counts() == (n_teacher, n_student)
+    distill = config.load_params("distill", profile="t4")
+    tokens = distill.max_steps * distill.effective_batch_size * distill.max_length
+    assert rows["2 distill"]["flops"] == tokens * (6 * n_student + 2 * n_teacher)
+    assert rows["2 distill"]["t4_hours"] == pytest.approx(rows["2 distill"]["flops"] / (65e12 * 0.3) / 3600)
+    # GLUE: 3 seeds, the four large training sets capped at 50,000; teacher at BERT-base size, the others DistilBERT's
+    glue = config.load_params("glue", profile="t4")
+    per_example = {t: 6 * glue.n_epoch * min(budget.TRAIN_SIZES[t], 50_000 if t in ("sst2", "qqp", "mnli", "qnli") else 10**9)
+                   + 2 * budget.EVAL_SIZES[t] for t in glue.tasks}
+    expected = 128 * sum(per_example.values()) * (n_teacher + 2 * n_student) * 3
+    assert rows["3 GLUE"]["flops"] == pytest.approx(expected)
+    assert rows["5 latency"]["t4_hours"] == 0
+    assert sum(r["t4_hours"] for r in rows.values()) < 25  # fits a handful of Colab sessions
