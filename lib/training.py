@@ -1,7 +1,8 @@
 """Distillation training, the teacher's MLM-head adaptation and masked-LM evaluation.
 
 One code path for CPU, one GPU and several: ``distill`` runs as is in a single process, or in every process of
-``accelerate launch`` / ``torchrun`` / ``accelerate.notebook_launcher`` (DDP; gloo on CPU, NCCL on GPUs).
+a DDP launch (gloo on CPU, NCCL on GPUs); the stage's command is ``torchrun --standalone --nproc_per_node N -m
+lib.distill`` (lib/distill.py; ``accelerate launch --cpu --num_processes 2`` starts one process only).
 Each process takes every world_size-th micro-batch of the same length-grouped order.
 
 Reproducibility and resume: the batch order is a function of (seed, epoch), and the masks and dropout of an
