@@ -5,7 +5,7 @@ STAGES  ?= teacher,distill,glue,imdb_squad,latency
 ARGS    ?=
 BOOK     = jupyter-book build book/ -W --keep-going
 
-.PHONY: install reproduce stages book test clean-smoke
+.PHONY: install reproduce stages book test clean-smoke gpu-check
 
 # torch first, pinned to the wheel this machine kind ships, so pip never picks a multi-GB CUDA build here;
 # an existing torch (Colab's, yours) is kept as it is.
@@ -27,6 +27,10 @@ book:
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest
 	$(BOOK)
+
+# the GPU check (under 5 min, offline, random-init BERT-base): results/gpu-check/<gpu>.json; ARGS=--cpu: CPU dry run
+gpu-check:
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/gpu_check.py $(ARGS)
 
 clean-smoke:
 	rm -rf build/smoke-hub runs/smoke

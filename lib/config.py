@@ -121,6 +121,7 @@ class DistillParams(StageParams):
     max_steps: int | None = None         # optimizer steps; None: n_epoch passes over the corpus
     batch_size: int = 5                  # sequences per micro-batch per device
     gradient_accumulation_steps: int = 50
+    effective_batch_size: int | None = None  # sequences per optimizer step, all processes; set: accumulation adapts to the device count
     max_grad_norm: float = 5.0
     precision: str = "auto"              # auto: bf16 on compute capability >= 8, fp16 + scaler below, fp32 on CPU
     checkpoint_every: int = 500          # optimizer steps between checkpoints
@@ -146,6 +147,8 @@ class DistillParams(StageParams):
         _fraction("mlm_mask_prop", self.mlm_mask_prop)
         if abs(self.word_mask + self.word_keep + self.word_rand - 1) > 1e-6:
             raise ParameterError("word_mask", "word_mask + word_keep + word_rand must sum to 1")
+        if self.effective_batch_size is not None and (self.effective_batch_size <= 0 or self.effective_batch_size % self.batch_size):
+            raise ParameterError("effective_batch_size", f"must be a positive multiple of batch_size {self.batch_size}, got {self.effective_batch_size}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ParameterError("max_steps", f"must be > 0 or None, got {self.max_steps}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

@@ -1,7 +1,8 @@
 """Distillation training, the teacher's MLM-head adaptation and masked-LM evaluation.
 
 One code path for CPU, one GPU and several: ``distill`` runs as is in a single process, or in every process of
-``accelerate launch`` / ``torchrun`` / ``accelerate.notebook_launcher`` (DDP; gloo on CPU, NCCL on GPUs).
+a DDP launch (gloo on CPU, NCCL on GPUs); the stage's command is ``torchrun --standalone --nproc_per_node N -m
+lib.distill`` (lib/distill.py; ``accelerate launch --cpu --num_processes 2`` starts one process only).
 Each process takes every world_size-th micro-batch of the same length-grouped order.
 
 Reproducibility and resume: the batch order is a function of (seed, epoch), and the masks and dropout of an
@@ -10,6 +11,7 @@ weights, optimizer, scheduler, grad scaler and step counter, and a resumed run r
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -36,17 +38,24 @@ LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def select_precision(precision="auto", device="cpu"):
+# Tests and `scripts/gpu_check.py --cpu` set this to run the fp16 + GradScaler path on CPU (emulated and slow there,
+# so never a user parameter): select_precision then allows fp16 on CPU.
+CPU_FP16 = False
+
+
+def select_precision(precision="auto", device="cpu", capability=None):
     """(autocast dtype, use_grad_scaler) for a precision parameter on a device.
 
     auto: bf16 on CUDA compute capability >= 8, fp16 with a grad scaler below (a T4 reports
     torch.cuda.is_bf16_supported() but only emulates bf16), fp32 elsewhere. float32 means no autocast.
+    capability: a CUDA GPU's (major, minor), e.g. (7, 5) for a T4, to get the choice for that GPU on any machine
+    (the device is then taken to be that GPU); default: the device's own.
     """
     if precision not in PRECISIONS:
         raise ParameterError("precision", f"{precision!r} is not one of {list(PRECISIONS)}")
     device = torch.device(device)
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
+    if capability is not None or device.type == "cuda":
+        major, minor = capability or torch.cuda.get_device_capability(device)
         if precision == "auto":
             precision = "bf16" if major >= 8 else "fp16"
         if precision == "bf16" and major < 8:
@@ -55,7 +64,7 @@ def select_precision(precision="auto", device="cpu"):
     else:
         if precision == "auto":
             precision = "fp32"
-        if precision == "fp16":
+        if precision == "fp16" and not CPU_FP16:
             raise ParameterError("precision", f"fp16 training needs a CUDA GPU; on {device.type} use fp32 or bf16")
     return DTYPES[precision], precision == "fp16"
 
@@ -108,7 +117,7 @@ def read_log(path):
 BOOKKEEPING = {"profile", "mirror", "run_dir", "results_dir", "run_name", "checkpoint_every", "resume",
                "resume_with_changes", "log_every", "undistilled_name", "ablations"}
 # of the rest, the ones a resumed run cannot change at all: the data order and the student's shape
-FIXED_ON_RESUME = {"seed", "batch_size", "gradient_accumulation_steps", "corpus", "max_length", "min_length",
+FIXED_ON_RESUME = {"seed", "batch_size", "gradient_accumulation_steps", "effective_batch_size", "corpus", "max_length", "min_length",
                    "teacher", "student_layers", "n_student_layers", "random_init"}
 
 
@@ -187,6 +196,18 @@ def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm):
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, lr
 
+def accumulation_steps(params, world_size):
+    """Micro-batches per optimizer step on each process: effective_batch_size / (batch_size x world_size) when
+    the effective batch is set (it then holds for any number of devices), else gradient_accumulation_steps."""
+    if params.effective_batch_size is None:
+        return params.gradient_accumulation_steps
+    per_round = params.batch_size * world_size
+    if params.effective_batch_size % per_round:
+        raise ParameterError("effective_batch_size", f"{params.effective_batch_size} sequences per optimizer step is "
+                             f"not a multiple of batch_size {params.batch_size} x {world_size} processes = {per_round}")
+    return params.effective_batch_size // per_round
+
+
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
             device=None):
     """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
@@ -204,7 +225,9 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     output_dir = Path(output_dir).expanduser()
     weights = loss_weights(params)
     heads_unused = params.alpha_ce == params.alpha_mlm == params.alpha_mse == 0
-    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
+    # mixed_precision="no": autocast is ours (params.precision); else ACCELERATE_MIXED_PRECISION from a launcher or
+    # `accelerate config` would wrap the student's forward in another autocast, whatever the stage asked for
+    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no",
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=heads_unused)])
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
@@ -223,10 +246,12 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     lengths = sequence_lengths(dataset)
     n_batches = len(lengths) // params.batch_size
     micro_per_epoch = n_batches // world
-    accum = params.gradient_accumulation_steps
+    accum = accumulation_steps(params, world)
     steps_per_epoch = micro_per_epoch // accum
     if steps_per_epoch == 0:  # blame the knob that made one step too big for the corpus
         culprit = "gradient_accumulation_steps" if n_batches >= world and accum > 1 else "batch_size"
+        if culprit == "gradient_accumulation_steps" and params.effective_batch_size:
+            culprit = "effective_batch_size"  # accumulation was derived from it
         raise ParameterError(culprit, f"the corpus has {len(lengths)} sequences (parameter 'corpus'), fewer than one "
                              f"optimizer step needs: batch_size {params.batch_size} x {accum} accumulation x {world} "
                              "processes; give a bigger corpus or a smaller step")
@@ -407,24 +432,43 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 segments=segments, output_dir=str(output_dir))
 
 
-def run_distillation(params, teacher, dataset, tokenizer, counts=None):
+def weights_digest(model):
+    """sha1 of a model's state dict (names and bytes): equal digests mean equal weights, e.g. on every DDP rank."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True):
     """One distillation run of a stage: the student of ``params`` built from ``teacher``, distilled into
-    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written. counts: the corpus's token counts
-    (lib.data.token_counts), to count once for several runs. Returns the summary of ``distill``."""
+    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written (by the main process only: every
+    process of a DDP run calls this and trains). counts: the corpus's token counts (lib.data.token_counts), to
+    count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
+    from accelerate import PartialState
+
     from lib.results import write_result
     started = time.perf_counter()
     token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
     student = build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
                             random_init=params.random_init)
     summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
-                      tokenizer=tokenizer, token_probs=token_probs)
-    write_result(params, f"distill-{params.run_name}", {
-        "teacher": params.teacher, "student_dir": summary["output_dir"],
-        "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
-        "student_layers": getattr(student.config, "teacher_layers", None),
-        **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
-        "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
-    }, time.perf_counter() - started)
+                      tokenizer=tokenizer, token_probs=token_probs, progress=progress)
+    accum = accumulation_steps(params, summary["world_size"])
+    summary.update(weights_sha1=weights_digest(student), gradient_accumulation_steps=accum,
+                   effective_batch_size=params.batch_size * accum * summary["world_size"])
+    state = PartialState()
+    if state.is_main_process:
+        path = write_result(params, f"distill-{params.run_name}", {
+            "teacher": params.teacher, "student_dir": summary["output_dir"],
+            "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
+            "student_layers": getattr(student.config, "teacher_layers", None),
+            **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
+            "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
+        }, time.perf_counter() - started)
+        print(f"[rank {state.process_index}] results written: {path}", flush=True)
+    state.wait_for_everyone()
     return summary
 
 
@@ -551,9 +595,10 @@ def estimate_memory(teacher_config, student_config, batch_size, seq_length, prec
     """Rough GPU memory (GiB) of one distillation micro-batch: the fp32 teacher, the fp32 student with its
     gradients and two AdamW moments, autocast's half-precision weight copies, the student's saved activations
     (~34 bytes per token and hidden unit per layer in half precision with fused attention, Korthikanti et al.
-    2022; twice that in fp32), the teacher's kept hidden states, and the logits (~32 bytes per position and
-    vocabulary entry across the float32 copies, softmaxes and gradients of the loss; 40 in fp32, where one CPU step
-    with a 62.5M-entry logit tensor measured ~36). Not validated on a GPU. Default: a 16 GB T4."""
+    2022; twice that in fp32), the teacher's kept hidden states, and the logits (~36 bytes per position and
+    vocabulary entry across the float32 copies, softmaxes and gradients of the loss, as measured (issue 11: 36
+    against the 32 first assumed, which left the total ~15% low); 40 in fp32, where one CPU step with a 62.5M-entry
+    logit tensor measured ~36). `make gpu-check` re-measures the peak of a t4 step. Default: a 16 GB T4."""
     if precision not in ("fp16", "bf16", "fp32"):
         raise ParameterError("precision", f"estimate for fp16, bf16 or fp32, got {precision!r}")
     half = precision != "fp32"
@@ -578,7 +623,7 @@ def estimate_memory(teacher_config, student_config, batch_size, seq_length, prec
         "autocast weight copies": 2 * p_student if half else 0,
         "student activations": sc.n_layers * tokens * sc.dim * 17 * act_bytes,
         "teacher hidden states": (tc.num_hidden_layers + 1) * tokens * tc.hidden_size * act_bytes,
-        "logits and loss": tokens * sc.vocab_size * (32 if half else 40),
+        "logits and loss": tokens * sc.vocab_size * (36 if half else 40),  # 36: measured (issue 11), not 32
     }
     parts = {k: v / gib for k, v in parts.items()}
     total = sum(parts.values())

@@ -58,6 +58,7 @@ n_epoch = None
 max_steps = None
 batch_size = None
 gradient_accumulation_steps = None
+effective_batch_size = None
 max_grad_norm = None
 precision = None
 checkpoint_every = None
