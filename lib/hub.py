@@ -19,6 +19,10 @@ class HubUnavailableError(OSError):
     """Neither the mirror nor the hub could provide an id."""
 
 
+class ConfigNotFoundError(ValueError):
+    """A dataset was found but lacks the requested config (e.g. a GLUE task absent from the mirror)."""
+
+
 def mirror_dir(mirror=None):
     """The configured mirror directory (parameter first, then environment), or None."""
     source = "parameter 'mirror'" if mirror else f"environment variable {MIRROR_ENV}"
@@ -81,3 +85,27 @@ def load_dataset(repo_id, name=None, mirror=None, **kwargs):
         if path != repo_id:
             raise
         raise _unavailable(repo_id, mirror, err) from err
+    except ValueError as err:
+        if name is None or "BuilderConfig" not in str(err):  # datasets' wording for an unknown config
+            raise
+        raise _missing_config(repo_id, name, path, mirror) from None
+
+
+def _missing_config(repo_id, name, path, mirror):
+    import datasets
+    try:
+        configs = ", ".join(datasets.get_dataset_config_names(path))
+    except Exception as err:  # the listing is a courtesy; the error must still say what was tried
+        configs = f"unknown ({type(err).__name__})"
+    if path == repo_id:
+        where = f"on the hub (no mirror copy of it: {_mirror_text(repo_id, mirror)})"
+    else:
+        where = f"at {path}"
+    return ConfigNotFoundError(
+        f"dataset {repo_id!r} has no config {name!r}: tried the copy {where}, whose configs are: {configs}. "
+        f"Add {name!r} to that copy, or do not ask for it.")
+
+
+def _mirror_text(repo_id, mirror):
+    root = mirror_dir(mirror)
+    return f"{root / repo_id} is missing" if root else f"no mirror configured, {MIRROR_ENV} unset"
