@@ -488,6 +488,31 @@ def test_summarize_medians_glue_score_and_retention():
     assert ratio["cola"] == pytest.approx(45 / 58) and ratio["glue"] == pytest.approx(67.5 / 74.5)
 
 
+def test_summarize_names_single_class_runs_in_the_task_and_glue_rows():
+    def result(model, task, seed, score, **extra):
+        return {"model": model, "task": task, "seed": seed, "metrics": {"score": score}, **extra}
+
+    results = [result("student", "wnli", s, 56.3, single_class=True, majority_rate=56.3) for s in (1, 2, 3)]
+    results += [result("student", "rte", s, v, single_class=s == 2, majority_rate=52.7)
+                for s, v in ((1, 60), (2, 52.7), (3, 61))]
+    # a result written before single_class existed: its predicted_label_counts tell
+    results += [result("student", "cola", s, 0.0, predictions={"validation": {"predicted_label_counts": counts}})
+                for s, counts in ((1, {"1": 500}), (2, {"0": 3, "1": 497}))]
+    results += [result("student", "sst2", 1, 90.0, single_class=False, majority_rate=50.9),
+                result("student", "squad", 1, 80.0)]
+    table = T.summarize(results)
+
+    def row(task):
+        return table[(table.model == "student") & (table.task == task) & (table.metric == "score")].iloc[0]
+
+    assert (row("wnli")["single_class_seeds"], row("wnli")["majority_rate"]) == (3, 56.3)
+    assert (row("rte")["single_class_seeds"], row("rte")["n"]) == (1, 3)
+    assert row("cola")["single_class_seeds"] == 1 and row("sst2")["single_class_seeds"] == 0
+    assert math.isnan(row("squad")["single_class_seeds"]) and math.isnan(row("cola")["majority_rate"])
+    assert row("glue")["single_class_tasks"] == "cola, rte, wnli"  # averaged into the GLUE score: named
+    assert T.summarize([results[-2]]).query("task == 'glue'")["single_class_tasks"].item() == ""
+
+
 # --- the real mirror (skipped when absent) ---
 
 @pytest.mark.mirror
