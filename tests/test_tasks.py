@@ -343,7 +343,7 @@ def test_mnli_reports_both_dev_sets_and_stsb_has_a_regression_head(tmp_path, glu
     assert stsb["majority_rate"] is None and isinstance(stsb["single_class"], bool)
     assert set(stsb["metrics"]) == {"pearson", "spearman", "score"}
     assert stsb["score"] == pytest.approx((stsb["metrics"]["pearson"] + stsb["metrics"]["spearman"]) / 2)
-    assert set(stsb["predictions"]["validation"]) == {"n", "mean", "std", "min", "max"}
+    assert set(stsb["predictions"]["validation"]) == {"n", "mean", "std", "min", "max", "single_class"}
 
 
 def test_finetune_squad_end_to_end_with_distillation(tmp_path, models):
