@@ -19,6 +19,10 @@ class HubUnavailableError(OSError):
     """Neither the mirror nor the hub could provide an id."""
 
 
+class ConfigNotFoundError(ValueError):
+    """A dataset was found but lacks the requested config (e.g. a GLUE task absent from the mirror)."""
+
+
 def mirror_dir(mirror=None):
     """The configured mirror directory (parameter first, then environment), or None."""
     source = "parameter 'mirror'" if mirror else f"environment variable {MIRROR_ENV}"
@@ -75,9 +79,49 @@ def load_dataset(repo_id, name=None, mirror=None, **kwargs):
     path = resolve(repo_id, mirror)
     if repo_id.startswith(SMOKE_PREFIX):  # cache inside the generated hub: a regenerated hub never meets stale caches
         kwargs.setdefault("cache_dir", str(SMOKE_HUB / ".cache"))
+    elif Path(path).is_dir():
+        kwargs.setdefault("cache_dir", str(_local_cache_dir(Path(path))))
     try:
         return datasets.load_dataset(path, name, **kwargs)
     except (OSError, datasets.exceptions.DatasetNotFoundError) as err:
         if path != repo_id:
             raise
         raise _unavailable(repo_id, mirror, err) from err
+    except ValueError as err:
+        if name is None or "BuilderConfig" not in str(err):  # datasets' wording for an unknown config
+            raise
+        raise _missing_config(repo_id, name, path, mirror) from None
+
+
+def _local_cache_dir(directory):
+    """A datasets cache for a local dataset directory that changes whenever its files do. datasets keys a local
+    directory's cache by its name, config and README only: rewritten data files under the same path would be
+    served from the old cache (stale rows, and results keyed on them)."""
+    import hashlib
+
+    import datasets
+    stamp = hashlib.sha256()
+    for file in sorted(p for p in directory.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        info = file.stat()
+        stamp.update(f"{file.relative_to(directory)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "local" / stamp.hexdigest()[:16]
+
+
+def _missing_config(repo_id, name, path, mirror):
+    import datasets
+    try:
+        configs = ", ".join(datasets.get_dataset_config_names(path))
+    except Exception as err:  # the listing is a courtesy; the error must still say what was tried
+        configs = f"unknown ({type(err).__name__})"
+    if Path(path).exists():  # a mirror copy or a local directory
+        where = f"at {path}"
+    else:
+        where = f"on the hub (no mirror copy of it: {_mirror_text(repo_id, mirror)})"
+    return ConfigNotFoundError(
+        f"dataset {repo_id!r} has no config {name!r}: tried the copy {where}, whose configs are: {configs}. "
+        f"Add {name!r} to that copy, or do not ask for it.")
+
+
+def _mirror_text(repo_id, mirror):
+    root = mirror_dir(mirror)
+    return f"{root / repo_id} is missing" if root else f"no mirror configured, {MIRROR_ENV} unset"

@@ -30,25 +30,47 @@ TASK_METRICS = {
     "qqp": ("accuracy", "f1"), "mnli": ("accuracy",), "qnli": ("accuracy",), "rte": ("accuracy",),
     "wnli": ("accuracy",), "imdb": ("accuracy",),
 }
+# the label set of each classification task (class ids); STS-B's gold scores lie in [0, 5]
+NUM_LABELS = {task: 3 if task == "mnli" else 2 for task in TASK_METRICS if task != "stsb"}
+STSB_RANGE = (0.0, 5.0)
 
 
-def glue_metrics(task, predictions, labels):
+def glue_metrics(task, predictions, labels, split="evaluation"):
     """Metrics of one evaluation split of a GLUE task (or 'imdb'), in percent, plus 'score' (see module doc).
 
     predictions: class ids, or logits of shape (n, num_labels) (arg-maxed); for stsb real-valued scores.
     For MNLI call it once per split (matched, mismatched); the matched split's score is the task's.
+    split: named in the errors. Labels outside the task's label set raise (GLUE's test splits are unlabelled,
+    label -1: scoring them would report a meaningless 0), as do predictions and labels of different lengths.
     """
     if task not in TASK_METRICS:
         raise ValueError(f"task {task!r} has no metrics; known: {sorted(TASK_METRICS)}")
+    where = f"task {task!r}, split {split!r}"
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if task == "stsb":
         predictions = predictions.reshape(-1).astype(float)
     elif predictions.ndim == 2:
         predictions = predictions.argmax(-1)
     if len(predictions) != len(labels):
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+        raise ValueError(f"{where}: {len(predictions)} predictions for {len(labels)} labels")
     if len(labels) == 0:
-        raise ValueError(f"no examples to score for task {task!r}")
+        raise ValueError(f"{where}: no examples to score")
+    if task == "stsb":
+        low, high = STSB_RANGE
+        bad = ~((labels >= low) & (labels <= high))  # NaN is bad too
+        expected = f"scores in [{low:g}, {high:g}]"
+    else:
+        allowed = np.arange(NUM_LABELS[task])
+        bad = ~np.isin(labels, allowed)
+        expected = f"class ids {allowed.tolist()}"
+        wrong = ~np.isin(predictions, allowed)
+        if wrong.any():
+            raise ValueError(f"{where}: {int(wrong.sum())} predictions outside the label set ({expected}), "
+                             f"e.g. {predictions[wrong][0].item()!r}")
+    if bad.any():
+        raise ValueError(f"{where}: {int(bad.sum())} of {len(labels)} labels are outside the label set ({expected}), "
+                         f"e.g. {labels[bad][0].item()!r}; unlabelled rows (label -1, as in GLUE's test splits) cannot be "
+                         f"scored")
     out = {}
     for name in TASK_METRICS[task]:
         if name == "accuracy":

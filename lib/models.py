@@ -9,6 +9,7 @@ position embeddings (the student then reproduces the teacher's embedding output 
 input), and the MLM transform is copied by default (the authors copied it only on request).
 """
 import math
+import os
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,10 @@ from transformers import AutoConfig, BertForMaskedLM, DistilBertConfig, DistilBe
 from lib import hub
 
 AUTHORS_LAYERS = [0, 2, 4, 7, 9, 11]  # scripts/extract_distilbert.py, 12-layer BERT -> 6 layers
+# Below this many parameters (the smoke models: ~0.2M; MiniLM-L6, the cpu teacher: 22.7M) a matmul is too small
+# to share across cores: on a busy machine every parallel region waits for a descheduled thread, so one is faster.
+TINY_MODEL_PARAMETERS = 5_000_000
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice at start-up (OMP_NUM_THREADS or the cores)
 
 
 def evenly_spread_layers(n_teacher, n_student):
@@ -180,3 +185,20 @@ def save_model(model, output_dir, tokenizer=None):
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def set_torch_threads(model):
+    """Set torch's intra-op thread count for running ``model`` on CPU and return it: OMP_NUM_THREADS when it is
+    set (always respected), else 1 for a model under TINY_MODEL_PARAMETERS, else torch's start-up default."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given:
+        try:
+            threads = int(given.split(",")[0])  # "4,2" sets nested levels; the first is torch's
+        except ValueError:
+            raise ValueError(f"environment variable OMP_NUM_THREADS={given!r} is not a thread count") from None
+    elif sum(p.numel() for p in model.parameters()) < TINY_MODEL_PARAMETERS:
+        threads = 1
+    else:
+        threads = _DEFAULT_THREADS
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()

@@ -31,6 +31,11 @@ TASK_COLUMNS = {"glue": "GLUE score", "cola": "CoLA MCC", "mnli": "MNLI-m acc", 
 GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
               "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
               "of the task columns shown.")
+SINGLE_CLASS_COLUMN = "single-class runs (seeds)"
+SINGLE_CLASS_NOTE = (f"'{SINGLE_CLASS_COLUMN}': per task, how many of the model's fine-tuning seeds predicted one class "
+                     "for the whole dev set (STS-B: one value): such a model learned no more than a constant answer, "
+                     "which scores the dev set's majority-class rate in accuracy (seed statistics: majority_rate) and "
+                     "0 in MCC. That row's GLUE score averages these runs in.")
 DOWNSTREAM_COLUMNS = {"imdb_accuracy": "IMDb acc (test, %)", "squad_exact_match": "SQuAD EM (dev, %)",
                       "squad_f1": "SQuAD F1 (dev, %)"}
 
@@ -216,14 +221,61 @@ def paper_glue(tasks, source=None):
     return rows
 
 
-def glue_table(record, teacher="teacher", student="student", exclude=()):
+def single_class_runs(record, profile=None, name="glue", root=None):
+    """{model: {task: (seeds that predicted a single class, seeds)}}, tasks with at least one such seed: from the
+    summary's single_class_seeds (lib.tasks.summarize), or, for a summary written before that column existed,
+    from the per-run files results/<profile>/<name>/<model>/*.json when ``profile`` is given."""
+    rows = _summary_rows(record)
+    found = {}
+    if any("single_class_seeds" in row for row in rows):
+        for row in rows:
+            k = row.get("single_class_seeds")
+            if row.get("metric") == "score" and k is not None and not _isnan(k) and k > 0:
+                found.setdefault(row["model"], {})[row["task"]] = (int(k), int(row.get("n") or 0))
+        return found
+    if profile is None:
+        return found
+    counts = {}
+    for path in sorted((root_dir(root) / profile / name).glob("*/*.json")):
+        run = json.loads(path.read_text())
+        flag = _run_single_class(run)
+        if flag is not None:
+            k, n = counts.get((run.get("model"), run.get("task")), (0, 0))
+            counts[(run.get("model"), run.get("task"))] = (k + flag, n + 1)
+    for (model, task), (k, n) in counts.items():
+        if k:
+            found.setdefault(model, {})[task] = (k, n)
+    return found
+
+
+def _run_single_class(run):
+    """A fine-tuning result's single_class, or from its first evaluation split's predicted_label_counts (results
+    written before that field existed); None when unknown."""
+    if run.get("single_class") is not None:
+        return bool(run["single_class"])
+    first = next(iter((run.get("predictions") or {}).values()), None) or {}
+    counts = first.get("predicted_label_counts")
+    return len(counts) == 1 if counts else None
+
+
+def _single_class_text(per_task):
+    order = {t: i for i, t in enumerate(paper.GLUE_TASKS)}
+    return ", ".join(f"{paper.TASK_NAMES.get(t, t)} {k}/{n}" for t, (k, n) in
+                     sorted(per_task.items(), key=lambda item: order.get(item[0], len(order)))) or "none"
+
+
+def glue_table(record, teacher="teacher", student="student", exclude=(), profile=None, root=None):
     """Table 1 side by side: our models (medians over seeds) but those in ``exclude``, each one's retention of the
     teacher's score, the paper's BERT-base and DistilBERT and their retention. Index: row label; columns:
-    'source' then score columns."""
+    'source' then score columns, then SINGLE_CLASS_COLUMN when a model predicted a single class on some task
+    (``single_class_runs``; profile and root locate per-run files for summaries that predate the column)."""
     tasks = glue_tasks(record)
     columns = ["glue", *tasks]
     ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
-    rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns}}
+    constant = single_class_runs(record, profile, root=root)
+    marked = any(constant.get(m) for m in ours)
+    rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns},
+             **({SINGLE_CLASS_COLUMN: _single_class_text(constant.get(model, {}))} if marked else {})}
             for model, scores in ours.items()]
     others = [student] if student in ours else []
     others += [m for m in ours if m not in (teacher, student)]
@@ -238,10 +290,12 @@ def glue_table(record, teacher="teacher", student="student", exclude=()):
 
 
 def glue_spread(record):
-    """Seed statistics behind Table 1: model, task, metric, median, min, max, std, n (every metric)."""
+    """Seed statistics behind Table 1: model, task, metric, median, min, max, std, n (every metric), and where the
+    summary has them, single_class_seeds and majority_rate (lib.tasks.summarize)."""
     import pandas as pd
     frame = pd.DataFrame(_summary_rows(record))
-    keep = [c for c in ("model", "task", "metric", "median", "min", "max", "std", "n") if c in frame.columns]
+    keep = [c for c in ("model", "task", "metric", "median", "min", "max", "std", "n", "single_class_seeds",
+                        "majority_rate") if c in frame.columns]
     return frame[keep] if keep else frame
 
 

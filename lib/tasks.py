@@ -2,8 +2,9 @@
 
 One fine-tuning run = (model, task, seed) -> a result dict, written by ``run_sweep`` as
 ``<results_dir>/<model label>/<task>-seed<seed>.json`` and skipped on the next sweep unless ``params.recompute``
-or its ``run_key`` (the model's weights hash and the run's settings) no longer matches: a retrained model or a
-changed hyperparameter is fine-tuned again, never answered with a stale result.
+or its ``run_key`` (the model's weights hash, a hash of the data rows and the run's settings) no longer matches:
+a retrained model, changed data or a changed hyperparameter is fine-tuned again, never answered with a stale
+result.
 Training is the Hugging Face Trainer; evaluation is on the dev sets (IMDb: test) with lib.metrics.
 
 Distillation during fine-tuning ("(D)"): the student's loss is alpha * task loss + (1 - alpha) * T^2 *
@@ -98,7 +99,10 @@ def load_task(task, params):
     if repo_id is None:
         raise ParameterError("tasks", f"task {task!r} needs the parameter {spec['source']!r}, which "
                                       f"{type(params).__name__} lacks")
-    data = hub.load_dataset(repo_id, spec["config"], mirror=params.mirror)
+    try:
+        data = hub.load_dataset(repo_id, spec["config"], mirror=params.mirror)
+    except hub.ConfigNotFoundError as err:  # e.g. a GLUE task the mirror lacks
+        raise ParameterError("tasks", f"task {task!r} cannot be loaded from {spec['source']} = {repo_id!r}: {err}") from None
     hp = task_hparams(task, params)
     splits = {}
     for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec["eval_splits"]]:
@@ -137,7 +141,7 @@ def precision_flags(precision):
 def _training_args(output_dir, seed, hp, params, **extra):
     from transformers import TrainingArguments
     _, flags = precision_flags(params.precision)
-    return TrainingArguments(
+    return one_device_per_process(TrainingArguments(
         output_dir=str(output_dir), seed=seed, data_seed=seed,
         learning_rate=hp["learning_rate"], num_train_epochs=hp["n_epoch"], weight_decay=hp["weight_decay"],
         per_device_train_batch_size=hp["batch_size"], per_device_eval_batch_size=2 * hp["batch_size"],
@@ -146,7 +150,21 @@ def _training_args(output_dir, seed, hp, params, **extra):
         remove_unused_columns=False,  # we choose the columns: teacher logits must reach compute_loss
         dataloader_num_workers=0,
         disable_tqdm=True,  # the sweep shows one bar over runs; per-run bars would flood the executed notebooks
-        **flags, **extra)
+        **flags, **extra))
+
+
+def one_device_per_process(args):
+    """Fine-tune on one device per process. A Trainer whose process sees several GPUs (``args.n_gpu > 1``, only
+    without a distributed launcher) wraps the model in torch.nn.DataParallel, which multiplies the batch per
+    optimizer step and so changes the result; here it keeps to the first GPU instead, and says so. Several GPUs
+    are used by launching one process per GPU (torchrun / accelerate launch), where n_gpu is 1 per process."""
+    import warnings
+    if args.n_gpu > 1:
+        warnings.warn(f"this process sees {args.n_gpu} GPUs: fine-tuning uses one ({args.device}), not "
+                      "DataParallel over all of them (which would multiply the batch); to use them all, launch one "
+                      "process per GPU with torchrun or accelerate launch", stacklevel=2)
+        args._n_gpu = 1  # what transformers' Trainer itself does to keep a model-parallel model out of DataParallel
+    return args
 
 
 def _make_trainer(model, args, train_dataset, collator, tokenizer, distill):
@@ -246,6 +264,7 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     """
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from lib import models
     spec = _spec(task)
     if spec["num_labels"] is None:
         raise ParameterError("tasks", f"{task!r} is not a classification task")
@@ -259,9 +278,9 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     encoded = encode_classification(data, task, tokenizer, max_length, truncation)
 
     transformers.set_seed(seed)  # the new classification head's initialisation depends on the seed
-    head = dict(num_labels=spec["num_labels"],
-                problem_type="regression" if spec["regression"] else "single_label_classification")
+    head = head_config(task, data["train"])
     model = hub.from_pretrained(AutoModelForSequenceClassification, model_path, mirror=params.mirror, **head)
+    models.set_torch_threads(model)  # one thread for tiny models: robust on a busy machine
     inputs = model_inputs(model)
     collator = DataCollatorWithPadding(tokenizer)
     train = encoded["train"]
@@ -284,8 +303,8 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
         logits = trainer.predict(encoded[split].select_columns(inputs)).predictions
         labels = np.asarray(encoded[split]["labels"])
         preds = logits.reshape(-1) if spec["regression"] else logits.argmax(-1)
-        by_split[split] = M.glue_metrics(task, preds, labels)
-        summaries[split] = _prediction_summary(preds, spec["regression"])
+        by_split[split] = M.glue_metrics(task, preds, labels, split=split)
+        summaries[split] = _prediction_summary(preds, labels, spec["regression"])
     primary, *others = spec["eval_splits"]
     result_metrics = dict(by_split[primary])
     for split in others:  # MNLI: accuracy_mismatched beside the matched accuracy (the task's score)
@@ -293,16 +312,45 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
         result_metrics.update({f"{k}_{suffix}": v for k, v in by_split[split].items() if k != "score"})
     if save_dir is not None:
         trainer.save_model(str(save_dir))
-    return _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, len(train),
-                   train_out, train_seconds, hp, params, max_length=max_length, truncation=truncation)
+    result = _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, len(train),
+                     train_out, train_seconds, hp, params, max_length=max_length, truncation=truncation)
+    first = summaries[primary]  # the split whose score is the task's
+    return {**result, "single_class": first["single_class"], "majority_rate": first.get("majority_rate")}
 
 
-def _prediction_summary(preds, regression):
+def head_config(task, train):
+    """from_pretrained keywords for a task's head: its size, problem type and label names (id2label / label2id,
+    so that a saved model says which class is which): the train split's ClassLabel names; regression (STS-B)
+    has one output, named 'score'."""
+    import datasets
+    spec = _spec(task)
+    if spec["regression"]:
+        names = ["score"]
+    else:
+        feature = train.features["label"]
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        if names is not None and len(names) != spec["num_labels"]:
+            raise ValueError(f"task {task!r} has {spec['num_labels']} classes, but its dataset's label feature "
+                             f"names {len(names)}: {names}")
+    head = dict(num_labels=spec["num_labels"],
+                problem_type="regression" if spec["regression"] else "single_label_classification")
+    if names is not None:  # plain integer labels (no names) keep transformers' LABEL_<i>
+        head.update(id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)})
+    return head
+
+
+def _prediction_summary(preds, labels, regression):
+    """What a model predicted on one evaluation split, beside the split's own label distribution. single_class:
+    one class for every example (regression: one value), a model that learned no more than a constant answer.
+    majority_rate: the accuracy (percent) of always answering the split's most frequent label."""
     if regression:
         return {"n": int(len(preds)), "mean": float(np.mean(preds)), "std": float(np.std(preds)),
-                "min": float(np.min(preds)), "max": float(np.max(preds))}
-    labels, counts = np.unique(preds, return_counts=True)
-    return {"n": int(len(preds)), "predicted_label_counts": {str(int(k)): int(c) for k, c in zip(labels, counts)}}
+                "min": float(np.min(preds)), "max": float(np.max(preds)), "single_class": bool(np.ptp(preds) == 0)}
+    classes, counts = np.unique(preds, return_counts=True)
+    gold, gold_counts = np.unique(labels, return_counts=True)
+    return {"n": int(len(preds)), "predicted_label_counts": {str(int(k)): int(c) for k, c in zip(classes, counts)},
+            "single_class": len(classes) == 1, "majority_label": int(gold[np.argmax(gold_counts)]),
+            "majority_rate": 100.0 * float(gold_counts.max()) / len(labels)}
 
 
 def _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, n_train, train_out,
@@ -408,6 +456,7 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     """
     import transformers
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, default_data_collator
+    from lib import models
     hp = task_hparams("squad", params)
     data = load_task("squad", params)
     tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=params.mirror)
@@ -418,6 +467,7 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
                                  remove_columns=data["validation"].column_names, desc="squad dev windows")
     transformers.set_seed(seed)
     model = hub.from_pretrained(AutoModelForQuestionAnswering, model_path, mirror=params.mirror)
+    models.set_torch_threads(model)  # one thread for tiny models: robust on a busy machine
     inputs = model_inputs(model)
     distill = None
     if teacher_path is not None:
@@ -523,14 +573,42 @@ def model_fingerprint(model_path, mirror=None):
     return digest.hexdigest()[:16]
 
 
-def run_key(fingerprint, task, seed, params, distilled=False):
-    """What a fine-tuning result depends on, as plain JSON data: the model (``model_fingerprint``), the dataset,
-    the task's hyperparameters and the other settings of ``params``; a finished result is reused only when its
-    key matches."""
+def data_fingerprint(data):
+    """First 16 hex digits of a sha256 over the exact rows that a run uses: every split of ``data`` (load_task's
+    DatasetDict, after subsetting), with its column types and label names. One changed row, another subset or
+    another copy of the data changes it; the same rows give the same value on any machine."""
+    digest = hashlib.sha256()
+    for split, dataset in data.items():
+        digest.update(json.dumps([split, dataset.features.to_dict()], sort_keys=True).encode())
+        # the selected rows only (a subset is an index over the full table), in one chunk: same rows, same bytes
+        table = dataset.with_format("arrow")[:].replace_schema_metadata(None).combine_chunks()
+        for batch in table.to_batches(max_chunksize=65536):
+            digest.update(batch.serialize())
+    return digest.hexdigest()[:16]
+
+
+def execution(params):
+    """How a fine-tuning run executes, as far as it changes the result: the device kind, the number of processes
+    (each on one device, see one_device_per_process) and the precision that actually runs ('auto' resolved)."""
+    import os
+
+    import torch
+    return {"device": "cuda" if torch.cuda.is_available() else "cpu",
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "precision_run": precision_flags(params.precision)[0]}
+
+
+def run_key(fingerprint, task, seed, params, distilled=False, data=None):
+    """What a fine-tuning result depends on, as plain JSON data: the model (``model_fingerprint``), the dataset
+    (its id and ``data_fingerprint`` of the rows used; computed here unless given as ``data``), the task's
+    hyperparameters, the other settings of ``params`` and how the run executes (``execution``); a finished
+    result is reused only when its key matches."""
+    if data is None:
+        data = data_fingerprint(load_task(task, params))
     settings = {name: getattr(params, name) for name in _RESULT_SETTINGS if hasattr(params, name)}
     key = {"model": fingerprint, "task": task, "seed": seed, "distilled": distilled,
            "dataset": getattr(params, _spec(task)["source"], None), "subset_seed": params.seed,  # picks the subsets
-           **task_hparams(task, params), **settings}
+           "data": data, **task_hparams(task, params), **settings, **execution(params)}
     return json.loads(json.dumps(key))  # as it reads back from the results file
 
 
@@ -538,17 +616,20 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
     from tqdm.auto import tqdm
     teacher_label = params.distill_teacher
     fingerprints = {}
+    # every task's data first: a task missing from the mirror fails before any fine-tuning
+    data = {task: data_fingerprint(load_task(task, params)) for task in dict.fromkeys(job[2] for job in jobs)}
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
         if model_path not in fingerprints:
             fingerprints[model_path] = model_fingerprint(model_path, params.mirror)
-        key = run_key(fingerprints[model_path], task, seed, params, distilled)
+        key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task])
         if path.exists() and not params.recompute:
             done = results_io.read_result(path)
             if done.get("run_key") == key:
                 results.append(done)
                 continue
-            print(f"{path.relative_to(results_dir)}: its model or settings changed since it was written; fine-tuning again")
+            print(f"{path.relative_to(results_dir)}: its model, data or settings changed since it was written; "
+                  "fine-tuning again")
         teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
             task == "squad" and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
@@ -591,16 +672,30 @@ def summarize(results, teacher="teacher"):
     """Long table: one row per (model, task, metric) with the median over seeds, min, max, std, n, and
     retention = median / the teacher's median (percent). Adds task 'glue', metric 'score': the macro average
     of the per-task median scores (the paper's statistic) over the GLUE tasks present; its min/max/std are
-    over per-seed GLUE scores for seeds that every GLUE task has."""
+    over per-seed GLUE scores for seeds that every GLUE task has.
+
+    Degenerate runs are named: single_class_seeds counts a task's seeds whose model predicted one class for the
+    whole evaluation split (regression: one value), majority_rate is that split's majority-class rate (median
+    over seeds; the score of a constant answer, in accuracy), and the 'glue' row's single_class_tasks lists the
+    tasks with such seeds that its score averages in ('' when none)."""
     import pandas as pd
     values = defaultdict(list)  # (model, task, metric) -> values over seeds
     per_seed = defaultdict(dict)  # (model, seed) -> {glue task: score}
+    single, majority = defaultdict(list), defaultdict(list)  # (model, task) -> per-seed flags / rates
     for r in results:
         for metric, value in r["metrics"].items():
             values[(r["model"], r["task"], metric)].append(value)
         if r["task"] in M.GLUE_TASKS:
             per_seed[(r["model"], r["seed"])][r["task"]] = r["metrics"]["score"]
-    rows = [{"model": m, "task": t, "metric": k, **M.median_and_spread(v)} for (m, t, k), v in values.items()]
+        single[(r["model"], r["task"])].append(single_class(r))
+        majority[(r["model"], r["task"])].append(r.get("majority_rate"))
+    rows = []
+    for (m, t, k), v in values.items():
+        flags = [f for f in single[(m, t)] if f is not None]
+        rates = [x for x in majority[(m, t)] if x is not None]
+        rows.append({"model": m, "task": t, "metric": k, **M.median_and_spread(v),
+                     "single_class_seeds": sum(flags) if flags else None,
+                     "majority_rate": float(np.median(rates)) if rates else None})
     for model in dict.fromkeys(r["model"] for r in results):
         medians = {row["task"]: row["median"] for row in rows
                    if row["model"] == model and row["metric"] == "score" and row["task"] in M.GLUE_TASKS}
@@ -608,8 +703,11 @@ def summarize(results, teacher="teacher"):
             continue
         seed_scores = [M.glue_score(s) for (m, _), s in per_seed.items() if m == model and set(s) == set(medians)]
         spread = M.median_and_spread(seed_scores)
-        rows.append({"model": model, "task": "glue", "metric": "score", **spread, "median": M.glue_score(medians)})
-    table = pd.DataFrame(rows, columns=["model", "task", "metric", "median", "min", "max", "std", "n"])
+        constant = [t for t in PAPER_ORDER if t in medians and any(f for f in single[(model, t)])]
+        rows.append({"model": model, "task": "glue", "metric": "score", **spread, "median": M.glue_score(medians),
+                     "single_class_tasks": ", ".join(constant)})
+    table = pd.DataFrame(rows, columns=["model", "task", "metric", "median", "min", "max", "std", "n",
+                                        "single_class_seeds", "majority_rate", "single_class_tasks"])
     reference = table[table.model == teacher].set_index(["task", "metric"])["median"]
     keys = list(zip(table.task, table.metric))
     table["retention"] = [100.0 * m / reference[k] if model != teacher and k in reference.index and reference[k]
@@ -617,6 +715,19 @@ def summarize(results, teacher="teacher"):
     order = {t: i for i, t in enumerate(PAPER_ORDER)}
     return table.sort_values(["model", "task", "metric"], key=lambda c: c.map(order) if c.name == "task" else c,
                              kind="stable").reset_index(drop=True)
+
+
+def single_class(result):
+    """Whether a fine-tuning result's model predicted one class for its whole (primary) evaluation split: its
+    'single_class' field, or for results written before it existed, its predicted_label_counts. None when
+    unknown (SQuAD, or no prediction summary)."""
+    if result.get("single_class") is not None:
+        return bool(result["single_class"])
+    task = result.get("task")
+    if task not in TASKS:
+        return None
+    counts = ((result.get("predictions") or {}).get(TASKS[task]["eval_splits"][0]) or {}).get("predicted_label_counts")
+    return len(counts) == 1 if counts else None
 
 
 def score_table(summary, statistic="median"):

@@ -47,6 +47,35 @@ def test_an_id_missing_everywhere_says_what_was_tried(mirror):
         hub.load_dataset("acme/no-data", mirror=str(root))
 
 
+def test_a_config_missing_from_the_mirror_names_the_id_the_config_and_the_path(mirror):
+    root, _ = mirror
+    glue = root / "acme/glue"
+    for config in ("cola", "rte"):
+        (glue / config).mkdir(parents=True)
+        datasets.Dataset.from_dict({"sentence": ["a b"], "label": [0]}).to_parquet(
+            str(glue / config / "validation-00000-of-00001.parquet"))
+    (glue / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: validation\n    path: {c}/validation-00000-of-00001.parquet\n"
+        for c in ("cola", "rte")) + "---\n")
+    assert hub.load_dataset("acme/glue", "rte", mirror=str(root))["validation"].num_rows == 1
+    with pytest.raises(hub.ConfigNotFoundError) as err:
+        hub.load_dataset("acme/glue", "mnli", mirror=str(root))
+    assert str(err.value) == (f"dataset 'acme/glue' has no config 'mnli': tried the copy at {glue}, whose configs "
+                              "are: cola, rte. Add 'mnli' to that copy, or do not ask for it.")
+
+
+def test_rewritten_data_files_are_read_again_not_served_from_a_stale_cache(tmp_path):
+    # laid out like the mirror's GLUE: a README names each config's files (datasets then caches by name only)
+    data = tmp_path / "mirror/acme/configs"
+    (data / "rte").mkdir(parents=True)
+    (data / "README.md").write_text("---\nconfigs:\n- config_name: rte\n  data_files:\n  - split: train\n"
+                                    "    path: rte/train-00000-of-00001.parquet\n---\n")
+    for texts in (["a b", "c d e"], ["a b", "changed"]):
+        datasets.Dataset.from_dict({"text": texts, "label": [0, 1]}).to_parquet(
+            str(data / "rte/train-00000-of-00001.parquet"))
+        assert hub.load_dataset("acme/configs", "rte", mirror=str(tmp_path / "mirror"), split="train")["text"] == texts
+
+
 def test_a_missing_mirror_directory_is_an_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="parameter 'mirror'"):
         hub.resolve("acme/x", mirror=str(tmp_path / "nope"))

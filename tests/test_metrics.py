@@ -56,10 +56,29 @@ def test_constant_regression_predictions_score_zero():
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="task 'glu'"):
         M.glue_metrics("glu", [1], [1])
-    with pytest.raises(ValueError, match="2 predictions for 3 labels"):
-        M.glue_metrics("sst2", [1, 0], [1, 0, 1])
+    with pytest.raises(ValueError, match="split 'validation': 2 predictions for 3 labels"):
+        M.glue_metrics("sst2", [1, 0], [1, 0, 1], split="validation")
     with pytest.raises(ValueError, match="not a GLUE task"):
         M.glue_score({"imdb": 90.0})
+
+
+def test_unlabelled_or_foreign_labels_raise_naming_the_split():
+    # GLUE's test splits carry label -1: refused, not scored as accuracy 0
+    with pytest.raises(ValueError, match=r"task 'rte', split 'test': 3 of 3 labels are outside the label set "
+                                         r"\(class ids \[0, 1\]\), e.g. -1; unlabelled rows"):
+        M.glue_metrics("rte", [0, 1, 1], [-1, -1, -1], split="test")
+    # MNLI has three classes: 2 is fine there, not for a binary task
+    assert M.glue_metrics("mnli", [2, 1], [2, 0])["accuracy"] == 50.0
+    with pytest.raises(ValueError, match=r"split 'validation': 1 of 2 labels .* e.g. 2"):
+        M.glue_metrics("sst2", [1, 0], [1, 2], split="validation")
+    with pytest.raises(ValueError, match="predictions outside the label set"):
+        M.glue_metrics("cola", [0, 3], [0, 1])
+    # STS-B: gold similarity scores lie in [0, 5]; its test split's -1 (and NaN) are refused
+    assert M.glue_metrics("stsb", [0.1, 4.9, 2.0], [0.0, 5.0, 2.5])["spearman"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match=r"task 'stsb', split 'test': 2 of 2 labels .*scores in \[0, 5\]"):
+        M.glue_metrics("stsb", [1.0, 2.0], [-1.0, -1.0], split="test")
+    with pytest.raises(ValueError, match="1 of 2 labels"):
+        M.glue_metrics("stsb", [1.0, 2.0], [float("nan"), 1.0])
 
 
 # Table 1 of the paper: one number per task, the Score is their plain mean

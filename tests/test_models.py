@@ -157,3 +157,21 @@ def test_minilm_teacher():
     input_ids, attention_mask = torch.tensor([[101, 7592, 2088, 2003, 102]]), torch.ones(1, 5, dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(student.distilbert.embeddings(input_ids), teacher.bert.embeddings(input_ids), atol=1e-5)
+
+
+def test_set_torch_threads_one_for_tiny_models_and_respects_omp_num_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        tiny = tiny_teacher()  # ~0.1M parameters
+        big = torch.nn.Linear(3000, 2000)  # 6M parameters
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(models, "_DEFAULT_THREADS", 3)
+        assert models.set_torch_threads(tiny) == 1 == torch.get_num_threads()
+        assert models.set_torch_threads(big) == 3 == torch.get_num_threads()  # back to torch's default
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert models.set_torch_threads(tiny) == 2 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "many")
+        with pytest.raises(ValueError, match="OMP_NUM_THREADS='many'"):
+            models.set_torch_threads(tiny)
+    finally:
+        torch.set_num_threads(before)

@@ -218,6 +218,37 @@ def test_single_class_models_need_every_seed_constant(tmp_path):
     assert report.single_class_models("cpu", root=tmp_path) == {"cola": ["teacher"]}
 
 
+def test_glue_table_marks_single_class_runs_and_the_scores_that_include_them(tmp_path):
+    from lib import tasks
+    runs = [{"model": "teacher", "task": "wnli", "seed": s, "metrics": {"accuracy": 56.3, "score": 56.3},
+             "single_class": True, "majority_rate": 56.3} for s in (1, 2)]
+    runs += [{"model": "teacher", "task": "rte", "seed": s, "metrics": {"accuracy": v, "score": v},
+              "single_class": s == 2, "majority_rate": 52.7} for s, v in ((1, 60.0), (2, 52.7))]
+    runs += [{"model": "student", "task": t, "seed": 1, "metrics": {"accuracy": 55.0, "score": 55.0},
+              "single_class": False, "majority_rate": 52.7} for t in ("wnli", "rte")]
+    summary = tasks.summarize(runs).to_dict(orient="records")
+    record = _write(tmp_path, "cpu", "glue", {"summary": json.loads(json.dumps(summary))})  # NaN as JSON reads it
+    assert report.single_class_runs(record) == {"teacher": {"wnli": (2, 2), "rte": (1, 2)}}
+    table = report.glue_table(record)
+    assert table.loc[("this run", "teacher"), report.SINGLE_CLASS_COLUMN] == "RTE 1/2, WNLI 2/2"
+    assert table.loc[("this run", "student"), report.SINGLE_CLASS_COLUMN] == "none"
+    assert table[report.SINGLE_CLASS_COLUMN].isna().sum() == len(table) - 2  # retention and paper rows: no claim
+    assert "majority_rate" in report.glue_spread(record).columns
+    # an older summary without the column: the per-run files tell, when the profile is given
+    before = [{k: v for k, v in row.items() if k not in ("single_class_seeds", "majority_rate", "single_class_tasks")}
+              for row in _summary({"teacher": {"cola": [0.0, 0.0]}})]
+    old = _write(tmp_path, "t4", "glue", {"summary": before})
+    for seed, counts in ((1, {"1": 9}), (2, {"1": 9})):
+        path = tmp_path / "t4" / "glue" / "teacher" / f"cola-seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model": "teacher", "task": "cola",
+                                    "predictions": {"validation": {"predicted_label_counts": counts}}}))
+    assert report.single_class_runs(old) == {}
+    assert report.single_class_runs(old, "t4", root=tmp_path) == {"teacher": {"cola": (2, 2)}}
+    marked = report.glue_table(old, profile="t4", root=tmp_path)
+    assert marked.loc[("this run", "teacher"), report.SINGLE_CLASS_COLUMN] == "CoLA 2/2"
+
+
 def test_classify_run():
     base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False}
     assert report.classify_run(base, base) is None

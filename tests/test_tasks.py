@@ -53,15 +53,19 @@ def models(tmp_path_factory):
     return paths
 
 
-def write_hub_dataset(root, configs):
-    """configs: {config name: {split: list of row dicts}} -> parquet files + README configs, like the mirror."""
-    import pandas as pd
+def write_hub_dataset(root, configs, label_names=None):
+    """configs: {config name: {split: list of row dicts}} -> parquet files + README configs, like the mirror.
+    label_names: {config name: class names}, stored as a ClassLabel feature as on the hub."""
+    import datasets
     lines = ["---", "configs:"]
     for name, splits in configs.items():
         lines += [f"- config_name: {name}", "  data_files:"]
         for split, rows in splits.items():
             (root / name).mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows).to_parquet(root / name / f"{split}-00000-of-00001.parquet")
+            dataset = datasets.Dataset.from_list(rows)
+            if name in (label_names or {}):
+                dataset = dataset.cast_column("label", datasets.ClassLabel(names=label_names[name]))
+            dataset.to_parquet(str(root / name / f"{split}-00000-of-00001.parquet"))
             lines += [f"  - split: {split}", f"    path: {name}/{split}-00000-of-00001.parquet"]
     (root / "README.md").write_text("\n".join(lines + ["---", ""]))
     return str(root)
@@ -91,7 +95,7 @@ def glue_dir(tmp_path_factory):
         "rte": {"train": pairs[:30], "validation": pairs[30:]},
         "mnli": {"train": nli[:24], "validation_matched": nli[24:32], "validation_mismatched": nli[32:]},
         "stsb": {"train": sts[:30], "validation": sts[30:]},
-    })
+    }, label_names={"rte": ["entailment", "not_entailment"], "mnli": ["entailment", "neutral", "contradiction"]})
 
 
 def glue_params(tmp_path, glue_dir, **overrides):
@@ -135,6 +139,56 @@ def test_task_hparams_overrides_and_errors(tmp_path, glue_dir):
         T.task_hparams("rte", glue_params(tmp_path, glue_dir, task_overrides={"rte": {"lr": 1e-5}}))
     with pytest.raises(ParameterError, match="'squad_dataset'"):
         T.load_task("squad", glue_params(tmp_path, glue_dir))
+
+
+def test_a_task_missing_from_the_data_names_the_task_the_id_and_the_path(tmp_path, glue_dir):
+    with pytest.raises(ParameterError) as err:
+        T.load_task("cola", glue_params(tmp_path, glue_dir))  # glue_dir holds sst2, rte, mnli, stsb
+    assert str(err.value) == (
+        f"parameter 'tasks': task 'cola' cannot be loaded from glue_dataset = {glue_dir!r}: dataset {glue_dir!r} has no "
+        f"config 'cola': tried the copy at {glue_dir}, whose configs are: sst2, rte, mnli, stsb. Add 'cola' to that "
+        "copy, or do not ask for it.")
+
+
+def test_head_config_names_the_classes(tmp_path, glue_dir):
+    params = glue_params(tmp_path, glue_dir)
+    mnli = T.head_config("mnli", T.load_task("mnli", params)["train"])
+    assert mnli == {"num_labels": 3, "problem_type": "single_label_classification",
+                    "id2label": {0: "entailment", 1: "neutral", 2: "contradiction"},
+                    "label2id": {"entailment": 0, "neutral": 1, "contradiction": 2}}
+    stsb = T.head_config("stsb", T.load_task("stsb", params)["train"])
+    assert stsb == {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
+    assert "id2label" not in T.head_config("sst2", T.load_task("sst2", params)["train"])  # plain integer labels
+    with pytest.raises(ValueError, match="task 'sst2' has 2 classes, but its dataset's label feature names 3"):
+        T.head_config("sst2", T.load_task("mnli", params)["train"])
+
+
+def test_prediction_summary_names_single_class_runs_and_the_majority_rate():
+    summary = T._prediction_summary(np.array([1, 1, 1, 1, 1]), np.array([1, 0, 1, 1, 0]), regression=False)
+    assert summary == {"n": 5, "predicted_label_counts": {"1": 5}, "single_class": True, "majority_label": 1,
+                       "majority_rate": 60.0}
+    mixed = T._prediction_summary(np.array([0, 1, 1, 0]), np.array([0, 0, 0, 1]), regression=False)
+    assert mixed["single_class"] is False and mixed["majority_label"] == 0 and mixed["majority_rate"] == 75.0
+    assert T._prediction_summary(np.array([2.5, 2.5]), np.array([1.0, 4.0]), regression=True)["single_class"] is True
+    assert T._prediction_summary(np.array([2.5, 2.4]), np.array([1.0, 4.0]), regression=True)["single_class"] is False
+
+
+def test_fine_tuning_never_uses_dataparallel(tmp_path, glue_dir, monkeypatch):
+    import torch
+    from transformers import TrainingArguments
+    params = glue_params(tmp_path, glue_dir)
+    hp = T.task_hparams("sst2", params)
+    args = T._training_args(tmp_path / "w", 1, hp, params)
+    assert args.n_gpu == 0 and args.train_batch_size == hp["batch_size"]  # this CPU machine
+    # one process that sees 4 GPUs: transformers alone would wrap the model in DataParallel (4 x the batch)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    plain = TrainingArguments(output_dir=str(tmp_path / "w"), use_cpu=False, per_device_train_batch_size=16,
+                              report_to=[])
+    assert plain.n_gpu == 4 and plain.train_batch_size == 64
+    monkeypatch.setattr(T, "precision_flags", lambda precision: ("fp32", {"fp16": False, "bf16": False, "use_cpu": False}))
+    with pytest.warns(UserWarning, match="this process sees 4 GPUs: fine-tuning uses one"):
+        args = T._training_args(tmp_path / "w", 1, hp, params)
+    assert args.n_gpu == 1 and args.train_batch_size == hp["batch_size"]
 
 
 def test_model_inputs_and_precision(models):
@@ -249,6 +303,9 @@ def test_finetune_classification_learns_a_token_rule(tmp_path, glue_dir, models)
     assert result["predictions"]["validation"]["n"] == 60
     assert result["train"]["features"] == 240 and result["train"]["steps"] == 3 * 15
     assert result["hparams"]["precision"] == "fp32"
+    # the dev split alternates labels: a constant answer would score 50; this model did not answer one class
+    assert result["majority_rate"] == 50.0 and result["single_class"] is False
+    assert result["predictions"]["validation"]["majority_rate"] == 50.0
     json.dumps(result)  # serialisable as is
 
 
@@ -258,6 +315,10 @@ def test_task_distillation_bert_teacher_to_distilbert_student_on_pairs(tmp_path,
     teacher_dir = tmp_path / "teacher-rte"
     teacher = T.finetune_classification(models["bert"], "rte", 1, params, tmp_path / "w1", save_dir=teacher_dir)
     assert (teacher_dir / "config.json").exists() and teacher["teacher_path"] is None
+    from transformers import AutoModelForSequenceClassification
+    saved = AutoModelForSequenceClassification.from_pretrained(teacher_dir)  # says which class is which
+    assert saved.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert saved.config.label2id == {"entailment": 0, "not_entailment": 1}
     student = T.finetune_classification(models["distil"], "rte", 1, params, tmp_path / "w2",
                                         teacher_path=str(teacher_dir))
     assert student["teacher_path"] == str(teacher_dir)
@@ -275,10 +336,14 @@ def test_mnli_reports_both_dev_sets_and_stsb_has_a_regression_head(tmp_path, glu
     assert mnli["metrics"]["accuracy_mismatched"] == mnli["metrics_by_split"]["validation_mismatched"]["accuracy"]
     assert mnli["predictions"]["validation_mismatched"]["n"] == 8
     assert sum(mnli["predictions"]["validation_matched"]["predicted_label_counts"].values()) == 8
-    stsb = T.finetune_classification(models["bert"], "stsb", 1, params, tmp_path / "w2")
+    stsb = T.finetune_classification(models["bert"], "stsb", 1, params, tmp_path / "w2", save_dir=tmp_path / "stsb")
+    from transformers import AutoModelForSequenceClassification
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "stsb")
+    assert saved.config.problem_type == "regression" and saved.config.id2label == {0: "score"}
+    assert stsb["majority_rate"] is None and isinstance(stsb["single_class"], bool)
     assert set(stsb["metrics"]) == {"pearson", "spearman", "score"}
     assert stsb["score"] == pytest.approx((stsb["metrics"]["pearson"] + stsb["metrics"]["spearman"]) / 2)
-    assert set(stsb["predictions"]["validation"]) == {"n", "mean", "std", "min", "max"}
+    assert set(stsb["predictions"]["validation"]) == {"n", "mean", "std", "min", "max", "single_class"}
 
 
 def test_finetune_squad_end_to_end_with_distillation(tmp_path, models):
@@ -349,11 +414,48 @@ def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypat
     (retrained / "model.safetensors").write_bytes(b"new weights")
     assert T.model_fingerprint("student") != key["model"]
     calls.clear()
-    T.run_sweep({"student": "student"}, ["cola"], [1], glue_params(tmp_path, glue_dir, recompute=True),
+    T.run_sweep({"student": "student"}, ["rte"], [1], glue_params(tmp_path, glue_dir, recompute=True),
                 tmp_path / "results2", provenance={})
-    assert calls == [("student", "cola", 1, None, None)]
+    assert calls == [("student", "rte", 1, None, None)]
     with pytest.raises(ParameterError, match="distill_teacher"):
         T.run_sweep({"student": "student"}, ["rte"], [1], params, tmp_path / "results3", provenance={})
+
+
+def test_changing_one_used_row_under_the_same_dataset_id_reruns(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
+        calls.append(task)
+        return {"task": task, "seed": seed, "teacher_path": None, "metrics": {"accuracy": 1.0, "score": 1.0}}
+
+    monkeypatch.setattr(T, "_finetune", fake_finetune)
+    rows = sentiment_rows(20, 1)
+    hub_dir = tmp_path / "glue"
+    write_hub_dataset(hub_dir, {"sst2": {"train": rows, "validation": rows[:6]}})
+    params = glue_params(tmp_path, str(hub_dir), max_train_samples=10)
+    T.run_sweep({"m": "m"}, ["sst2"], [1], params, tmp_path / "results", provenance={})
+    T.run_sweep({"m": "m"}, ["sst2"], [1], params, tmp_path / "results", provenance={})
+    assert calls == ["sst2"]  # the second sweep read the result back
+    key = T.run_key("m", "sst2", 1, params)
+    assert len(key["data"]) == 16 and (key["device"], key["world_size"], key["precision_run"]) == ("cpu", 1, "fp32")
+    used = set(T.load_task("sst2", params)["train"]["idx"])
+    unused = next(i for i in range(20) if i not in used)
+    # a row outside the 10-row subset changes nothing the run saw: same key, no re-run
+    write_hub_dataset(hub_dir, {"sst2": {"train": [dict(r, sentence=r["sentence"] + " very") if r["idx"] == unused
+                                                   else r for r in rows], "validation": rows[:6]}})
+    assert T.run_key("m", "sst2", 1, params) == key
+    T.run_sweep({"m": "m"}, ["sst2"], [1], params, tmp_path / "results", provenance={})
+    assert calls == ["sst2"]
+    # one changed row that the run uses, under the same dataset id: another key, and the sweep fine-tunes again
+    changed = min(used)
+    write_hub_dataset(hub_dir, {"sst2": {"train": [dict(r, sentence=r["sentence"] + " very") if r["idx"] == changed
+                                                   else r for r in rows], "validation": rows[:6]}})
+    assert T.run_key("m", "sst2", 1, params)["data"] != key["data"]
+    T.run_sweep({"m": "m"}, ["sst2"], [1], params, tmp_path / "results", provenance={})
+    assert calls == ["sst2", "sst2"]
+    # how it runs is part of the key too: two processes are another run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert T.run_key("m", "sst2", 1, params)["world_size"] == 2
 
 
 def test_summarize_medians_glue_score_and_retention():
@@ -384,6 +486,31 @@ def test_summarize_medians_glue_score_and_retention():
     ratio = T.retention(table)
     assert list(ratio.index) == ["glue", "cola", "sst2"]  # imdb: no teacher result
     assert ratio["cola"] == pytest.approx(45 / 58) and ratio["glue"] == pytest.approx(67.5 / 74.5)
+
+
+def test_summarize_names_single_class_runs_in_the_task_and_glue_rows():
+    def result(model, task, seed, score, **extra):
+        return {"model": model, "task": task, "seed": seed, "metrics": {"score": score}, **extra}
+
+    results = [result("student", "wnli", s, 56.3, single_class=True, majority_rate=56.3) for s in (1, 2, 3)]
+    results += [result("student", "rte", s, v, single_class=s == 2, majority_rate=52.7)
+                for s, v in ((1, 60), (2, 52.7), (3, 61))]
+    # a result written before single_class existed: its predicted_label_counts tell
+    results += [result("student", "cola", s, 0.0, predictions={"validation": {"predicted_label_counts": counts}})
+                for s, counts in ((1, {"1": 500}), (2, {"0": 3, "1": 497}))]
+    results += [result("student", "sst2", 1, 90.0, single_class=False, majority_rate=50.9),
+                result("student", "squad", 1, 80.0)]
+    table = T.summarize(results)
+
+    def row(task):
+        return table[(table.model == "student") & (table.task == task) & (table.metric == "score")].iloc[0]
+
+    assert (row("wnli")["single_class_seeds"], row("wnli")["majority_rate"]) == (3, 56.3)
+    assert (row("rte")["single_class_seeds"], row("rte")["n"]) == (1, 3)
+    assert row("cola")["single_class_seeds"] == 1 and row("sst2")["single_class_seeds"] == 0
+    assert math.isnan(row("squad")["single_class_seeds"]) and math.isnan(row("cola")["majority_rate"])
+    assert row("glue")["single_class_tasks"] == "cola, rte, wnli"  # averaged into the GLUE score: named
+    assert T.summarize([results[-2]]).query("task == 'glue'")["single_class_tasks"].item() == ""
 
 
 # --- the real mirror (skipped when absent) ---
