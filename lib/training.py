@@ -31,7 +31,7 @@ from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
 from lib.losses import distillation_loss
-from lib.models import build_student, count_parameters, save_model
+from lib.models import build_student, count_parameters, save_model, set_torch_threads
 from lib.models import layer_map as make_layer_map
 
 LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
@@ -263,6 +263,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
         return batches[rank:micro_per_epoch * world:world]
 
     teacher.to(device).eval()
+    set_torch_threads(teacher)  # one thread for tiny models: robust on a busy machine
     student.train()
     model = accelerator.prepare_model(student)
     student = accelerator.unwrap_model(model)
@@ -497,6 +498,7 @@ def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.to(device).eval()
+    set_torch_threads(model)
     loss_sum, correct, n_targets = 0.0, 0, 0
     batches = _mlm_batches(sequence_lengths(dataset), batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
@@ -544,6 +546,7 @@ def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_ra
     for p in trainable:
         p.requires_grad_(True)
     teacher.to(device).train()
+    set_torch_threads(teacher)
     optimizer = adamw(teacher, learning_rate, (0.9, 0.999), 1e-6, weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_prop * steps), steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
