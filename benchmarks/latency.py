@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import latency  # noqa: E402
+from lib import latency, paper, quantize  # noqa: E402
+from lib.models import count_parameters  # noqa: E402
 
 TEACHER, STUDENT = "google-bert/bert-base-uncased", "distilbert/distilbert-base-uncased"
 
@@ -46,13 +47,13 @@ def main():
     print(f"\n{'model':<28}{'weights':>10}{'params':>14}{'size MB':>10}")
     for label, model, trained in (("teacher " + args.teacher, teacher, teacher_trained),
                                   ("student " + args.student, student, student_trained)):
-        print(f"{label:<28.28}{'trained' if trained else 'random':>10}{latency.count_parameters(model):>14,}"
+        print(f"{label:<28.28}{'trained' if trained else 'random':>10}{count_parameters(model):>14,}"
               f"{latency.size_on_disk_mb(model):>10.1f}")
 
     quantized = {}
     for backend in args.backends:
-        quantized[f"student-int8-{backend}"] = latency.quantize_dynamic_int8(student, backend,
-                                                                            num_threads=args.threads)
+        quantized[f"student-int8-{backend}"] = quantize.quantize_dynamic_int8(student, backend,
+                                                                             num_threads=args.threads)
         print(f"student int8 ({backend}): {latency.size_on_disk_mb(quantized[f'student-int8-{backend}']):.1f} MB")
 
     models = {"teacher": teacher, "student": student, **quantized}
@@ -77,11 +78,13 @@ def main():
             print(f"\nSTS-B dev, {len(texts)} pairs, batch 1, tokenizer {'included' if include else 'excluded'}, "
                   f"{out['num_threads']} threads, median of {args.repeats} passes, "
                   f"load {out['machine'].get('loadavg_1min')} -> {out['loadavg_1min_after']}:")
-            paper = {"teacher": " (paper 668 s)", "student": " (paper 410 s)"}
+            # teacher and student are BERT-base and DistilBERT by default
+            in_paper = {label: f" (paper {paper.TABLE3[name]['seconds']} s)"
+                        for label, name in (("teacher", paper.BERT_BASE), ("student", paper.DISTILBERT))}
             for label, r in out["models"].items():
                 print(f"  {label:<26}{r['total_s']:8.2f} s  per example {r['per_example_ms_median']:7.2f} ms median "
                       f"{r['per_example_ms_mean']:7.2f} ms mean, {r['mean_tokens']:.1f} tokens; "
-                      f"x{latency.STSB_DEV_SIZE} -> {latency.extrapolate_total_s(r):6.1f} s{paper.get(label, '')}")
+                      f"x{latency.STSB_DEV_SIZE} -> {latency.extrapolate_total_s(r):6.1f} s{in_paper.get(label, '')}")
             median = {label: r["per_example_ms_median"] for label, r in out["models"].items()}
             for label in out["models"]:
                 if label != "teacher":

@@ -1,6 +1,6 @@
 """Size and speed (the paper's Table 3) and beyond: parameter counts, size on disk, batch-1 inference time over
 STS-B dev with the tokenizer excluded or included, teacher and student timed interleaved in one run, sequence
-length / batch size sweeps, GPU timing with CUDA events in fp16/bf16, and int8 dynamic quantization.
+length / batch size sweeps, GPU timing with CUDA events in fp16/bf16, and int8 models (made by lib.quantize).
 
 Timing protocol (all timings go through ``_run_schedule``): every model gets ``warmup`` untimed calls first, then
 ``repeats`` timed passes over the same batches. Models compared together are interleaved, example by example by
@@ -12,23 +12,16 @@ timed with ``time.perf_counter``; CUDA calls with CUDA events, synchronised afte
 each example finishes before the next starts). Latency does not depend on weight values, so config-only models
 (random weights) time the same architecture as trained checkpoints.
 
-Int8 quantization: ``quantize_dynamic_int8`` defaults to ONNX Runtime (``torch.onnx.export(dynamo=True)``, then
-``onnxruntime.quantization.quantize_dynamic``: int8 per-channel weights, activations quantized per call), the
-maintained path that is fast on CPU here. ``torch.ao.quantization.quantize_dynamic`` still runs in torch 2.13 and
-is as fast, but is deprecated (its warning announces removal and points to torchao); torchao's
-``Int8DynamicActivationInt8WeightConfig`` is the maintained replacement, but in eager mode on CPU it is barely
-faster than fp32. DistilBERT, batch 1, 32 tokens, 2 shared cores (noisy): fp32 31-37 ms, ONNX Runtime int8 9-12 ms,
-torch.ao int8 8-13 ms, torchao int8 28-35 ms. Both alternatives remain available as ``backend=``. Requirements
-for the default: ``onnxruntime``, ``onnx`` and ``onnxscript`` (the exporter); torchao only for its backend.
+Int8 models are timed with the same protocol: ``load_models`` adds the quantized student when ``params.quantize``.
+Model labels are lib.paper's (BERT_BASE, DISTILBERT, TEACHER, STUDENT); the paper's figures come from lib.paper.
+Over 400 lines because the protocol (devices, timer, schedule, text inputs, sweeps) and the stage functions that
+apply it (``load_models``, ``table3``, ``sweep_models``) are read together; ONNX/int8 live in lib.quantize.
 """
 import copy
-import inspect
-import logging
 import os
 import platform
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,12 +31,14 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from lib import hub, paper
+from lib import hub, paper, quantize
+from lib.models import count_parameters
 
-# Table 3 of the paper (full pass over STS-B dev on CPU, batch size 1) with each model's GLUE dev score (Table 1)
-PAPER_TABLE3 = {name: {**row, "glue_score": paper.TABLE1[name]["score"]} for name, row in paper.TABLE3.items()}
-PAPER_RATIO = paper.TABLE3["DistilBERT"]["seconds"] / paper.TABLE3["BERT-base"]["seconds"]  # 0.61; the limit is ~0.5
+PAPER_TIMED = (paper.BERT_BASE, paper.DISTILBERT)  # the labels of the paper's Table 3 models that stage 5 can time
+# the paper's DistilBERT / BERT-base time ratio (Table 3); the architectures' limit is about 0.5 (half the layers)
+PAPER_RATIO = paper.TABLE3[paper.DISTILBERT]["seconds"] / paper.TABLE3[paper.BERT_BASE]["seconds"]
 STSB_DEV_SIZE = 1500
+# text columns of the GLUE dev sets timed here (to be derived from the one GLUE task spec once it exists)
 GLUE_TEXT_COLUMNS = {
     "cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
     "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
@@ -92,29 +87,11 @@ def load_for_timing(repo_id, mirror=None, task="base", num_labels=2, tokenizer_i
     return model.eval(), tokenizer, True
 
 
-def count_parameters(model):
-    """Number of parameters, tied tensors counted once. Dynamic-quantized Linear layers (torch.ao) keep their
-    weights outside ``parameters()``: they are counted too, so quantization leaves the count unchanged."""
-    from lib.models import count_parameters as distinct_parameters
-    if isinstance(model, OrtModel):
-        return model.num_parameters
-    total = distinct_parameters(model)
-    for module in model.modules():
-        if _is_torch_ao_linear(module):
-            weight, bias = module._weight_bias()
-            total += weight.numel() + (bias.numel() if bias is not None else 0)
-    return total
-
-
-def _is_torch_ao_linear(module):
-    return isinstance(module, torch.ao.nn.quantized.Linear)  # the dynamic one subclasses it
-
-
 def size_on_disk_mb(model_or_path):
     """Size of the saved weights in MB (10^6 bytes). A path: that file, or a directory's weight files
     (safetensors, pytorch_model*.bin, onnx). A model: saved with ``save_pretrained`` (safetensors) into a temporary
     directory and measured; models that safetensors cannot hold (quantized) are saved with ``torch.save``."""
-    if isinstance(model_or_path, OrtModel):
+    if isinstance(model_or_path, quantize.OrtModel):
         return size_on_disk_mb(model_or_path.path)
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
@@ -173,7 +150,7 @@ def prepare(model, device="cpu", precision="fp32"):
 
 
 def _model_device(model):
-    if isinstance(model, OrtModel):
+    if isinstance(model, quantize.OrtModel):
         return torch.device("cpu")
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -364,15 +341,6 @@ def compare_interleaved(models, texts, batch_size=1, warmup=10, repeats=3, num_t
             "num_threads": machine["num_threads"], "machine": machine, "loadavg_1min_after": loadavg_after}
 
 
-def time_pass(model, tokenizer, texts, include_tokenizer=False, batch_size=1, warmup=10, repeats=3, num_threads=0,
-              max_length=512, progress=True):
-    """One model's pass over ``texts`` (the paper's protocol at batch_size=1): the timing summary of
-    ``compare_interleaved`` plus the thread count and device."""
-    out = compare_interleaved({"model": (model, tokenizer)}, texts, batch_size, warmup, repeats, num_threads,
-                              include_tokenizer, max_length=max_length, progress=progress)
-    return {**out["models"]["model"], "num_threads": out["num_threads"], "include_tokenizer": include_tokenizer}
-
-
 # ---------------------------------------------------------------------------------------------- sweeps
 
 def synthetic_batch(model, batch_size, seq_len, device=None, seed=0):
@@ -418,203 +386,21 @@ def sweep(models, seq_lengths, batch_sizes, warmup=3, repeats=5, num_threads=0, 
                 rows.append({"model": label, "seq_len": s, "batch_size": b, "latency_ms": median * 1e3,
                              "latency_ms_min": float(t.min()) * 1e3, "sequences_per_s": b / median,
                              "tokens_per_s": b * s / median, "device": str(devices[label]),
-                             "dtype": _dtype_name(model), "num_threads": torch.get_num_threads()})
+                             "dtype": quantize.dtype_name(model), "num_threads": torch.get_num_threads()})
     return pd.DataFrame(rows)
-
-
-def _dtype_name(model):
-    if isinstance(model, OrtModel):
-        return "int8 (onnxruntime)" if model.int8 else "fp32 (onnxruntime)"
-    if any(_is_torch_ao_linear(m) for m in model.modules()):
-        return "int8 (torch.ao)"
-    if any(type(p).__module__.startswith("torchao") for p in model.parameters()):
-        return "int8 (torchao)"
-    param = next(model.parameters(), None)
-    return str(param.dtype).replace("torch.", "") if param is not None else "?"
-
-
-# ---------------------------------------------------------------------------------------------- int8 quantization
-
-class OrtModel:
-    """An exported model run by ONNX Runtime on CPU, called like the torch model: ``model(**encoded)`` with torch
-    tensors, returning a ModelOutput with the exported output (``logits`` or ``last_hidden_state``)."""
-
-    def __init__(self, path, config, output_name, num_parameters, int8, num_threads=0):
-        import onnxruntime
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads or torch.get_num_threads()  # same threads as torch
-        options.inter_op_num_threads = 1
-        # idle ORT threads would otherwise spin, stealing cores from torch models timed interleaved with this one
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.path, self.config, self.output_name = Path(path), config, output_name
-        self.num_parameters, self.int8 = num_parameters, int8
-
-    def __call__(self, **inputs):
-        feed = {name: inputs[name].detach().cpu().numpy().astype(np.int64) for name in self.input_names
-                if name in inputs}  # token_type_ids etc. are dropped when the graph has no such input
-        if "input_ids" not in feed:
-            raise ValueError(f"OrtModel needs input_ids; got {sorted(inputs)}")
-        if "attention_mask" not in feed and "attention_mask" in self.input_names:
-            feed["attention_mask"] = np.ones_like(feed["input_ids"])
-        if "token_type_ids" not in feed and "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        (output,) = self.session.run([self.output_name], feed)
-        return transformers.utils.ModelOutput(**{self.output_name: torch.from_numpy(output)})
-
-    def eval(self):
-        return self
-
-
-class _FirstOutput(torch.nn.Module):
-    """The model's first output as a plain tensor (ONNX graphs return tensors, not ModelOutput)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
-
-
-@contextmanager
-def _quiet():
-    """Silence exporter/quantizer chatter (deprecations, 'torchvision is not installed', 'consider pre-processing')."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
-
-
-def to_onnx(model, path=None, int8=False, num_threads=0):
-    """Export ``model`` (fp32, CPU) with the torch.export-based exporter, dynamic batch and sequence length;
-    with ``int8``, quantize its weights with ONNX Runtime's dynamic quantization. Returns an ``OrtModel``.
-    ``path``: the .onnx file to write (default a new temporary directory)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    model = copy.deepcopy(model).eval().cpu().float()
-    path = Path(path) if path else Path(tempfile.mkdtemp(prefix="onnx-")) / "model.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
-        names.append("token_type_ids")
-    # batch 2 with padding, so the exporter neither specialises on batch 1 nor on an all-ones mask
-    example = synthetic_batch(model, 2, 8, torch.device("cpu"))
-    example["attention_mask"][1, -3:] = 0
-    if "token_type_ids" in names:
-        example["token_type_ids"] = torch.zeros_like(example["input_ids"])
-        example["token_type_ids"][:, 4:] = 1
-    with torch.inference_mode():
-        output_name = next(iter(model(**example).keys()))
-    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim(
-        "seq", min=1, max=getattr(model.config, "max_position_embeddings", 4096))
-    fp32_path = path if not int8 else path.with_name(path.stem + "-fp32.onnx")
-    with _quiet():
-        torch.onnx.export(_FirstOutput(model), (), str(fp32_path), kwargs={k: example[k] for k in names},
-                          input_names=names, output_names=[output_name], dynamo=True, external_data=False,
-                          dynamic_shapes={k: {0: batch, 1: seq} for k in names}, verbose=False)
-    if int8:
-        import onnx
-        graph = onnx.load(str(fp32_path))
-        del graph.graph.value_info[:]  # the exporter's shape annotations can trip the quantizer's shape inference
-        onnx.save(graph, str(fp32_path))
-        with _quiet():
-            # per-channel weight scales: on a fine-tuned SST-2 classifier per-tensor lost 1 point, per-channel 0
-            quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=True)
-        fp32_path.unlink()
-    return OrtModel(path, model.config, output_name, count_parameters(model), int8, num_threads)
-
-
-def quantize_dynamic_int8(model, backend="onnxruntime", path=None, num_threads=0):
-    """Int8 dynamic quantization of the Linear layers (int8 weights, activations quantized on the fly), CPU.
-    backend 'onnxruntime' (default, maintained, fast here): export + ORT quantize_dynamic -> OrtModel.
-    'torch': torch.ao.quantization.quantize_dynamic (deprecated in torch 2.13 but still working; fast).
-    'torchao': torchao Int8DynamicActivationInt8WeightConfig (maintained; little speedup in eager mode on CPU).
-    The input model is left untouched."""
-    if backend == "onnxruntime":
-        return to_onnx(model, path, int8=True, num_threads=num_threads)
-    if backend not in ("torch", "torchao"):
-        raise ValueError(f"backend {backend!r} is not one of ['onnxruntime', 'torch', 'torchao']")
-    model = copy.deepcopy(model).eval().cpu().float()
-    if backend == "torchao":
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-        quantize_(model, Int8DynamicActivationInt8WeightConfig())
-        return model
-    with _quiet():  # torch.ao's deprecation notice, once per layer
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig  # int8 weights, one scale per output row
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
-
-
-def accuracy(model, tokenizer, texts, labels, batch_size=32, max_length=128, progress=True):
-    """Accuracy in percent of a sequence-classification model (torch or OrtModel) on (texts, labels)."""
-    if len(texts) != len(labels) or not texts:
-        raise ValueError(f"texts and labels must be non-empty and of equal length, got {len(texts)} and {len(labels)}")
-    device = _model_device(model)
-    correct = 0
-    with torch.inference_mode():
-        for i in tqdm(range(0, len(texts), batch_size), desc="accuracy", disable=not progress, leave=False):
-            logits = model(**_encode(tokenizer, texts[i:i + batch_size], max_length).to(device)).logits
-            correct += int((logits.argmax(-1).cpu() == torch.tensor(labels[i:i + batch_size])).sum())
-    return 100.0 * correct / len(texts)
-
-
-def quantization_report(student, tokenizer, timing_texts, evaluate=None, teacher=None, teacher_tokenizer=None,
-                        backend="onnxruntime", warmup=10, repeats=3, num_threads=0, onnx_fp32=True,
-                        max_latency_ratio=0.2, max_accuracy_drop=1.0, progress=True):
-    """Int8 student against the fp32 student (and the fp32 teacher when given): batch-1 latency over
-    ``timing_texts`` in one interleaved run, size on disk, and ``evaluate(model) -> accuracy in percent`` (e.g.
-    ``lambda m: accuracy(m, tokenizer, sst2_texts, sst2_labels)`` with a student fine-tuned on SST-2) before and
-    after. With ONNX Runtime the fp32 ONNX student is timed too, separating the runtime's gain from int8's.
-    Ratios come from full-pass totals (the paper's measure) and, ``*_per_example``, from per-example medians.
-    ``target_met``: int8 latency <= max_latency_ratio x teacher's and accuracy drop <= max_accuracy_drop points
-    (None when the teacher or ``evaluate`` is missing)."""
-    student = student.eval().cpu().float()  # int8 dynamic quantization is a CPU path: everything is timed on CPU
-    quantized = quantize_dynamic_int8(student, backend, num_threads=num_threads)
-    models = {}
-    if teacher is not None:
-        models["teacher"] = (teacher.eval().cpu(), teacher_tokenizer or tokenizer)
-    models["student"] = (student, tokenizer)
-    if backend == "onnxruntime" and onnx_fp32:
-        models["student-onnx-fp32"] = (to_onnx(student, num_threads=num_threads), tokenizer)
-    models["student-int8"] = (quantized, tokenizer)
-    timing = compare_interleaved(models, timing_texts, 1, warmup, repeats, num_threads, progress=progress)
-    total = {label: r["total_s"] for label, r in timing["models"].items()}
-    median = {label: r["per_example_ms_median"] for label, r in timing["models"].items()}
-    report = {"backend": backend, "timing": timing, "per_example_ms": median,
-              "speedup_vs_fp32_student": total["student"] / total["student-int8"],
-              "speedup_vs_fp32_student_per_example": median["student"] / median["student-int8"],
-              "size_mb": {"student": size_on_disk_mb(student), "student-int8": size_on_disk_mb(quantized)},
-              "params": count_parameters(student)}
-    if teacher is not None:
-        report["int8_to_teacher_ratio"] = total["student-int8"] / total["teacher"]
-        report["int8_to_teacher_ratio_per_example"] = median["student-int8"] / median["teacher"]
-        report["size_mb"]["teacher"] = size_on_disk_mb(teacher)
-    if evaluate is not None:
-        report["accuracy_fp32"] = float(evaluate(student))
-        report["accuracy_int8"] = float(evaluate(quantized))
-        report["accuracy_drop"] = report["accuracy_fp32"] - report["accuracy_int8"]
-    report["target"] = {"max_latency_ratio": max_latency_ratio, "max_accuracy_drop": max_accuracy_drop}
-    report["target_met"] = (None if teacher is None or evaluate is None else
-                            report["int8_to_teacher_ratio"] <= max_latency_ratio
-                            and report["accuracy_drop"] <= max_accuracy_drop)
-    report["quantized_model"] = quantized
-    return report
 
 
 # ---------------------------------------------------------------------------------------------- size vs quality
 
-def size_quality_table(measured, reference="teacher"):
+def size_quality_table(measured, reference=paper.TEACHER):
     """Points for the size-vs-quality figure: the paper's (Table 1 / Table 3) and this run's. ``measured``: label ->
     {params, latency, glue_score, size_mb (optional), note (optional)}, latency in any one unit; ``reference``: the
     measured label whose latency is 1 (the paper's is BERT-base). Returns a DataFrame with model, source,
     params_m, size_mb, relative_latency, glue_score, note; rows without a score keep glue_score NaN."""
+    paper_reference = paper.TABLE3[paper.BERT_BASE]["seconds"]
     rows = [{"model": name, "source": "paper", "params_m": p["params_m"], "size_mb": np.nan,
-             "relative_latency": p["seconds"] / PAPER_TABLE3["BERT-base"]["seconds"], "glue_score": p["glue_score"],
-             "note": "Table 3: STS-B dev pass, CPU, batch 1"} for name, p in PAPER_TABLE3.items()]
+             "relative_latency": p["seconds"] / paper_reference, "glue_score": paper.TABLE1[name]["score"],
+             "note": "Table 3: STS-B dev pass, CPU, batch 1"} for name, p in paper.TABLE3.items()]
     if measured and reference not in measured:
         raise ValueError(f"reference {reference!r} is not one of the measured labels {list(measured)}")
     for label, m in measured.items():
@@ -631,7 +417,7 @@ def size_quality_table(measured, reference="teacher"):
 def load_models(params):
     """label -> (model, tokenizer, weights) for a LatencyParams: every entry of ``params.models`` (trained weights
     when present, else random from its config; a model of this run that does not exist yet is skipped with a
-    note), plus '<student> int8' when ``params.quantize`` (the 'student' label, else the first DistilBERT)."""
+    note), plus '<student> int8' when ``params.quantize`` (the STUDENT label, else the first DistilBERT)."""
     device = resolve_device(params.device)
     loaded = {}
     for label, repo_id in params.models.items():
@@ -642,25 +428,16 @@ def load_models(params):
         model, tokenizer, pretrained = load_for_timing(repo_id, params.mirror)
         loaded[label] = (prepare(model, device), tokenizer, "trained" if pretrained else "random (config only)")
     if params.quantize:
-        student = "student" if "student" in loaded else next((k for k in loaded if "distil" in k.lower()), None)
+        student = (paper.STUDENT if paper.STUDENT in loaded
+                   else next((k for k in loaded if "distil" in k.lower()), None))
         if student is None:
-            print(f"quantize: no 'student' or DistilBERT among {list(loaded)}: nothing quantized")
+            print(f"quantize: no {paper.STUDENT!r} or DistilBERT among {list(loaded)}: nothing quantized")
         else:
-            backend = _available_backend()
+            backend = quantize.available_backend()
             model, tokenizer, weights = loaded[student]
-            loaded[f"{student} int8"] = (quantize_dynamic_int8(model, backend, num_threads=params.num_threads),
-                                         tokenizer, f"{weights.split(' ')[0]}, int8 dynamic ({backend})")
+            int8 = quantize.quantize_dynamic_int8(model, backend, num_threads=params.num_threads)
+            loaded[f"{student} int8"] = (int8, tokenizer, f"{weights.split(' ')[0]}, int8 dynamic ({backend})")
     return loaded
-
-
-def _available_backend():
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-        return "onnxruntime"
-    except ImportError:
-        print("onnxruntime/onnxscript not installed: int8 through torch.ao (deprecated) instead")
-        return "torch"
 
 
 def table3(params, models=None, progress=True):
@@ -676,7 +453,7 @@ def table3(params, models=None, progress=True):
     texts, _ = dev_examples(params.sentences_task, params.sentences_dataset, params.mirror, params.max_examples,
                             params.seed)
     n_total = len(_dev_split(params.sentences_task, params.sentences_dataset, params.mirror))
-    reference = next((k for k in ("BERT-base", "teacher") if k in models), next(iter(models)))
+    reference = next((k for k in (paper.BERT_BASE, paper.TEACHER) if k in models), next(iter(models)))
     runs = {include: compare_interleaved({k: (m, tok) for k, (m, tok, _) in models.items()}, texts,
                                          params.batch_size, params.warmup, params.repeats, params.num_threads,
                                          include_tokenizer=include, reference=reference, progress=progress)
@@ -701,7 +478,7 @@ def table3(params, models=None, progress=True):
                        "repeats": out["repeats"], "warmup": out["warmup"], "interleave": out["interleave"],
                        "num_threads": out["num_threads"], "device": r["device"],
                        "loadavg_1min": [runs[False]["machine"].get("loadavg_1min"), runs[True]["loadavg_1min_after"]],
-                       "paper_seconds": {"BERT-base": 668, "DistilBERT": 410}.get(label)})
+                       "paper_seconds": paper.TABLE3[label]["seconds"] if label in PAPER_TIMED else None})
         records.append(record)
     return records
 
@@ -717,7 +494,7 @@ def sweep_models(params, models=None, progress=True):
         resolve_precision(precision, device)  # a clear error before anything is timed
         chosen = {}
         for label, (model, _, _) in models.items():
-            if isinstance(model, OrtModel) or _dtype_name(model).startswith("int8"):
+            if quantize.cpu_fp32_only(model):
                 if precision != "fp32" or device.type != "cpu":
                     continue
                 chosen[label] = model

@@ -59,8 +59,22 @@ def load_teacher(path, mirror=None):
 
 
 def count_parameters(model):
-    """Distinct parameters (tied tensors counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Number of distinct parameters: tied tensors (the MLM decoder and the word embeddings) counted once.
+    Quantized models keep the count of their source: torch.ao dynamic-quantized Linear layers hold their packed
+    weights outside ``parameters()`` and are counted too; an ONNX Runtime model (lib.quantize.OrtModel, not a
+    torch module) carries its source's count.
+
+    The count covers the model as given. The paper's counts (paper.TABLE3) are of the encoders without the MLM
+    head (BertModel with its pooler, DistilBertModel), which is what stage 5 loads and counts; stages 1 and 2
+    count the masked-LM models they train, head included."""
+    if not isinstance(model, torch.nn.Module):
+        return model.num_parameters
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    for module in model.modules():
+        if isinstance(module, torch.ao.nn.quantized.Linear):  # the dynamic one subclasses it
+            weight, bias = module._weight_bias()
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
+    return total
 
 
 def model_size_mb(model_dir):

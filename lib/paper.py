@@ -11,6 +11,14 @@ All scores are in percent points (0-100), as printed; times in seconds; paramete
 PAPER = "Sanh et al. (2019), arXiv:1910.01108 v4"
 PAPER_URL = "https://arxiv.org/abs/1910.01108"
 
+# Model labels. The paper's models, as keys of TABLE1-3 and as labels of stage 5's ``models``
+# (params/*/05_latency.yaml) when the published architectures are timed; and the roles of this project's own
+# models in every stage's ``models`` and results (the paper's method names them teacher and student). The book
+# matches results to the paper's rows by these labels: tests/test_paper.py checks the YAML files against them.
+ELMO, BERT_BASE, DISTILBERT = "ELMo", "BERT-base", "DistilBERT"
+TEACHER, STUDENT = "teacher", "student"
+MODEL_LABELS = (BERT_BASE, DISTILBERT, TEACHER, STUDENT)  # the labels stage 5 and the book know
+
 # Table 1 column order, with the metric behind each column. MRPC and QQP: mean of accuracy and F1; STS-B: mean
 # of Pearson and Spearman (the GLUE-benchmark convention, see lib/metrics.py); MNLI: the matched dev set.
 GLUE_TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
@@ -23,11 +31,11 @@ TASK_METRICS = {"cola": "Matthews corr.", "mnli": "acc., matched", "mrpc": "mean
 # Table 1: GLUE dev set. BERT-base and DistilBERT are medians of 5 fine-tuning runs; "score" is the macro average
 # as printed (the BERT-base row's nine columns average to 79.7, not 79.5: see README_GLUE).
 TABLE1 = {
-    "ELMo": {"score": 68.7, "cola": 44.1, "mnli": 68.6, "mrpc": 76.6, "qnli": 71.1, "qqp": 86.2, "rte": 53.4,
+    ELMO: {"score": 68.7, "cola": 44.1, "mnli": 68.6, "mrpc": 76.6, "qnli": 71.1, "qqp": 86.2, "rte": 53.4,
              "sst2": 91.5, "stsb": 70.4, "wnli": 56.3},
-    "BERT-base": {"score": 79.5, "cola": 56.3, "mnli": 86.7, "mrpc": 88.6, "qnli": 91.8, "qqp": 89.6, "rte": 69.3,
+    BERT_BASE: {"score": 79.5, "cola": 56.3, "mnli": 86.7, "mrpc": 88.6, "qnli": 91.8, "qqp": 89.6, "rte": 69.3,
                   "sst2": 92.7, "stsb": 89.0, "wnli": 53.5},
-    "DistilBERT": {"score": 77.0, "cola": 51.3, "mnli": 82.2, "mrpc": 87.5, "qnli": 89.2, "qqp": 88.5, "rte": 59.9,
+    DISTILBERT: {"score": 77.0, "cola": 51.3, "mnli": 82.2, "mrpc": 87.5, "qnli": 89.2, "qqp": 88.5, "rte": 59.9,
                    "sst2": 91.3, "stsb": 86.9, "wnli": 56.3},
 }
 TABLE1_NOTE = "GLUE dev set; BERT-base and DistilBERT: median of 5 runs; score = macro average of the 9 tasks"
@@ -35,18 +43,20 @@ TABLE1_NOTE = "GLUE dev set; BERT-base and DistilBERT: median of 5 runs; score =
 # Table 2: IMDb test accuracy; SQuAD 1.1 dev exact match / F1. "DistilBERT (D)": a second distillation step
 # during fine-tuning, from a BERT teacher already fine-tuned on SQuAD (no IMDb figure for it).
 TABLE2 = {
-    "BERT-base": {"imdb_accuracy": 93.46, "squad_exact_match": 81.2, "squad_f1": 88.5},
-    "DistilBERT": {"imdb_accuracy": 92.82, "squad_exact_match": 77.7, "squad_f1": 85.8},
-    "DistilBERT (D)": {"imdb_accuracy": None, "squad_exact_match": 79.1, "squad_f1": 86.9},
+    BERT_BASE: {"imdb_accuracy": 93.46, "squad_exact_match": 81.2, "squad_f1": 88.5},
+    DISTILBERT: {"imdb_accuracy": 92.82, "squad_exact_match": 77.7, "squad_f1": 85.8},
+    DISTILBERT + " (D)": {"imdb_accuracy": None, "squad_exact_match": 79.1, "squad_f1": 86.9},
 }
 TABLE2_METRICS = {"imdb_accuracy": "IMDb acc. (test)", "squad_exact_match": "SQuAD 1.1 EM (dev)",
                   "squad_f1": "SQuAD 1.1 F1 (dev)"}
 
 # Table 3: a full pass over the STS-B dev set on CPU with batch size 1 (seconds), and parameter counts (millions).
+# The counts are of the encoders without the MLM head (BertModel with its pooler, DistilBertModel): what stage 5
+# loads and lib.models.count_parameters counts.
 TABLE3 = {
-    "ELMo": {"params_m": 180, "seconds": 895},
-    "BERT-base": {"params_m": 110, "seconds": 668},
-    "DistilBERT": {"params_m": 66, "seconds": 410},
+    ELMO: {"params_m": 180, "seconds": 895},
+    BERT_BASE: {"params_m": 110, "seconds": 668},
+    DISTILBERT: {"params_m": 66, "seconds": 410},
 }
 TABLE3_NOTE = "full pass over STS-B dev on CPU, batch size 1"
 # Section 4 (on-device): iPhone 7 Plus, tokenization excluded.
@@ -77,8 +87,8 @@ COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
 README_URL = ("https://github.com/huggingface/transformers/blob/main/"
               "examples/research_projects/distillation/README.md")
 README_GLUE = {
-    "BERT-base": {**TABLE1["BERT-base"], "mnli": 84.7},
-    "DistilBERT": {**TABLE1["DistilBERT"], "mnli": 82.1},
+    BERT_BASE: {**TABLE1[BERT_BASE], "mnli": 84.7},
+    DISTILBERT: {**TABLE1[DISTILBERT], "mnli": 82.1},
 }
 
 # The distilbert-base-uncased model card as kept in huggingface/transformers (model_cards/, before cards moved to
@@ -87,7 +97,7 @@ README_GLUE = {
 MODEL_CARD_URL = ("https://github.com/huggingface/transformers/blob/19220704f7aba85987a7bca342b81a3c7419d428/"
                   "model_cards/distilbert-base-uncased-README.md")
 MODEL_CARD_GLUE = {
-    "DistilBERT": {"mnli": 82.2, "qqp": 88.5, "qnli": 89.2, "sst2": 91.3, "cola": 51.3, "stsb": 85.8,
+    DISTILBERT: {"mnli": 82.2, "qqp": 88.5, "qnli": 89.2, "sst2": 91.3, "cola": 51.3, "stsb": 85.8,
                    "mrpc": 87.5, "rte": 59.9, "average": 77.0},
 }
 

@@ -9,7 +9,6 @@ import os
 import platform
 import subprocess
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,18 +106,6 @@ def read_result(path):
 def read_results(results_dir, pattern="*.json"):
     """All results under ``results_dir`` matching ``pattern`` (recursively), sorted by path."""
     return [read_result(p) for p in sorted(Path(results_dir).rglob(pattern))]
-
-
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
 
 
 def _jsonable(value):

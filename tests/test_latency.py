@@ -1,5 +1,5 @@
-"""lib.latency mechanics: parameter counts, sizes, the timer protocol (warm-up first, repeats, interleaving,
-tokenizer in or out), sweeps and quantization. No assertion depends on how fast this machine is: timing logic is
+"""lib.latency and lib.quantize mechanics: sizes, the timer protocol (warm-up first, repeats, interleaving,
+tokenizer in or out), sweeps, quantization and the stage functions. No assertion depends on how fast this machine is: timing logic is
 checked against a fake clock that only stub models advance."""
 import os
 import types
@@ -11,7 +11,8 @@ import torch
 from transformers import (AutoModel, AutoModelForSequenceClassification, BatchEncoding, BertConfig,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, latency
+from lib import REPO_ROOT, latency, paper, quantize
+from lib.models import count_parameters
 
 MIRROR = Path(os.environ.get("DISTILBERT_MIRROR") or REPO_ROOT.parent / "shared" / "data" / "hub")
 
@@ -90,18 +91,12 @@ TEXTS = ["a", "bb", "ccc", "dddd", "eeeee"]
 
 # ---------------------------------------------------------------------------------------------- counts and sizes
 
-def test_parameter_counts_of_standard_configs():
-    # BertConfig() / DistilBertConfig() defaults are bert-base-uncased / distilbert-base-uncased
-    assert 109e6 <= latency.count_parameters(AutoModel.from_config(BertConfig())) <= 110e6
-    assert 66e6 <= latency.count_parameters(AutoModel.from_config(DistilBertConfig())) <= 67e6
-
-
 @needs_mirror
 def test_parameter_counts_from_mirror_configs():
     teacher = latency.build_from_config("google-bert/bert-base-uncased", mirror=str(MIRROR))
     student = latency.build_from_config("distilbert/distilbert-base-uncased", mirror=str(MIRROR))
-    assert 109e6 <= latency.count_parameters(teacher) <= 110e6
-    assert 66e6 <= latency.count_parameters(student) <= 67e6
+    assert 109e6 <= count_parameters(teacher) <= 110e6
+    assert 66e6 <= count_parameters(student) <= 67e6
     assert not teacher.training
 
 
@@ -126,19 +121,9 @@ def test_has_weights(tmp_path):
     assert latency.has_weights(tmp_path)
 
 
-def test_tied_embeddings_counted_once():
-    from transformers import BertForMaskedLM
-    kwargs = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    tied = BertForMaskedLM(BertConfig(tie_word_embeddings=True, **kwargs))
-    untied = BertForMaskedLM(BertConfig(tie_word_embeddings=False, **kwargs))
-    assert tied.cls.predictions.decoder.weight is tied.bert.embeddings.word_embeddings.weight
-    # tying shares the decoder's weight and bias with the input embedding and the head's bias
-    assert latency.count_parameters(untied) - latency.count_parameters(tied) == 1200 * 32 + 1200
-
-
 def test_size_on_disk_model_and_directory(tmp_path):
     model = tiny_bert()
-    fp32_mb = latency.count_parameters(model) * 4 / 1e6
+    fp32_mb = count_parameters(model) * 4 / 1e6
     size = latency.size_on_disk_mb(model)
     assert fp32_mb <= size <= fp32_mb * 1.05 + 0.05  # weights plus a small safetensors header
     model.save_pretrained(tmp_path)
@@ -154,10 +139,10 @@ def test_size_on_disk_model_and_directory(tmp_path):
 
 def test_torch_int8_keeps_parameter_count_and_shrinks_size():
     model = tiny_distilbert()
-    quantized = latency.quantize_dynamic_int8(model, backend="torch")
+    quantized = quantize.quantize_dynamic_int8(model, backend="torch")
     assert not any(type(m) is torch.nn.Linear for m in quantized.modules())
     assert any(type(m) is torch.nn.Linear for m in model.modules())  # the original is left untouched
-    assert latency.count_parameters(quantized) == latency.count_parameters(model)
+    assert count_parameters(quantized) == count_parameters(model)
     assert latency.size_on_disk_mb(quantized) < latency.size_on_disk_mb(model)
     x = latency.synthetic_batch(model, 2, 10)
     with torch.inference_mode():
@@ -167,14 +152,14 @@ def test_torch_int8_keeps_parameter_count_and_shrinks_size():
 
 def test_unknown_quantization_backend():
     with pytest.raises(ValueError, match="backend"):
-        latency.quantize_dynamic_int8(tiny_bert(), backend="tensorrt")
+        quantize.quantize_dynamic_int8(tiny_bert(), backend="tensorrt")
 
 
 def test_torchao_int8():
     pytest.importorskip("torchao")
     model = tiny_distilbert()
-    quantized = latency.quantize_dynamic_int8(model, backend="torchao")
-    assert latency._dtype_name(quantized) == "int8 (torchao)"
+    quantized = quantize.quantize_dynamic_int8(model, backend="torchao")
+    assert quantize.dtype_name(quantized) == "int8 (torchao)"
     x = latency.synthetic_batch(model, 1, 12)
     with torch.inference_mode():
         a, b = model(**x).last_hidden_state, quantized(**x).last_hidden_state
@@ -185,8 +170,8 @@ def test_onnx_export_matches_torch_and_int8_is_smaller(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     model = tiny_bert(classifier=True)
-    fp32 = latency.to_onnx(model, tmp_path / "fp32" / "model.onnx")
-    int8 = latency.quantize_dynamic_int8(model, path=tmp_path / "int8" / "model.onnx")
+    fp32 = quantize.to_onnx(model, tmp_path / "fp32" / "model.onnx")
+    int8 = quantize.quantize_dynamic_int8(model, path=tmp_path / "int8" / "model.onnx")
     assert fp32.input_names == ["input_ids", "attention_mask", "token_type_ids"] and fp32.output_name == "logits"
     # dynamic batch and length, padding in the mask, segment ids: the export must not have specialised on them
     x = latency.synthetic_batch(model, 3, 17)
@@ -201,15 +186,20 @@ def test_onnx_export_matches_torch_and_int8_is_smaller(tmp_path):
     assert int8(**x).logits.shape == (3, 2)
     assert (tmp_path / "int8" / "model.onnx").is_file() and not (tmp_path / "int8" / "model-fp32.onnx").exists()
     assert latency.size_on_disk_mb(int8) < latency.size_on_disk_mb(fp32)
-    assert latency.count_parameters(int8) == latency.count_parameters(model)
+    assert count_parameters(int8) == count_parameters(model)
 
 
 # ---------------------------------------------------------------------------------------------- timer protocol
 
+def time_one(model, tokenizer, texts, **kwargs):
+    """One model's timing summary, as compare_interleaved gives it."""
+    return latency.compare_interleaved({"m": (model, tokenizer)}, texts, progress=False, **kwargs)["models"]["m"]
+
+
 def test_warmup_calls_come_first_and_are_not_timed(clock):
     log = []
     model = StubModel("m", clock, log, cost=1.0, costs=[100.0] * 3)  # the 3 first (cold) calls are slow
-    out = latency.time_pass(model, StubTokenizer(clock), TEXTS, warmup=3, repeats=2, progress=False)
+    out = time_one(model, StubTokenizer(clock), TEXTS, warmup=3, repeats=2)
     assert len(log) == 3 + 2 * len(TEXTS)
     assert out["pass_s"] == [5.0, 5.0]  # only the 1-second calls were timed
     assert out["total_s"] == 5.0
@@ -219,14 +209,14 @@ def test_warmup_calls_come_first_and_are_not_timed(clock):
 
 def test_no_warmup_times_the_cold_calls(clock):
     model = StubModel("m", clock, [], cost=1.0, costs=[100.0] * 3)
-    out = latency.time_pass(model, StubTokenizer(clock), TEXTS, warmup=0, repeats=2, progress=False)
+    out = time_one(model, StubTokenizer(clock), TEXTS, warmup=0, repeats=2)
     assert out["pass_s"] == [302.0, 5.0]
 
 
 def test_batches_and_per_example_figures(clock):
     log = []
-    out = latency.time_pass(StubModel("m", clock, log, cost=2.0), StubTokenizer(clock), TEXTS, batch_size=2,
-                            warmup=0, repeats=1, progress=False)
+    out = time_one(StubModel("m", clock, log, cost=2.0), StubTokenizer(clock), TEXTS, batch_size=2, warmup=0,
+                   repeats=1)
     assert [entry[2][0] for entry in log] == [2, 2, 1]  # 5 texts in batches of 2
     assert out["n_batches"] == 3 and out["total_s"] == 6.0
     assert out["per_example_ms_mean"] == pytest.approx(6.0 / 5 * 1e3)
@@ -358,44 +348,16 @@ def test_cuda_requested_without_gpu_is_a_clear_error():
     assert latency.resolve_device("auto").type == "cpu"
 
 
-# ------------------------------------------------------------------------- accuracy, quantization report, figure data
-
-def test_accuracy_helper(clock):
-    model = StubModel("m", clock, [])  # predicts class = first id % 2; the stub tokenizer gives each text's index
-    labels = [0, 1, 0, 0, 0]           # indices 0..4 -> predictions 0, 1, 0, 1, 0: 4 of 5 right
-    assert latency.accuracy(model, StubTokenizer(clock), TEXTS, labels, batch_size=2, progress=False) == 80.0
-    with pytest.raises(ValueError, match="labels"):
-        latency.accuracy(model, StubTokenizer(clock), TEXTS, labels[:2], progress=False)
-
-
-def test_quantization_report_mechanics():
-    student, teacher = tiny_distilbert(), tiny_bert()
-    tok = StubTokenizer(Clock())
-
-    def evaluate(model):  # stands for SST-2 dev accuracy: 90 for fp32, 89.5 once quantized
-        return 89.5 if latency._dtype_name(model).startswith("int8") else 90.0
-
-    report = latency.quantization_report(student, tok, TEXTS, evaluate=evaluate, teacher=teacher, backend="torch",
-                                         warmup=1, repeats=2, progress=False)
-    assert report["accuracy_drop"] == pytest.approx(0.5)
-    assert set(report["timing"]["models"]) == {"teacher", "student", "student-int8"}
-    totals = {k: v["total_s"] for k, v in report["timing"]["models"].items()}
-    assert report["int8_to_teacher_ratio"] == pytest.approx(totals["student-int8"] / totals["teacher"])
-    assert report["target_met"] == (report["int8_to_teacher_ratio"] <= 0.2)
-    assert report["size_mb"]["student-int8"] < report["size_mb"]["student"]
-    without = latency.quantization_report(student, tok, TEXTS[:2], backend="torch", warmup=0, repeats=1,
-                                          progress=False)
-    assert without["target_met"] is None and "accuracy_drop" not in without
-
+# ---------------------------------------------------------------------------------------------- figure data
 
 def test_size_quality_table():
     measured = {"teacher": {"params": 110e6, "latency": 80.0, "glue_score": 79.0},
                 "student": {"params": 66e6, "latency": 40.0, "glue_score": 76.5},
                 "student-int8": {"params": 66e6, "latency": 12.0, "glue_score": None, "note": "SST-2 only"}}
     table = latency.size_quality_table(measured)
-    paper = table[table.source == "paper"].set_index("model")
-    assert paper.loc["DistilBERT", "relative_latency"] == pytest.approx(410 / 668)
-    assert paper.loc["BERT-base", "glue_score"] == 79.5
+    theirs = table[table.source == "paper"].set_index("model")
+    assert theirs.loc["DistilBERT", "relative_latency"] == pytest.approx(410 / 668)
+    assert theirs.loc["BERT-base", "glue_score"] == 79.5 and theirs.loc["ELMo", "params_m"] == 180
     ours = table[table.source == "this run"].set_index("model")
     assert ours.loc["student", "relative_latency"] == 0.5 and ours.loc["teacher", "params_m"] == 110
     assert np.isnan(ours.loc["student-int8", "glue_score"])
@@ -427,10 +389,10 @@ def test_stage_table3_and_sweep_on_the_smoke_hub():
     params = config.load_params("latency", profile="smoke", max_examples=6, warmup=1, repeats=1, quantize=True,
                                 seq_lengths=[8, 16], batch_sizes=[1, 2], sweep_max_tokens=16,
                                 models={"teacher": "smoke/tiny-bert", "student": "smoke/tiny-bert",
-                                        "absent": "{run_dir}/no-such-model"})
+                                        "DistilBERT": "smoke/tiny-bert", "absent": "{run_dir}/no-such-model"})
     models = latency.load_models(params)
-    assert list(models) == ["teacher", "student", "student int8"]  # the absent model of this run is skipped
-    assert isinstance(models["student int8"][0], latency.OrtModel) or "torch.ao" in models["student int8"][2]
+    assert list(models) == ["teacher", "student", "DistilBERT", "student int8"]  # the absent one is skipped
+    assert isinstance(models["student int8"][0], quantize.OrtModel) or "torch.ao" in models["student int8"][2]
     records = latency.table3(params, models, progress=False)
     import json
     json.dumps(records)  # goes into results/<profile>/latency.json
@@ -441,8 +403,10 @@ def test_stage_table3_and_sweep_on_the_smoke_hub():
         by_label["student"]["per_example_ms_mean"] * by_label["student"]["n_total"] / 1e3)
     assert by_label["student int8"]["parameters"] == by_label["student"]["parameters"]
     assert by_label["student int8"]["size_mb"] < by_label["student"]["size_mb"]
+    assert by_label["DistilBERT"]["paper_seconds"] == paper.TABLE3["DistilBERT"]["seconds"]
+    assert by_label["teacher"]["paper_seconds"] is None and by_label["student"]["paper_seconds"] is None
     table = latency.sweep_models(params, models, progress=False)
-    assert len(table) == 3 * 3  # (1, 8), (1, 16), (2, 8); (2, 16) is above sweep_max_tokens
+    assert len(table) == 4 * 3  # (1, 8), (1, 16), (2, 8); (2, 16) is above sweep_max_tokens
     assert set(table.precision) == {"fp32"}
     params.precisions = ["fp16"]
     with pytest.raises(ValueError, match="precision"):

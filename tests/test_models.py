@@ -175,3 +175,40 @@ def test_set_torch_threads_one_for_tiny_models_and_respects_omp_num_threads(monk
             models.set_torch_threads(tiny)
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- count_parameters
+
+def test_parameter_counts_follow_the_papers_convention():
+    # the paper's counts are of the encoders without the MLM head; BertConfig() / DistilBertConfig() defaults are
+    # bert-base-uncased / distilbert-base-uncased
+    from transformers import AutoModel, DistilBertConfig
+    from lib import paper
+    bert = models.count_parameters(AutoModel.from_config(BertConfig()))
+    distilbert = models.count_parameters(AutoModel.from_config(DistilBertConfig()))
+    assert abs(bert / 1e6 - paper.TABLE3[paper.BERT_BASE]["params_m"]) < 1
+    assert abs(distilbert / 1e6 - paper.TABLE3[paper.DISTILBERT]["params_m"]) < 1
+    assert 109e6 <= bert <= 110e6 and 66e6 <= distilbert <= 67e6
+
+
+def test_mlm_head_is_counted_when_given_and_tied_embeddings_once():
+    kwargs = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    tied = BertForMaskedLM(BertConfig(tie_word_embeddings=True, **kwargs))
+    untied = BertForMaskedLM(BertConfig(tie_word_embeddings=False, **kwargs))
+    assert tied.cls.predictions.decoder.weight is tied.bert.embeddings.word_embeddings.weight
+    # the head: transform dense 32x32 + bias, its LayerNorm, the decoder bias; the decoder weight is the embedding
+    assert models.count_parameters(tied) - models.count_parameters(tied.bert) == 32 * 32 + 32 + 2 * 32 + 1200
+    # untied, the decoder has its own weight and its own bias besides the head's
+    assert models.count_parameters(untied) - models.count_parameters(tied) == 1200 * 32 + 1200
+
+
+def test_quantized_models_keep_their_count():
+    model = BertModel(BertConfig(vocab_size=125, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=64)).eval()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    assert sum(p.numel() for p in quantized.parameters()) < models.count_parameters(model)  # packed weights hide
+    assert models.count_parameters(quantized) == models.count_parameters(model)
+
+    class Exported:  # stands for lib.quantize.OrtModel: not a torch module, carries its source's count
+        num_parameters = 1234
+    assert models.count_parameters(Exported()) == 1234
