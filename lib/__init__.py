@@ -1,11 +1,22 @@
 """lib: the small library behind the DistilBERT reproduction notebooks.
 
-One module per concern: config (stage parameters), hub (hub-or-mirror loading), smoke (the offline
-synthetic profile), data, models, losses, training, tasks, metrics, latency, results, plots.
+One module per concern: config (stage parameters and the stage registry), glue (the GLUE task spec), paper (the
+paper's numbers and model labels), hub (hub-or-mirror loading), smoke (the offline synthetic profile), data,
+models, losses, training, checkpoints, distill (stage 2 without papermill), finetune (GLUE, IMDb and SQuAD
+fine-tuning), metrics, latency, quantize (int8, ONNX), results, report (the book's tables), budget (T4-hours),
+preflight, plots, pipeline (the stage runner).
 """
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_path(path):
+    """``path`` (~ expanded) as an absolute Path: a relative one is relative to the repository root, wherever the
+    process runs (papermill runs notebooks from notebooks/, the book from book/)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
 
 import warnings
 

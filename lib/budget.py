@@ -6,15 +6,13 @@ Tokens are upper bounds: every sequence counted at max_length (dynamic padding m
 Parameter counts: BERT-base's shapes (transformers' BertConfig defaults) counted as lib.training.estimate_memory
 does; no torch or transformers import, so the book's reproduce page can call this at every build.
 """
-from lib import config
+from lib import config, glue
 
 T4_PEAK_FLOPS = 65e12  # NVIDIA T4 data sheet: fp16 tensor cores, dense
 ASSUMED_MFU = 0.30     # a typical share of peak for BERT-size training in fp16 on a T4; make gpu-check measures it
-# training / evaluation split sizes of the public datasets (examples; SQuAD: questions)
-TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
-               "qnli": 104743, "rte": 2490, "wnli": 635, "imdb": 25000, "squad": 87599}
-EVAL_SIZES = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815 + 9832,
-              "qnli": 5463, "rte": 277, "wnli": 71, "imdb": 25000, "squad": 10570}
+# training / evaluation split sizes of the public datasets (examples; SQuAD: questions): GLUE's from lib.glue
+TRAIN_SIZES = {**{name: task.train_size for name, task in glue.TASKS.items()}, "imdb": 25000, "squad": 87599}
+EVAL_SIZES = {**{name: task.eval_size for name, task in glue.TASKS.items()}, "imdb": 25000, "squad": 10570}
 
 
 BERT_BASE = dict(hidden=768, ffn=3072, layers=12, vocab=30522, positions=512, types=2)
@@ -45,7 +43,7 @@ def _fine_tuning(params, tasks, n_teacher, n_student, max_length):
     flops, examples = 0.0, 0
     for task in tasks:
         hp = {name: getattr(params, name) for name in ("n_epoch", "max_train_samples", "max_eval_samples")}
-        hp.update(params.task_overrides.get(task, {}))  # as lib.tasks.task_hparams merges them
+        hp.update(params.task_overrides.get(task, {}))  # as lib.finetune.task_hparams merges them
         n_train = min(TRAIN_SIZES[task], hp["max_train_samples"] or TRAIN_SIZES[task])
         n_eval = min(EVAL_SIZES[task], hp["max_eval_samples"] or EVAL_SIZES[task])
         tokens = max_length(task) * (n_train * hp["n_epoch"] * 6 + n_eval * 2)  # x N below
@@ -56,10 +54,10 @@ def _fine_tuning(params, tasks, n_teacher, n_student, max_length):
 
 def t4_budget(profile="t4", mfu=ASSUMED_MFU):
     """Rows {stage, work, flops, t4_hours} for a profile whose teacher is BERT-base, and the arithmetic of each."""
-    distill = config.load_params("distill", profile=profile)
+    distill = config.load_params(config.DISTILL, profile=profile)
     n_teacher, n_student = parameter_counts(distill.n_student_layers or 6)
     rows = []
-    teacher = config.load_params("teacher", profile=profile)
+    teacher = config.load_params(config.TEACHER, profile=profile)
     tokens = teacher.eval_sequences * teacher.max_length + teacher.adapt_steps * teacher.batch_size * teacher.max_length
     rows.append(dict(stage="1 teacher", flops=2 * n_teacher * tokens,
                      work=f"{teacher.eval_sequences:,} held-out sequences x {teacher.max_length} tokens, forward "
@@ -73,13 +71,13 @@ def t4_budget(profile="t4", mfu=ASSUMED_MFU):
                      work=f"{distill.max_steps:,} steps x {per_step} sequences x {distill.max_length} tokens = "
                           f"{tokens / 1e9:.2f}B tokens, x (6 x {n_student / 1e6:.1f}M student + 2 x "
                           f"{n_teacher / 1e6:.1f}M teacher) FLOPs/token"))
-    glue = config.load_params("glue", profile=profile)
+    glue = config.load_params(config.GLUE, profile=profile)
     flops, info = _fine_tuning(glue, glue.tasks, n_teacher, n_student, lambda task: glue.max_length)
     rows.append(dict(stage="3 GLUE", flops=flops,
                      work=f"{info['models']} models x {info['seeds']} seeds x {info['tasks']} tasks, "
                           f"{info['train_examples']:,} training examples per model and seed (after caps), "
                           f"{glue.max_length} tokens each, n_epoch x 6N + one evaluation pass x 2N"))
-    downstream = config.load_params("imdb_squad", profile=profile)
+    downstream = config.load_params(config.IMDB_SQUAD, profile=profile)
     tasks = [t for t, on in (("imdb", downstream.run_imdb), ("squad", downstream.run_squad)) if on]
     lengths = {"imdb": downstream.imdb_max_length, "squad": downstream.squad_max_length}
     flops, info = _fine_tuning(downstream, tasks, n_teacher, n_student, lengths.get)

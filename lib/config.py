@@ -12,11 +12,10 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
-from lib import REPO_ROOT
+from lib import REPO_ROOT, glue, paper, repo_path
 
 PARAMS_DIR = REPO_ROOT / "params"
 PROFILES = ("smoke", "cpu", "t4", "paper")
@@ -60,8 +59,7 @@ class StageParams:
 
     def path(self, name):
         """A run_dir/results_dir value as an absolute path (relative ones are relative to the repo root)."""
-        path = Path(getattr(self, name)).expanduser()
-        return path if path.is_absolute() else REPO_ROOT / path
+        return repo_path(getattr(self, name))
 
 
 @dataclass
@@ -208,7 +206,7 @@ class EvalParams(StageParams):
     precision: str = "auto"
     recompute: bool = False               # re-run (model, task, seed) results that already exist
     task_overrides: dict = field(default_factory=dict)  # task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}
-    distill_teacher: str = "teacher"      # label in models whose fine-tuned copy teaches the (D) runs
+    distill_teacher: str = paper.TEACHER  # label in models whose fine-tuned copy teaches the (D) runs
 
     def validate(self):
         super().validate()
@@ -226,7 +224,7 @@ class EvalParams(StageParams):
 @dataclass
 class GlueParams(EvalParams):
     glue_dataset: str = "nyu-mll/glue"
-    tasks: list = field(default_factory=lambda: ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
+    tasks: list = field(default_factory=lambda: list(glue.TASKS))  # GLUE task names (lib.glue)
     max_length: int = 128
     task_distill: bool = False            # extension: distil from a fine-tuned teacher during fine-tuning
     task_alpha: float = 0.5               # task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL
@@ -234,9 +232,8 @@ class GlueParams(EvalParams):
 
     def validate(self):
         super().validate()
-        known = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
         for task in self.tasks:
-            _one_of("tasks", task, known)
+            _one_of("tasks", task, glue.TASKS)
         _positive(self, "max_length")
 
 
@@ -270,7 +267,7 @@ class ImdbSquadParams(EvalParams):
 class LatencyParams(StageParams):
     models: dict = field(default_factory=dict)  # label -> model id or path (config-only ids are timed with random weights)
     sentences_dataset: str = "nyu-mll/glue"     # the paper timed a full pass over STS-B dev
-    sentences_task: str = "stsb"
+    sentences_task: str = glue.STSB
     max_examples: int | None = None             # None: the whole dev set (1,500 pairs)
     batch_size: int = 1
     num_threads: int = 0                        # torch threads; 0: leave torch's default
@@ -292,14 +289,33 @@ class LatencyParams(StageParams):
             raise ParameterError("warmup" if self.warmup < 0 else "num_threads", "must be >= 0")
 
 
-# stage name -> (notebook stem, parameter class)
+class Stage(typing.NamedTuple):
+    notebook: str   # notebooks/<notebook>.py, params/<profile>/<notebook>.yaml, book/stages/<profile>/<notebook>.ipynb
+    params: type    # its parameter class
+    results: tuple  # the results files it writes, results/<profile>/<name>.json (distill: distill-<run_name>)
+
+
+# The stages, once: lib.pipeline runs them in this order (--stages names them), lib.report and the book's
+# extensions find notebooks and results files through it. A stage's name is also its main results file's,
+# but distill's, which is named after each run (DistillParams.run_name; "student" for the main one).
+TEACHER, DISTILL, GLUE, IMDB_SQUAD, LATENCY = "teacher", "distill", "glue", "imdb_squad", "latency"
+DISTILL_RESULTS_PREFIX = DISTILL + "-"
+TEACHER_LOGITS = "teacher_logits"  # stage 1's second results file: the teacher's fill-mask logits for one sentence
 STAGES = {
-    "teacher": ("01_teacher", TeacherParams),
-    "distill": ("02_distill", DistillParams),
-    "glue": ("03_glue", GlueParams),
-    "imdb_squad": ("04_imdb_squad", ImdbSquadParams),
-    "latency": ("05_latency", LatencyParams),
+    TEACHER: Stage("01_teacher", TeacherParams, (TEACHER, TEACHER_LOGITS)),
+    DISTILL: Stage("02_distill", DistillParams, (DISTILL_RESULTS_PREFIX + DistillParams.run_name,)),
+    GLUE: Stage("03_glue", GlueParams, (GLUE,)),
+    IMDB_SQUAD: Stage("04_imdb_squad", ImdbSquadParams, (IMDB_SQUAD,)),
+    LATENCY: Stage("05_latency", LatencyParams, (LATENCY,)),
 }
+
+
+def stage_of_results(name):
+    """The stage that writes results/<profile>/<name>.json (any distill-<run_name>: distill), or None."""
+    if name.startswith(DISTILL_RESULTS_PREFIX):
+        return DISTILL
+    return next((stage for stage, spec in STAGES.items() if name in spec.results), None)
+
 
 # names an IPython kernel puts in every namespace (not parameters)
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -450,7 +466,6 @@ def _check_corpus(corpus):
         if not isinstance(source, dict) or not ({"id", "path"} & set(source)):
             raise ParameterError("corpus", f"each source needs 'id' (dataset) or 'path' (text file), got {source!r}")
         if "path" in source:
-            path = Path(source["path"]).expanduser()
-            path = path if path.is_absolute() else REPO_ROOT / path
+            path = repo_path(source["path"])
             if not path.is_file():
                 raise ParameterError("corpus", f"text file not found: {path}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lib import REPO_ROOT, hub
+from lib import hub, repo_path
 
 
 LINE_BREAK_TAGS = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
@@ -34,8 +34,7 @@ def read_corpus(sources, mirror=None):
     parts = []
     for source in sources:
         if "path" in source:
-            path = Path(source["path"]).expanduser()
-            path = path if path.is_absolute() else REPO_ROOT / path
+            path = repo_path(source["path"])
             if not path.is_file():
                 raise FileNotFoundError(f"corpus text file not found: {path}")
             part = datasets.load_dataset("text", data_files=str(path), split="train")

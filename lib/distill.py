@@ -44,7 +44,7 @@ def run(params, progress=True):
         params.check_teacher_depth(teacher.config.num_hidden_layers)
         dataset = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
                                        min_length=params.min_length,
-                                       cache_dir=params.path("run_dir") / "corpus" / "distill")
+                                       cache_dir=params.path("run_dir") / "corpus" / config.DISTILL)
     say(f"{len(dataset):,} sequences", flush=True)
     counts = data.token_counts(dataset, teacher.config.vocab_size, progress=progress and main)
 
@@ -73,7 +73,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        params = config.load_params("distill", profile=args.profile, **parse_overrides(args.param))
+        params = config.load_params(config.DISTILL, profile=args.profile, **parse_overrides(args.param))
     except config.ParameterError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1

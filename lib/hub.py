@@ -8,7 +8,7 @@ to the hub. Ids under ``smoke/`` name the synthetic offline profile, generated o
 import os
 from pathlib import Path
 
-from lib import REPO_ROOT
+from lib import REPO_ROOT, repo_path
 
 MIRROR_ENV = "DISTILBERT_MIRROR"
 SMOKE_PREFIX = "smoke/"
@@ -29,9 +29,7 @@ def mirror_dir(mirror=None):
     mirror = mirror or os.environ.get(MIRROR_ENV)
     if not mirror:
         return None
-    path = Path(mirror).expanduser()
-    if not path.is_absolute():
-        path = REPO_ROOT / path
+    path = repo_path(mirror)
     if not path.is_dir():
         raise FileNotFoundError(f"{source} = {mirror!r}: no such directory ({path})")
     return path

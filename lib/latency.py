@@ -31,22 +31,17 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from lib import hub, paper, quantize
-from lib.models import count_parameters
+from lib import glue, hub, paper, quantize
+from lib.finetune import subset
+from lib.models import WEIGHT_FILES, count_parameters, has_weights
 
 PAPER_TIMED = (paper.BERT_BASE, paper.DISTILBERT)  # the labels of the paper's Table 3 models that stage 5 can time
 # the paper's DistilBERT / BERT-base time ratio (Table 3); the architectures' limit is about 0.5 (half the layers)
 PAPER_RATIO = paper.TABLE3[paper.DISTILBERT]["seconds"] / paper.TABLE3[paper.BERT_BASE]["seconds"]
-STSB_DEV_SIZE = 1500
-# text columns of the GLUE dev sets timed here (to be derived from the one GLUE task spec once it exists)
-GLUE_TEXT_COLUMNS = {
-    "cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
-    "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
-}
+STSB_DEV_SIZE = glue.TASKS[glue.STSB].eval_size  # the paper's timed pass
 TASK_CLASSES = {"base": "AutoModel", "sequence-classification": "AutoModelForSequenceClassification",
                 "masked-lm": "AutoModelForMaskedLM"}
-WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.onnx", "*.onnx.data", "*.pt", "*.pth")
+SIZE_FILES = WEIGHT_FILES + ("*.onnx", "*.onnx.data")  # what size_on_disk_mb counts: torch weights and ONNX
 
 
 # ---------------------------------------------------------------------------------------------- models and size
@@ -59,12 +54,6 @@ def build_from_config(repo_id, mirror=None, task="base", num_labels=2):
     if task == "sequence-classification":
         config.num_labels = num_labels
     return getattr(transformers, TASK_CLASSES[task]).from_config(config).eval()
-
-
-def has_weights(path):
-    """Whether a local model directory holds weights (the mirror's BERT/DistilBERT hold only config + tokenizer)."""
-    path = Path(path)
-    return path.is_dir() and any(any(path.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*.bin"))
 
 
 def load_for_timing(repo_id, mirror=None, task="base", num_labels=2, tokenizer_id=None):
@@ -98,11 +87,11 @@ def size_on_disk_mb(model_or_path):
         if path.is_file():
             files = [path] + [p for p in [Path(f"{path}.data")] if p.is_file()]  # ONNX external data
         elif path.is_dir():
-            files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern)})
+            files = sorted({f for pattern in SIZE_FILES for f in path.glob(pattern)})
         else:
             raise FileNotFoundError(f"size_on_disk_mb: no such file or directory {path}")
         if not files:
-            raise FileNotFoundError(f"size_on_disk_mb: no weight files ({', '.join(WEIGHT_FILES)}) in {path}")
+            raise FileNotFoundError(f"size_on_disk_mb: no weight files ({', '.join(SIZE_FILES)}) in {path}")
         return sum(f.stat().st_size for f in files) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -263,23 +252,19 @@ def extrapolate_total_s(result, n_total=STSB_DEV_SIZE):
 # ---------------------------------------------------------------------------------------------- text inputs
 
 def _dev_split(task, dataset, mirror):
-    if task not in GLUE_TEXT_COLUMNS:
-        raise ValueError(f"task {task!r} is not one of {list(GLUE_TEXT_COLUMNS)}")
-    split = "validation_matched" if task == "mnli" else "validation"
-    return hub.load_dataset(dataset, task, mirror=mirror, split=split)
+    if task not in glue.TASKS:
+        raise ValueError(f"task {task!r} is not one of {list(glue.TASKS)}")
+    return hub.load_dataset(dataset, task, mirror=mirror, split=glue.TASKS[task].eval_splits[0])
 
 
-def dev_examples(task="stsb", dataset="nyu-mll/glue", mirror=None, max_examples=None, seed=0):
+def dev_examples(task=glue.STSB, dataset="nyu-mll/glue", mirror=None, max_examples=None, seed=0):
     """(texts, labels) of a GLUE dev split: texts are strings or (sentence1, sentence2) pairs. ``max_examples``
     keeps a seeded random subset (in dataset order), more representative of lengths than the first rows."""
     data = _dev_split(task, dataset, mirror)
-    if max_examples is not None:
-        if max_examples <= 0:
-            raise ValueError(f"max_examples must be > 0 or None, got {max_examples}")
-        if max_examples < len(data):
-            keep = np.sort(np.random.default_rng(seed).choice(len(data), max_examples, replace=False))
-            data = data.select(keep.tolist())
-    columns = GLUE_TEXT_COLUMNS[task]
+    if max_examples is not None and max_examples <= 0:
+        raise ValueError(f"max_examples must be > 0 or None, got {max_examples}")
+    data = subset(data, max_examples, seed)
+    columns = glue.TASKS[task].text
     texts = list(zip(*(data[c] for c in columns))) if len(columns) == 2 else list(data[columns[0]])
     return texts, list(data["label"])
 

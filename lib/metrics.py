@@ -23,15 +23,14 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+from lib import glue
+
+GLUE_TASKS = tuple(glue.TASKS)
+IMDB = "imdb"  # scored like a GLUE classification task (its test split), so glue_metrics knows it too
 # metric names per task; "score" (the task's single number in the GLUE score) is added to each
-TASK_METRICS = {
-    "cola": ("matthews",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"), "stsb": ("pearson", "spearman"),
-    "qqp": ("accuracy", "f1"), "mnli": ("accuracy",), "qnli": ("accuracy",), "rte": ("accuracy",),
-    "wnli": ("accuracy",), "imdb": ("accuracy",),
-}
+TASK_METRICS = {**{name: task.metrics for name, task in glue.TASKS.items()}, IMDB: ("accuracy",)}
 # the label set of each classification task (class ids); STS-B's gold scores lie in [0, 5]
-NUM_LABELS = {task: 3 if task == "mnli" else 2 for task in TASK_METRICS if task != "stsb"}
+NUM_LABELS = {**{name: task.num_labels for name, task in glue.TASKS.items() if not task.regression}, IMDB: 2}
 STSB_RANGE = (0.0, 5.0)
 
 
@@ -47,7 +46,8 @@ def glue_metrics(task, predictions, labels, split="evaluation"):
         raise ValueError(f"task {task!r} has no metrics; known: {sorted(TASK_METRICS)}")
     where = f"task {task!r}, split {split!r}"
     predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if task == "stsb":
+    regression = task not in NUM_LABELS  # STS-B
+    if regression:
         predictions = predictions.reshape(-1).astype(float)
     elif predictions.ndim == 2:
         predictions = predictions.argmax(-1)
@@ -55,7 +55,7 @@ def glue_metrics(task, predictions, labels, split="evaluation"):
         raise ValueError(f"{where}: {len(predictions)} predictions for {len(labels)} labels")
     if len(labels) == 0:
         raise ValueError(f"{where}: no examples to score")
-    if task == "stsb":
+    if regression:
         low, high = STSB_RANGE
         bad = ~((labels >= low) & (labels <= high))  # NaN is bad too
         expected = f"scores in [{low:g}, {high:g}]"

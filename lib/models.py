@@ -77,12 +77,17 @@ def count_parameters(model):
     return total
 
 
-def model_size_mb(model_dir):
-    """Size on disk of a saved model's weight files, in MB (10^6 bytes)."""
-    files = [f for f in Path(model_dir).iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
-    if not files:
-        raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) in {model_dir}")
-    return sum(f.stat().st_size for f in files) / 1e6
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")  # as save_pretrained / torch.save name them
+
+
+def weight_files(model_dir):
+    """The weight files of a saved model directory, sorted ([] when it holds only a config and a tokenizer)."""
+    return sorted({f for pattern in WEIGHT_FILES for f in Path(model_dir).glob(pattern)})
+
+
+def has_weights(path):
+    """Whether a local model directory holds weights (the mirror's BERT/DistilBERT hold only config + tokenizer)."""
+    return Path(path).is_dir() and bool(weight_files(path))
 
 
 def student_config(teacher_config, layers):

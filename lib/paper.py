@@ -8,6 +8,8 @@ against: the paper's v4 table, unless a page says otherwise.
 All scores are in percent points (0-100), as printed; times in seconds; parameter counts in millions.
 """
 
+from lib import glue  # no imports of its own: this module stays import-light
+
 PAPER = "Sanh et al. (2019), arXiv:1910.01108 v4"
 PAPER_URL = "https://arxiv.org/abs/1910.01108"
 
@@ -19,24 +21,28 @@ ELMO, BERT_BASE, DISTILBERT = "ELMo", "BERT-base", "DistilBERT"
 TEACHER, STUDENT = "teacher", "student"
 MODEL_LABELS = (BERT_BASE, DISTILBERT, TEACHER, STUDENT)  # the labels stage 5 and the book know
 
-# Table 1 column order, with the metric behind each column. MRPC and QQP: mean of accuracy and F1; STS-B: mean
-# of Pearson and Spearman (the GLUE-benchmark convention, see lib/metrics.py); MNLI: the matched dev set.
-GLUE_TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
-TASK_NAMES = {"cola": "CoLA", "mnli": "MNLI", "mrpc": "MRPC", "qnli": "QNLI", "qqp": "QQP", "rte": "RTE",
-              "sst2": "SST-2", "stsb": "STS-B", "wnli": "WNLI", "imdb": "IMDb", "squad": "SQuAD 1.1"}
-TASK_METRICS = {"cola": "Matthews corr.", "mnli": "acc., matched", "mrpc": "mean of acc. and F1",
-                "qnli": "acc.", "qqp": "mean of acc. and F1", "rte": "acc.", "sst2": "acc.",
-                "stsb": "mean of Pearson and Spearman", "wnli": "acc."}
+# Table 1 column order (lib.glue: the task names, alphabetical), with the metric behind each column. MRPC and
+# QQP: mean of accuracy and F1; STS-B: mean of Pearson and Spearman (the GLUE-benchmark convention, see
+# lib/metrics.py); MNLI: the matched dev set.
+GLUE_TASKS = glue.PAPER_ORDER
+TASK_NAMES = {**{name: task.label for name, task in glue.TASKS.items()}, "imdb": "IMDb", "squad": "SQuAD 1.1"}
+TASK_METRICS = {name: glue.TASKS[name].paper_metric for name in GLUE_TASKS}
+
+
+def _table1_row(score, *columns):
+    """A Table 1 row as printed: the score, then one number per column in GLUE_TASKS order."""
+    if len(columns) != len(GLUE_TASKS):
+        raise ValueError(f"a Table 1 row has {len(GLUE_TASKS)} columns, got {len(columns)}")
+    return {"score": score, **dict(zip(GLUE_TASKS, columns))}
+
 
 # Table 1: GLUE dev set. BERT-base and DistilBERT are medians of 5 fine-tuning runs; "score" is the macro average
 # as printed (the BERT-base row's nine columns average to 79.7, not 79.5: see README_GLUE).
+#                              CoLA  MNLI  MRPC  QNLI   QQP   RTE SST-2 STS-B  WNLI
 TABLE1 = {
-    ELMO: {"score": 68.7, "cola": 44.1, "mnli": 68.6, "mrpc": 76.6, "qnli": 71.1, "qqp": 86.2, "rte": 53.4,
-             "sst2": 91.5, "stsb": 70.4, "wnli": 56.3},
-    BERT_BASE: {"score": 79.5, "cola": 56.3, "mnli": 86.7, "mrpc": 88.6, "qnli": 91.8, "qqp": 89.6, "rte": 69.3,
-                  "sst2": 92.7, "stsb": 89.0, "wnli": 53.5},
-    DISTILBERT: {"score": 77.0, "cola": 51.3, "mnli": 82.2, "mrpc": 87.5, "qnli": 89.2, "qqp": 88.5, "rte": 59.9,
-                   "sst2": 91.3, "stsb": 86.9, "wnli": 56.3},
+    ELMO: _table1_row(68.7,       44.1, 68.6, 76.6, 71.1, 86.2, 53.4, 91.5, 70.4, 56.3),
+    BERT_BASE: _table1_row(79.5,  56.3, 86.7, 88.6, 91.8, 89.6, 69.3, 92.7, 89.0, 53.5),
+    DISTILBERT: _table1_row(77.0, 51.3, 82.2, 87.5, 89.2, 88.5, 59.9, 91.3, 86.9, 56.3),
 }
 TABLE1_NOTE = "GLUE dev set; BERT-base and DistilBERT: median of 5 runs; score = macro average of the 9 tasks"
 
@@ -87,8 +93,8 @@ COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
 README_URL = ("https://github.com/huggingface/transformers/blob/main/"
               "examples/research_projects/distillation/README.md")
 README_GLUE = {
-    BERT_BASE: {**TABLE1[BERT_BASE], "mnli": 84.7},
-    DISTILBERT: {**TABLE1[DISTILBERT], "mnli": 82.1},
+    BERT_BASE: {**TABLE1[BERT_BASE], glue.MNLI: 84.7},
+    DISTILBERT: {**TABLE1[DISTILBERT], glue.MNLI: 82.1},
 }
 
 # The distilbert-base-uncased model card as kept in huggingface/transformers (model_cards/, before cards moved to
@@ -97,8 +103,8 @@ README_GLUE = {
 MODEL_CARD_URL = ("https://github.com/huggingface/transformers/blob/19220704f7aba85987a7bca342b81a3c7419d428/"
                   "model_cards/distilbert-base-uncased-README.md")
 MODEL_CARD_GLUE = {
-    DISTILBERT: {"mnli": 82.2, "qqp": 88.5, "qnli": 89.2, "sst2": 91.3, "cola": 51.3, "stsb": 85.8,
-                   "mrpc": 87.5, "rte": 59.9, "average": 77.0},
+    DISTILBERT: {glue.MNLI: 82.2, glue.QQP: 88.5, glue.QNLI: 89.2, glue.SST2: 91.3, glue.COLA: 51.3,
+                 glue.STSB: 85.8, glue.MRPC: 87.5, glue.RTE: 59.9, "average": 77.0},
 }
 
 # huggingface/transformers#2447 (Jan 2020): an earlier arXiv version printed MRPC 90.2 for DistilBERT; a

@@ -7,10 +7,10 @@ import shutil
 import uuid
 from pathlib import Path
 
-from lib import REPO_ROOT, config, hub
+from lib import config, hub, paper, repo_path
 from lib.config import ParameterError
 
-PRODUCED_BY = {"teacher": "teacher"}  # a model folder's name -> the stage that writes it (others: distill)
+PRODUCED_BY = {paper.TEACHER: config.TEACHER}  # a model folder's name -> the stage that writes it (others: distill)
 
 
 def stage_of(params):
@@ -30,12 +30,12 @@ def check(params, output_dir=None, pending=()):
         if producer is not None and producer in pending:
             continue  # an earlier stage of this pipeline run writes it; checked when this stage starts
         resolve_model(params, name, value, producer)
-    if stage in ("teacher", "distill"):
+    if stage in (config.TEACHER, config.DISTILL):
         needed = params.batch_size * getattr(params, "gradient_accumulation_steps", 1)
         check_corpus(params, needed)
         teacher = teacher_config(params, pending)
         if teacher is not None:
-            if stage == "distill":
+            if stage == config.DISTILL:
                 params.check_teacher_depth(teacher["num_hidden_layers"])
             disk_space(params, teacher)
 
@@ -78,14 +78,13 @@ def producer_of(params, value):
     """The stage that writes a model folder inside run_dir, or None for other ids and paths."""
     if not str(value).startswith(params.run_dir):
         return None
-    return PRODUCED_BY.get(Path(value).name, "distill")
+    return PRODUCED_BY.get(Path(value).name, config.DISTILL)
 
 
 def resolve_model(params, name, value, producer=None):
     """A local model folder must hold a config.json; a hub id must resolve (mirror, cache or hub, config only)."""
     if _is_local(params, value):
-        path = Path(hub.resolve(value, params.mirror)).expanduser()
-        path = path if path.is_absolute() else REPO_ROOT / path
+        path = repo_path(hub.resolve(value, params.mirror))
         if not (path / "config.json").is_file():
             made = (f" — it is produced by stage {producer!r} ({config.STAGES[producer][0]}); run that stage first"
                     if producer else "")
@@ -106,8 +105,7 @@ def teacher_config(params, pending=()):
     if producer is not None and producer in pending:
         return None
     if _is_local(params, params.teacher) or params.teacher.startswith(hub.SMOKE_PREFIX):
-        path = Path(hub.resolve(params.teacher, params.mirror))
-        path = path if path.is_absolute() else REPO_ROOT / path
+        path = repo_path(hub.resolve(params.teacher, params.mirror))
         return json.loads((path / "config.json").read_text())
     from transformers import AutoConfig
     return hub.from_pretrained(AutoConfig, params.teacher, mirror=params.mirror).to_dict()
@@ -125,7 +123,7 @@ def bert_parameters(cfg, n_layers=None):
 def disk_space(params, teacher):
     """Room under run_dir for what the stage writes: per distillation run two checkpoint slots (fp32 weights and
     two AdamW moments, 12 bytes per parameter each) and the final model (4 bytes per parameter)."""
-    if stage_of(params) == "distill":
+    if stage_of(params) == config.DISTILL:
         n = (len(params.student_layers) if params.student_layers else params.n_student_layers
              or teacher["num_hidden_layers"] // 2)
         runs = 1 + len(params.ablations)
@@ -154,8 +152,7 @@ def check_corpus(params, needed):
     estimated = all("path" in source for source in params.corpus)  # hub rows are documents: no estimate
     for source in params.corpus:
         if "path" in source:
-            path = Path(source["path"]).expanduser()
-            path = path if path.is_absolute() else REPO_ROOT / path
+            path = repo_path(source["path"])
             if path.stat().st_size == 0:
                 raise ParameterError("corpus", f"text file {path} is empty")
             with open(path, encoding="utf-8", errors="replace") as f:

@@ -13,21 +13,16 @@ import math
 import os
 from pathlib import Path
 
-from lib import REPO_ROOT, paper
+from lib import REPO_ROOT, config, glue, paper
 from lib.results import SCALE_LABELS
 
 # DISTILBERT_RESULTS_DIR: build the book from another results tree (tests use a synthetic one)
 RESULTS_ROOT = Path(os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
 PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
-STAGE_OF = {"teacher": "teacher", "glue": "glue", "imdb_squad": "imdb_squad", "latency": "latency",
-            "teacher_logits": "teacher"}  # results name -> the stage that writes it (distill-*: distill)
-NOTEBOOK_OF = {"teacher": "01_teacher", "distill": "02_distill", "glue": "03_glue", "imdb_squad": "04_imdb_squad",
-               "latency": "05_latency"}
 
 # short column names that still name the metric (all values x100, as in the paper)
-TASK_COLUMNS = {"glue": "GLUE score", "cola": "CoLA MCC", "mnli": "MNLI-m acc", "mrpc": "MRPC acc/F1",
-                "qnli": "QNLI acc", "qqp": "QQP acc/F1", "rte": "RTE acc", "sst2": "SST-2 acc",
-                "stsb": "STS-B P/S", "wnli": "WNLI acc"}
+GLUE_SCORE = glue.SCORE  # its row in a summary (lib.finetune.summarize), its column in our tables
+TASK_COLUMNS = {GLUE_SCORE: "GLUE score", **{name: glue.TASKS[name].column for name in glue.PAPER_ORDER}}
 GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
               "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
               "of the task columns shown.")
@@ -74,8 +69,9 @@ def distill_runs(profile, root=None):
     """{run_name: record} for every results/<profile>/distill-<run_name>.json."""
     folder = root_dir(root) / profile
     runs = {}
-    for path in sorted(folder.glob("distill-*.json")) if folder.is_dir() else []:
-        runs[path.stem[len("distill-"):]] = load(profile, path.stem, root)
+    prefix = config.DISTILL_RESULTS_PREFIX
+    for path in sorted(folder.glob(f"{prefix}*.json")) if folder.is_dir() else []:
+        runs[path.stem[len(prefix):]] = load(profile, path.stem, root)
     return runs
 
 
@@ -125,7 +121,7 @@ def provenance_line(record):
 
 
 def reproduce_command(profile, name):
-    stage = "distill" if name.startswith("distill") else STAGE_OF.get(name, name)
+    stage = config.stage_of_results(name) or name
     return f"make reproduce PROFILE={profile} STAGES={stage}"
 
 
@@ -156,11 +152,11 @@ def _isnan(value):
 def _models(rows):
     """Model labels of a summary: the teacher first, then the student and its variants, then the others."""
     labels = list(dict.fromkeys(row["model"] for row in rows if "model" in row))
-    rank = {"teacher": 0, "student": 1}
-    return sorted(labels, key=lambda m: (rank.get(m, 2 if m.startswith("student") else 3), m))
+    rank = {paper.TEACHER: 0, paper.STUDENT: 1}
+    return sorted(labels, key=lambda m: (rank.get(m, 2 if m.startswith(paper.STUDENT) else 3), m))
 
 
-def retention(student, teacher):
+def retention_percent(student, teacher):
     """student / teacher in percent, or None when either is missing or the teacher's value is 0."""
     if student is None or teacher is None or teacher == 0:
         return None
@@ -197,14 +193,14 @@ def glue_tasks(record):
 
 
 def glue_scores(record, statistic="median"):
-    """{model: {task: score}} with 'glue' = the macro average over the tasks present (as lib.tasks computes it)."""
+    """{model: {task: score}} with 'glue' = the macro average over the tasks present (as lib.finetune computes it)."""
     rows = _summary_rows(record)
     tasks = glue_tasks(record)
     scores = {}
     for model in _models(rows):
         per_task = {t: _value(rows, model, t, "score", statistic) for t in tasks}
-        glue = _value(rows, model, "glue", "score", statistic)
-        per_task["glue"] = glue if glue is not None else _mean(per_task.values())
+        glue = _value(rows, model, GLUE_SCORE, "score", statistic)
+        per_task[GLUE_SCORE] = glue if glue is not None else _mean(per_task.values())
         scores[model] = per_task
     return scores
 
@@ -214,16 +210,16 @@ def paper_glue(tasks, source=None):
     average over the same subset (so that our partial score has a like-for-like reference)."""
     source = source or paper.TABLE1
     rows = {}
-    for model in ("BERT-base", "DistilBERT"):
+    for model in (paper.BERT_BASE, paper.DISTILBERT):
         row = {t: source[model][t] for t in tasks}
-        row["glue"] = source[model]["score"] if set(tasks) == set(paper.GLUE_TASKS) else _mean(row.values())
+        row[GLUE_SCORE] = source[model]["score"] if set(tasks) == set(paper.GLUE_TASKS) else _mean(row.values())
         rows[model] = row
     return rows
 
 
-def single_class_runs(record, profile=None, name="glue", root=None):
+def single_class_runs(record, profile=None, name=config.GLUE, root=None):
     """{model: {task: (seeds that predicted a single class, seeds)}}, tasks with at least one such seed: from the
-    summary's single_class_seeds (lib.tasks.summarize), or, for a summary written before that column existed,
+    summary's single_class_seeds (lib.finetune.summarize), or, for a summary written before that column existed,
     from the per-run files results/<profile>/<name>/<model>/*.json when ``profile`` is given."""
     rows = _summary_rows(record)
     found = {}
@@ -264,13 +260,13 @@ def _single_class_text(per_task):
                      sorted(per_task.items(), key=lambda item: order.get(item[0], len(order)))) or "none"
 
 
-def glue_table(record, teacher="teacher", student="student", exclude=(), profile=None, root=None):
+def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(), profile=None, root=None):
     """Table 1 side by side: our models (medians over seeds) but those in ``exclude``, each one's retention of the
     teacher's score, the paper's BERT-base and DistilBERT and their retention. Index: row label; columns:
     'source' then score columns, then SINGLE_CLASS_COLUMN when a model predicted a single class on some task
     (``single_class_runs``; profile and root locate per-run files for summaries that predate the column)."""
     tasks = glue_tasks(record)
-    columns = ["glue", *tasks]
+    columns = [GLUE_SCORE, *tasks]
     ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
     constant = single_class_runs(record, profile, root=root)
     marked = any(constant.get(m) for m in ours)
@@ -281,17 +277,17 @@ def glue_table(record, teacher="teacher", student="student", exclude=(), profile
     others += [m for m in ours if m not in (teacher, student)]
     for model in others if teacher in ours else []:
         rows.append({"source": "this run", "model": f"{model} / {teacher} (%)",
-                     **{c: retention(ours[model].get(c), ours[teacher].get(c)) for c in columns}})
+                     **{c: retention_percent(ours[model].get(c), ours[teacher].get(c)) for c in columns}})
     ref = paper_glue(tasks)
     rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
-    rows.append({"source": "paper", "model": "DistilBERT / BERT-base (%)",
-                 **{c: retention(ref["DistilBERT"][c], ref["BERT-base"][c]) for c in columns}})
+    rows.append({"source": "paper", "model": f"{paper.DISTILBERT} / {paper.BERT_BASE} (%)",
+                 **{c: retention_percent(ref[paper.DISTILBERT][c], ref[paper.BERT_BASE][c]) for c in columns}})
     return _frame(rows).rename(columns=TASK_COLUMNS)
 
 
 def glue_spread(record):
     """Seed statistics behind Table 1: model, task, metric, median, min, max, std, n (every metric), and where the
-    summary has them, single_class_seeds and majority_rate (lib.tasks.summarize)."""
+    summary has them, single_class_seeds and majority_rate (lib.finetune.summarize)."""
     import pandas as pd
     frame = pd.DataFrame(_summary_rows(record))
     keep = [c for c in ("model", "task", "metric", "median", "min", "max", "std", "n", "single_class_seeds",
@@ -299,17 +295,17 @@ def glue_spread(record):
     return frame[keep] if keep else frame
 
 
-def glue_retention(record, teacher="teacher", student="student"):
+def glue_retention(record, teacher=paper.TEACHER, student=paper.STUDENT):
     """{task or 'glue': student / teacher (%)} for our run, or {} when either model is missing."""
     ours = glue_scores(record)
     if teacher not in ours or student not in ours:
         return {}
-    return {t: retention(ours[student].get(t), ours[teacher].get(t)) for t in ["glue", *glue_tasks(record)]}
+    return {t: retention_percent(ours[student].get(t), ours[teacher].get(t)) for t in [GLUE_SCORE, *glue_tasks(record)]}
 
 
 def paper_glue_retention(tasks=paper.GLUE_TASKS):
     ref = paper_glue(list(tasks))
-    return {t: retention(ref["DistilBERT"][t], ref["BERT-base"][t]) for t in ["glue", *tasks]}
+    return {t: retention_percent(ref[paper.DISTILBERT][t], ref[paper.BERT_BASE][t]) for t in [GLUE_SCORE, *tasks]}
 
 
 # ------------------------------------------------------------------------------------------- Table 2: IMDb, SQuAD
@@ -323,7 +319,7 @@ def downstream_scores(record, statistic="median"):
             for model in _models(rows)}
 
 
-def downstream_table(record, teacher="teacher", student="student"):
+def downstream_table(record, teacher=paper.TEACHER, student=paper.STUDENT):
     """Table 2 side by side: our models, student/teacher retention, the paper's rows and retention."""
     columns = list(paper.TABLE2_METRICS)
     ours = downstream_scores(record)
@@ -331,24 +327,25 @@ def downstream_table(record, teacher="teacher", student="student"):
     for label in [m for m in ours if m != teacher]:  # the student, its (D), baselines
         if teacher in ours:
             rows.append({"source": "this run", "model": f"{label} / {teacher} (%)",
-                         **{c: retention(ours[label][c], ours[teacher][c]) for c in columns}})
+                         **{c: retention_percent(ours[label][c], ours[teacher][c]) for c in columns}})
     rows += [{"source": "paper", "model": model, **scores} for model, scores in paper.TABLE2.items()]
-    rows += [{"source": "paper", "model": f"{model} / BERT-base (%)",
-              **{c: retention(paper.TABLE2[model][c], paper.TABLE2["BERT-base"][c]) for c in columns}}
-             for model in ("DistilBERT", "DistilBERT (D)")]
+    rows += [{"source": "paper", "model": f"{model} / {paper.BERT_BASE} (%)",
+              **{c: retention_percent(paper.TABLE2[model][c], paper.TABLE2[paper.BERT_BASE][c]) for c in columns}}
+             for model in (paper.DISTILBERT, paper.DISTILBERT + " (D)")]
     table = _frame(rows).dropna(axis=1, how="all")  # a task not run at this scale and absent from the paper row
     return table.rename(columns=DOWNSTREAM_COLUMNS)
 
 
-def downstream_retention(record, teacher="teacher", student="student"):
+def downstream_retention(record, teacher=paper.TEACHER, student=paper.STUDENT):
     ours = downstream_scores(record)
     if teacher not in ours or student not in ours:
         return {}
-    return {c: retention(ours[student][c], ours[teacher][c]) for c in paper.TABLE2_METRICS}
+    return {c: retention_percent(ours[student][c], ours[teacher][c]) for c in paper.TABLE2_METRICS}
 
 
 def paper_downstream_retention():
-    return {c: retention(paper.TABLE2["DistilBERT"][c], paper.TABLE2["BERT-base"][c]) for c in paper.TABLE2_METRICS}
+    return {c: retention_percent(paper.TABLE2[paper.DISTILBERT][c], paper.TABLE2[paper.BERT_BASE][c])
+            for c in paper.TABLE2_METRICS}
 
 
 # ------------------------------------------------------------------------------------------- Table 3: size, speed
@@ -387,7 +384,7 @@ def latency_models(record):
 def latency_reference(labels):
     """The model other times are relative to: BERT-base when timed, else the teacher, else the first."""
     labels = list(labels)
-    return _pick(labels, "BERT-base", "teacher") or (labels[0] if labels else None)
+    return _pick(labels, paper.BERT_BASE, paper.TEACHER) or (labels[0] if labels else None)
 
 
 def latency_table(record):
@@ -396,12 +393,12 @@ def latency_table(record):
     ref = latency_reference(ours)
     ref_s = (ours.get(ref) or {}).get("seconds")
     rows = [{"source": "this run", "model": label, "parameters (M)": m["params_m"], "examples timed": m["n_examples"],
-             "time (s)": m["seconds"], "time / reference (%)": retention(m["seconds"], ref_s), "reference": ref}
+             "time (s)": m["seconds"], "time / reference (%)": retention_percent(m["seconds"], ref_s), "reference": ref}
             for label, m in ours.items()]
-    paper_ref = paper.TABLE3["BERT-base"]["seconds"]
+    paper_ref = paper.TABLE3[paper.BERT_BASE]["seconds"]
     rows += [{"source": "paper", "model": model, "parameters (M)": m["params_m"], "examples timed": None,
-              "time (s)": m["seconds"], "time / reference (%)": retention(m["seconds"], paper_ref),
-              "reference": "BERT-base"} for model, m in paper.TABLE3.items()]
+              "time (s)": m["seconds"], "time / reference (%)": retention_percent(m["seconds"], paper_ref),
+              "reference": paper.BERT_BASE} for model, m in paper.TABLE3.items()]
     table = _frame(rows).dropna(axis=1, how="all")
     if "examples timed" in table:
         table["examples timed"] = table["examples timed"].astype("Int64")
@@ -412,9 +409,9 @@ def latency_ratio(record):
     """(student-like label, reference label, time ratio in %): DistilBERT/BERT-base when both were timed (the
     architecture claim), else student/teacher (our trained models); None when neither pair was timed."""
     ours = latency_models(record)
-    for fast, slow in (("DistilBERT", "BERT-base"), ("student", "teacher")):
+    for fast, slow in ((paper.DISTILBERT, paper.BERT_BASE), (paper.STUDENT, paper.TEACHER)):
         if fast in ours and slow in ours:
-            ratio = retention(ours[fast]["seconds"], ours[slow]["seconds"])
+            ratio = retention_percent(ours[fast]["seconds"], ours[slow]["seconds"])
             if ratio is not None:
                 return fast, slow, ratio
     return None
@@ -459,31 +456,31 @@ def _ablation_kinds(runs, baseline_run):
             if name != baseline_run and (kind := classify_run(_run_params(rec), base))}
 
 
-def ablation_table(profile, root=None, baseline_run="student"):
+def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
     """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score and the change
     against the triple-loss run (points), next to the paper's change. Rows with no GLUE result keep None."""
     import pandas as pd
     runs = distill_runs(profile, root)
-    glue = load(profile, "glue", root)
+    glue = load(profile, config.GLUE, root)
     scores = glue_scores(glue) if glue else {}
     base = runs.get(baseline_run)
     base_params = _run_params(base) if base else {}
     base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
-    base_score = (scores.get(base_label) or {}).get("glue")
+    base_score = (scores.get(base_label) or {}).get(GLUE_SCORE)
     kinds = _ablation_kinds(runs, baseline_run)
     rows, index = [], []
     for label, delta in paper.TABLE4.items():
         found = [(name, runs[name]) for name, kind in kinds.items() if kind == label]
         for name, rec in found or [(None, None)]:
             glue_label = _glue_label_for(name, glue) if (rec and glue) else None
-            score = (scores.get(glue_label) or {}).get("glue")
+            score = (scores.get(glue_label) or {}).get(GLUE_SCORE)
             ours = score - base_score if score is not None and base_score is not None else None
             index.append(label)
             rows.append({"run": name, "GLUE score": score, "change (points)": ours, "paper change (points)": delta})
     undistilled = base_params.get("undistilled_name")
     undistilled_label = _glue_label_for(undistilled, glue) if (undistilled and glue) else None
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
-        score = (scores.get(undistilled_label) or {}).get("glue")
+        score = (scores.get(undistilled_label) or {}).get(GLUE_SCORE)
         index.append("no distillation at all (teacher-layer init only)")
         rows.append({"run": undistilled, "GLUE score": score, "paper change (points)": None,
                      "change (points)": score - base_score if None not in (score, base_score) else None})
@@ -493,9 +490,9 @@ def ablation_table(profile, root=None, baseline_run="student"):
     return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
 
 
-def ablation_models(profile, root=None, baseline_run="student"):
+def ablation_models(profile, root=None, baseline_run=paper.STUDENT):
     """The glue.json model labels of a profile's Table 4 ablation runs (Table 1 leaves them to Table 4)."""
-    glue = load(profile, "glue", root)
+    glue = load(profile, config.GLUE, root)
     if not glue:
         return []
     labels = [_glue_label_for(name, glue) for name in _ablation_kinds(distill_runs(profile, root), baseline_run)]
@@ -513,10 +510,10 @@ def headline(root=None):
     pg = paper_glue_retention()
     pd_ret = paper_downstream_retention()
     columns = {"paper": [
-        "BERT-base -> DistilBERT",
-        _pct(retention(paper.TABLE3["DistilBERT"]["params_m"], paper.TABLE3["BERT-base"]["params_m"])),
-        _pct(pg["glue"], "9 tasks"),
-        _pct(retention(paper.TABLE3["DistilBERT"]["seconds"], paper.TABLE3["BERT-base"]["seconds"])),
+        f"{paper.BERT_BASE} -> {paper.DISTILBERT}",
+        _pct(retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])),
+        _pct(pg[GLUE_SCORE], "9 tasks"),
+        _pct(retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])),
         _pct(pd_ret["imdb_accuracy"]), _pct(pd_ret["squad_f1"])]}
     for profile in profiles(root):
         columns[profile] = _headline_column(profile, root)
@@ -531,23 +528,23 @@ def _pct(value, note=None):
 
 def _headline_column(profile, root):
     runs = distill_runs(profile, root)
-    run = runs.get("student") or next(iter(runs.values()), None)
+    run = runs.get(paper.STUDENT) or next(iter(runs.values()), None)
     if run:
-        teacher = str(run.get("teacher", "teacher"))
-        stage1 = load(profile, "teacher", root)
+        teacher = str(run.get("teacher", paper.TEACHER))
+        stage1 = load(profile, config.TEACHER, root)
         if stage1 and teacher.startswith(("runs/", "{run_dir}")):  # a teacher stage 1 saved: name its origin
             teacher = f"{stage1.get('teacher', teacher)} (stage 1)"
         pair = f"{teacher} -> {run.get('student_parameters', 0) / 1e6:.1f}M-parameter student"
-        params = _pct(retention(run.get("student_parameters"), run.get("teacher_parameters")))
+        params = _pct(retention_percent(run.get("student_parameters"), run.get("teacher_parameters")))
     else:
         pair, params = "not run", "not run"
-    glue = load(profile, "glue", root)
-    glue_ret = glue_retention(glue).get("glue") if glue else None
+    glue = load(profile, config.GLUE, root)
+    glue_ret = glue_retention(glue).get(GLUE_SCORE) if glue else None
     glue_text = _pct(glue_ret, f"{len(glue_tasks(glue))} tasks") if glue_ret is not None else "not run"
-    latency = load(profile, "latency", root)
+    latency = load(profile, config.LATENCY, root)
     ratio = latency_ratio(latency) if latency else None
     time_text = _pct(ratio[2], f"{ratio[0]} / {ratio[1]}") if ratio else "not run"
-    down = load(profile, "imdb_squad", root)
+    down = load(profile, config.IMDB_SQUAD, root)
     down_ret = downstream_retention(down) if down else {}
     return [pair, params, glue_text, time_text, _pct(down_ret.get("imdb_accuracy")), _pct(down_ret.get("squad_f1"))]
 
@@ -559,12 +556,12 @@ def seed_noise(record):
     models smaller than this are not resolved by the run. None without several seeds."""
     import statistics
     ranges = [row["max"] - row["min"] for row in _summary_rows(record)
-              if row.get("metric") == "score" and row.get("task") != "glue" and (row.get("n") or 0) > 1
+              if row.get("metric") == "score" and row.get("task") != GLUE_SCORE and (row.get("n") or 0) > 1
               and None not in (row.get("max"), row.get("min"))]
     return statistics.median(ranges) if ranges else None
 
 
-def glue_gap(record, teacher="teacher", student="student"):
+def glue_gap(record, teacher=paper.TEACHER, student=paper.STUDENT):
     """{task: points} each task adds to the teacher-minus-student GLUE score (its score gap / number of tasks);
     the values sum to the gap of the macro scores. {} when either model is missing."""
     scores = glue_scores(record)
@@ -575,7 +572,7 @@ def glue_gap(record, teacher="teacher", student="student"):
             if None not in (scores[teacher][t], scores[student][t])}
 
 
-def single_class_models(profile, name="glue", root=None):
+def single_class_models(profile, name=config.GLUE, root=None):
     """{task: [models]} for the classification runs in results/<profile>/<name>/ where every seed predicted one
     label for the whole evaluation set: a model that learned nothing beyond a constant answer (MCC 0 on CoLA)."""
     constant = {}
@@ -596,7 +593,8 @@ def single_class_models(profile, name="glue", root=None):
 
 def stage_wall_times(profile, root=None):
     """{results name: wall time in s} of a profile's results files (the distillation runs one by one)."""
-    names = ["teacher", *[f"distill-{r}" for r in distill_runs(profile, root)], "glue", "imdb_squad", "latency"]
+    names = [config.TEACHER, *[config.DISTILL_RESULTS_PREFIX + r for r in distill_runs(profile, root)], config.GLUE,
+             config.IMDB_SQUAD, config.LATENCY]
     return {name: rec.get("wall_time_s") for name in names if (rec := load(profile, name, root)) is not None}
 
 
@@ -605,13 +603,13 @@ def scale_findings(profile, root=None):
     masked-LM accuracy, what the student saw, retention of GLUE / IMDb / inference time beside the paper's, the
     undistilled baseline, the seed noise and the total wall time."""
     facts = {}
-    stage1 = load(profile, "teacher", root) or {}
+    stage1 = load(profile, config.TEACHER, root) or {}
     facts["teacher"] = stage1.get("teacher")
     for when in ("before", "after"):
         accuracy = (stage1.get(f"mlm_{when}") or {}).get("mlm_accuracy")
         facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else None
     facts["teacher_mlm_loss"] = (stage1.get("mlm_after") or stage1.get("mlm_before") or {}).get("loss")
-    run = distill_runs(profile, root).get("student") or {}
+    run = distill_runs(profile, root).get(paper.STUDENT) or {}
     facts["distill_tokens"] = run.get("tokens")
     facts["distill_steps"] = run.get("steps")
     curve = [r["loss"] for r in run.get("loss_curve") or [] if r.get("loss") is not None]
@@ -621,25 +619,25 @@ def scale_findings(profile, root=None):
     quarter = max(1, len(curve) // 4)  # mean of the last quarter of the curve against the quarter before it
     facts["loss_still_falling"] = (sum(curve[-quarter:]) < sum(curve[-2 * quarter:-quarter])
                                    if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
-    facts["parameters"] = retention(run.get("student_parameters"), run.get("teacher_parameters"))
-    glue = load(profile, "glue", root)
+    facts["parameters"] = retention_percent(run.get("student_parameters"), run.get("teacher_parameters"))
+    glue = load(profile, config.GLUE, root)
     facts["glue_tasks"] = glue_tasks(glue) if glue else []
-    facts["glue_student"] = glue_retention(glue).get("glue") if glue else None
-    facts["glue_undistilled"] = glue_retention(glue, student="undistilled").get("glue") if glue else None
-    facts["glue_paper"] = paper_glue_retention(facts["glue_tasks"])["glue"] if facts["glue_tasks"] else None
+    facts["glue_student"] = glue_retention(glue).get(GLUE_SCORE) if glue else None
+    facts["glue_undistilled"] = glue_retention(glue, student="undistilled").get(GLUE_SCORE) if glue else None
+    facts["glue_paper"] = paper_glue_retention(facts["glue_tasks"])[GLUE_SCORE] if facts["glue_tasks"] else None
     scores = glue_scores(glue) if glue else {}
-    facts["glue_teacher_score"] = (scores.get("teacher") or {}).get("glue")
+    facts["glue_teacher_score"] = (scores.get(paper.TEACHER) or {}).get(GLUE_SCORE)
     facts["seed_noise"] = seed_noise(glue) if glue else None
-    down = load(profile, "imdb_squad", root)
+    down = load(profile, config.IMDB_SQUAD, root)
     facts["imdb_student"] = downstream_retention(down).get("imdb_accuracy") if down else None
     facts["imdb_undistilled"] = (downstream_retention(down, student="undistilled").get("imdb_accuracy")
                                  if down else None)
-    latency = load(profile, "latency", root)
+    latency = load(profile, config.LATENCY, root)
     timed = latency_models(latency) if latency else {}
-    facts["time_architecture"] = retention((timed.get("DistilBERT") or {}).get("seconds"),
-                                           (timed.get("BERT-base") or {}).get("seconds"))
-    facts["time_trained"] = retention((timed.get("student") or {}).get("seconds"),
-                                      (timed.get("teacher") or {}).get("seconds"))
+    facts["time_architecture"] = retention_percent((timed.get(paper.DISTILBERT) or {}).get("seconds"),
+                                                   (timed.get(paper.BERT_BASE) or {}).get("seconds"))
+    facts["time_trained"] = retention_percent((timed.get(paper.STUDENT) or {}).get("seconds"),
+                                              (timed.get(paper.TEACHER) or {}).get("seconds"))
     walls = stage_wall_times(profile, root)
     facts["wall_time_s"] = sum(w for w in walls.values() if w) if walls else None
     return facts
@@ -649,31 +647,31 @@ def run_setup(profile, root=None):
     """What a scale ran, read from its results files (each records its parameters): {stage: facts}, a stage
     absent when its results file is."""
     setup = {}
-    stage1 = load(profile, "teacher", root)
+    stage1 = load(profile, config.TEACHER, root)
     if stage1:
         params = _run_params(stage1)
-        setup["teacher"] = {"id": stage1.get("teacher"), "layers": stage1.get("layers"),
+        setup[config.TEACHER] = {"id": stage1.get("teacher"), "layers": stage1.get("layers"),
                             "hidden_size": stage1.get("hidden_size"), "adapted": stage1.get("adapted"),
                             "had_mlm_head": stage1.get("had_mlm_head"),
                             "adapt_steps": params.get("adapt_steps"), "adapt_top_layers": params.get("adapt_top_layers")}
     runs = distill_runs(profile, root)
-    if "student" in runs:
-        params = _run_params(runs["student"])
-        setup["distill"] = {"student_layers": runs["student"].get("student_layers"),
+    if paper.STUDENT in runs:
+        params = _run_params(runs[paper.STUDENT])
+        setup[config.DISTILL] = {"student_layers": runs[paper.STUDENT].get("student_layers"),
                             **{k: params.get(k) for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "temperature",
                                                          "undistilled_name")},
                             "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
-                            "ablations": _ablation_kinds(runs, "student")}
-    for name in ("glue", "imdb_squad"):
+                            "ablations": _ablation_kinds(runs, paper.STUDENT)}
+    for name in (config.GLUE, config.IMDB_SQUAD):
         record = load(profile, name, root)
         if record:
             params = _run_params(record)
             setup[name] = {k: params.get(k) for k in ("tasks", "seeds", "n_epoch", "max_train_samples",
                                                       "max_eval_samples", "task_overrides", "imdb_max_length")}
             setup[name]["models"] = list(model_paths(record))
-    latency = load(profile, "latency", root)
+    latency = load(profile, config.LATENCY, root)
     if latency:
-        setup["latency"] = {"models": list(latency_models(latency)), "max_examples": _run_params(latency).get("max_examples")}
+        setup[config.LATENCY] = {"models": list(latency_models(latency)), "max_examples": _run_params(latency).get("max_examples")}
     return setup
 
 
@@ -681,8 +679,8 @@ def findings_table(facts):
     """The findings of one scale beside the paper's, as a table (retention in percent of the teacher)."""
     import pandas as pd
     pd_ret = paper_downstream_retention()
-    time_paper = retention(paper.TABLE3["DistilBERT"]["seconds"], paper.TABLE3["BERT-base"]["seconds"])
-    params_paper = retention(paper.TABLE3["DistilBERT"]["params_m"], paper.TABLE3["BERT-base"]["params_m"])
+    time_paper = retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
+    params_paper = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
     n = len(facts["glue_tasks"])
     rows = [
         ("parameters: student / teacher (%)", facts["parameters"], params_paper),
@@ -701,7 +699,7 @@ def findings_table(facts):
 def teacher_logits(root=None):
     """(profile, record) of the largest-scale results/<profile>/teacher_logits.json, or None. The record holds
     ``tokens`` and ``logits`` (the teacher's top-k vocabulary logits at one masked position) and ``text``."""
-    found = [(p, r) for p, r in available("teacher_logits", root) if r.get("logits") and r.get("tokens")]
+    found = [(p, r) for p, r in available(config.TEACHER_LOGITS, root) if r.get("logits") and r.get("tokens")]
     return found[-1] if found else None
 
 

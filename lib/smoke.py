@@ -18,6 +18,8 @@ import random
 import shutil
 from pathlib import Path
 
+from lib import glue
+
 VERSION = "1"  # bump when the generated data changes, so stale smoke hubs are rebuilt
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
@@ -31,18 +33,9 @@ ADVERBS = ["today", "again", "quietly", "often", "slowly", "early"]
 SYNONYMS = {"sees": "notices", "likes": "enjoys", "finds": "discovers", "buys": "purchases", "good": "fine",
             "great": "grand", "bad": "poor", "sad": "gloomy"}
 
-GLUE_LAYOUT = {  # config -> (text columns, label names or None for regression, splits)
-    "cola": (["sentence"], ["unacceptable", "acceptable"], ["train", "validation", "test"]),
-    "sst2": (["sentence"], ["negative", "positive"], ["train", "validation", "test"]),
-    "mrpc": (["sentence1", "sentence2"], ["not_equivalent", "equivalent"], ["train", "validation", "test"]),
-    "stsb": (["sentence1", "sentence2"], None, ["train", "validation", "test"]),
-    "qqp": (["question1", "question2"], ["not_duplicate", "duplicate"], ["train", "validation", "test"]),
-    "mnli": (["premise", "hypothesis"], ["entailment", "neutral", "contradiction"],
-             ["train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched"]),
-    "qnli": (["question", "sentence"], ["entailment", "not_entailment"], ["train", "validation", "test"]),
-    "rte": (["sentence1", "sentence2"], ["entailment", "not_entailment"], ["train", "validation", "test"]),
-    "wnli": (["sentence1", "sentence2"], ["not_entailment", "entailment"], ["train", "validation", "test"]),
-}
+# config -> (text columns, label names or None for regression, splits): GLUE's, from lib.glue
+GLUE_LAYOUT = {name: (list(task.text), None if task.regression else list(task.label_names), list(task.splits))
+               for name, task in glue.TASKS.items()}
 SPLIT_SIZES = {"train": 240, "test": 48}  # every other split (validation*) has 64 rows
 TEACHER_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
                       max_position_embeddings=256, type_vocab_size=2)
@@ -77,7 +70,7 @@ def corpus_text(rng, n_documents):
 def glue_row(task, rng):
     """One example of ``task`` whose label follows from the words."""
     f = _fact(rng)
-    if task == "cola":
+    if task == glue.COLA:
         words = _say(f).split()
         label = rng.randint(0, 1)
         if not label:
@@ -86,39 +79,39 @@ def glue_row(task, rng):
                 rng.shuffle(core)
             words = core + ["."]
         return {"sentence": " ".join(words), "label": label}
-    if task == "sst2":
+    if task == glue.SST2:
         label = rng.randint(0, 1)
         return {"sentence": _say(_fact(rng, label)), "label": label}
-    if task in ("mrpc", "rte", "wnli"):
+    if task in (glue.MRPC, glue.RTE, glue.WNLI):
         label = rng.randint(0, 1)
         other = dict(f, name=rng.choice([n for n in NAMES if n != f["name"]]), noun=rng.choice(NOUNS))
-        if task == "mrpc":  # equivalent: the same fact in other words
+        if task == glue.MRPC:  # equivalent: the same fact in other words
             second = _say(f, synonyms=True) if label else _say(other, synonyms=True)
             return {"sentence1": _say(f), "sentence2": second, "label": label}
         entailed = f"{f['name']} {f['verb']} the {f['noun']} ."
         wrong = f"{other['name']} {f['verb']} the {other['noun']} ."
-        entail_label = 0 if task == "rte" else 1  # rte: 0 = entailment; wnli: 1 = entailment
+        entail_label = 0 if task == glue.RTE else 1  # rte: 0 = entailment; wnli: 1 = entailment
         return {"sentence1": _say(f), "sentence2": entailed if label == entail_label else wrong, "label": label}
-    if task == "stsb":
+    if task == glue.STSB:
         g = dict(f)
         for slot in ("name", "verb", "adj", "noun"):
             if rng.random() < 0.5:
                 g[slot] = rng.choice({"name": NAMES, "verb": VERBS, "adj": POSITIVE + NEGATIVE, "noun": NOUNS}[slot])
         shared = sum(f[s] == g[s] for s in ("name", "verb", "adj", "noun"))
         return {"sentence1": _say(f), "sentence2": _say(g), "label": float(5 * shared / 4)}
-    if task == "qqp":
+    if task == glue.QQP:
         label = rng.randint(0, 1)
         q1 = f"does {f['name']} {f['verb']} the {f['noun']} ?"
         q2 = (f"is it true that {f['name']} {SYNONYMS.get(f['verb'], f['verb'])} the {f['noun']} ?" if label
               else f"does {f['name']} {f['verb']} the {rng.choice([n for n in NOUNS if n != f['noun']])} ?")
         return {"question1": q1, "question2": q2, "label": label}
-    if task == "mnli":
+    if task == glue.MNLI:
         label = rng.randint(0, 2)
         hypothesis = [f"{f['name']} {f['verb']} a {f['noun']} .",
                       f"{f['name']} {f['verb']} the {f['noun']} with a friend .",
                       f"{f['name']} never {f['verb']} any {f['noun']} ."][label]
         return {"premise": _say(f), "hypothesis": hypothesis, "label": label}
-    if task == "qnli":
+    if task == glue.QNLI:
         label = rng.randint(0, 1)
         noun = f["noun"] if label == 0 else rng.choice([n for n in NOUNS if n != f["noun"]])
         return {"question": f"who {f['verb']} the {noun} ?", "sentence": _say(f), "label": label}

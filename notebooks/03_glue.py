@@ -66,20 +66,19 @@ sys.path.insert(0, _root)
 import time  # noqa: E402
 
 import lib  # noqa: E402
-from lib import config, plots, results  # noqa: E402
+from lib import config, finetune, plots, results  # noqa: E402
 
 params = config.load_params("glue", globals())
 lib.notebook_setup(params)
-from lib import tasks  # noqa: E402  (imported after load_params: `tasks` is also a parameter's name)
 config.as_dict(params)
 
 # %%
 started = time.perf_counter()
-runs = tasks.run_sweep(params.models, tasks.stage_tasks(params), params.seeds, params,
-                       params.path("results_dir") / "glue")
-summary = tasks.summarize(runs, teacher=params.distill_teacher)
+runs = finetune.run_sweep(params.models, finetune.stage_tasks(params), params.seeds, params,
+                          params.path("results_dir") / "glue")
+summary = finetune.summarize(runs, teacher=params.distill_teacher)
 print(f"{len(runs)} fine-tuning runs; GLUE dev scores (median over {len(params.seeds)} seed(s)), {params.profile} scale:")
-tasks.score_table(summary).round(1)
+finetune.score_table(summary).round(1)
 
 # %% [markdown]
 # ## Retention: student / teacher, per task
@@ -87,7 +86,7 @@ tasks.score_table(summary).round(1)
 
 # %%
 if {"teacher", "student"} <= set(params.models):
-    kept = tasks.retention(summary, "student", params.distill_teacher) * 100
+    kept = finetune.retention_fraction(summary, "student", params.distill_teacher) * 100
     plots.show(plots.bars(kept.index, kept.values, "student / teacher, GLUE dev (%)", "retention (%)"),
                caption=f"GLUE retention per task ({params.profile} scale)")
 

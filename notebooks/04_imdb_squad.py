@@ -73,7 +73,7 @@ sys.path.insert(0, _root)
 import time  # noqa: E402
 
 import lib  # noqa: E402
-from lib import config, results, tasks  # noqa: E402
+from lib import config, finetune, results  # noqa: E402
 
 params = config.load_params("imdb_squad", globals())
 lib.notebook_setup(params)
@@ -81,9 +81,9 @@ config.as_dict(params)
 
 # %%
 started = time.perf_counter()
-runs = tasks.run_sweep(params.models, tasks.stage_tasks(params), params.seeds, params,
-                       params.path("results_dir") / "imdb_squad")
-summary = tasks.summarize(runs, teacher=params.distill_teacher)
+runs = finetune.run_sweep(params.models, finetune.stage_tasks(params), params.seeds, params,
+                          params.path("results_dir") / "imdb_squad")
+summary = finetune.summarize(runs, teacher=params.distill_teacher)
 print(f"{len(runs)} fine-tuning runs, {params.profile} scale (median over {len(params.seeds)} seed(s)):")
 summary[summary.metric.isin(["accuracy", "exact_match", "f1"])].round(2)
 

@@ -118,7 +118,7 @@ def test_numbers_written_as_strings_are_read_as_numbers_only_for_numeric_fields(
 
 
 def test_a_parameter_name_rebound_to_a_module_is_refused():
-    with pytest.raises(config.ParameterError) as err:  # `from lib import tasks` after papermill injected tasks
+    with pytest.raises(config.ParameterError) as err:  # an import that shadows an injected parameter
         config.load_params("glue", {"profile": "smoke", "tasks": config})
     assert err.value.name == "tasks" and "import it under another name" in str(err.value)
 

@@ -116,9 +116,9 @@ def test_build_from_config_rejects_unknown_task():
 def test_has_weights(tmp_path):
     model = tiny_bert()
     model.config.save_pretrained(tmp_path)
-    assert not latency.has_weights(tmp_path)
+    assert not models.has_weights(tmp_path)
     model.save_pretrained(tmp_path)
-    assert latency.has_weights(tmp_path)
+    assert models.has_weights(tmp_path)
 
 
 def test_size_on_disk_model_and_directory(tmp_path):

@@ -25,8 +25,8 @@ def _write(root, profile, name, payload, params=None, wall=12.5, gpu=None):
 
 
 def _summary(scores):
-    """A summary in the exact schema the GLUE stage writes (lib.tasks.summarize), from {model: {task: [scores]}}."""
-    from lib import tasks
+    """A summary in the exact schema the GLUE stage writes (lib.finetune.summarize), from {model: {task: [scores]}}."""
+    from lib import finetune
     from lib.metrics import TASK_METRICS
     runs = []
     for model, per_task in scores.items():
@@ -35,7 +35,7 @@ def _summary(scores):
                 metrics = {"exact_match": value - 5, "f1": value, "score": value} if task == "squad" else \
                     {**{m: value for m in TASK_METRICS[task]}, "score": value}
                 runs.append({"model": model, "task": task, "seed": seed, "metrics": metrics})
-    return tasks.summarize(runs).reset_index().to_dict(orient="records")
+    return finetune.summarize(runs).reset_index().to_dict(orient="records")
 
 
 def write_example_results(tmp_path):
@@ -219,14 +219,14 @@ def test_single_class_models_need_every_seed_constant(tmp_path):
 
 
 def test_glue_table_marks_single_class_runs_and_the_scores_that_include_them(tmp_path):
-    from lib import tasks
+    from lib import finetune
     runs = [{"model": "teacher", "task": "wnli", "seed": s, "metrics": {"accuracy": 56.3, "score": 56.3},
              "single_class": True, "majority_rate": 56.3} for s in (1, 2)]
     runs += [{"model": "teacher", "task": "rte", "seed": s, "metrics": {"accuracy": v, "score": v},
               "single_class": s == 2, "majority_rate": 52.7} for s, v in ((1, 60.0), (2, 52.7))]
     runs += [{"model": "student", "task": t, "seed": 1, "metrics": {"accuracy": 55.0, "score": 55.0},
               "single_class": False, "majority_rate": 52.7} for t in ("wnli", "rte")]
-    summary = tasks.summarize(runs).to_dict(orient="records")
+    summary = finetune.summarize(runs).to_dict(orient="records")
     record = _write(tmp_path, "cpu", "glue", {"summary": json.loads(json.dumps(summary))})  # NaN as JSON reads it
     assert report.single_class_runs(record) == {"teacher": {"wnli": (2, 2), "rte": (1, 2)}}
     table = report.glue_table(record)

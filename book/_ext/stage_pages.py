@@ -15,8 +15,6 @@ from docutils import nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE_DOC = re.compile(r"^stages/(?P<profile>[^/]+)/(?P<stem>\d\d_\w+)$")
-RESULT_OF = {"01_teacher": "teacher", "02_distill": "distill-student", "03_glue": "glue",
-             "04_imdb_squad": "imdb_squad", "05_latency": "latency"}
 
 
 def injected_parameters(notebook_path):
@@ -45,6 +43,16 @@ def scale_label(profile):
     finally:
         sys.path.remove(str(REPO_ROOT))
     return SCALE_LABELS.get(profile, f"the {profile} profile")
+
+
+def result_of(stem):
+    """The main results file's name of the stage whose notebook is ``stem`` (lib.config.STAGES), or None."""
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from lib.config import STAGES
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    return next((stage.results[0] for stage in STAGES.values() if stage.notebook == stem), None)
 
 
 def colab_url(theme, docname):
@@ -90,7 +98,7 @@ def stage_note(app, docname, notebook_path):
                          "defaults and their meaning are in ")
     params += _link("lib/config.py", _repo_file(theme, "lib/config.py"))
     params += nodes.Text(".")
-    result = RESULT_OF.get(stem)
+    result = result_of(stem)
     where = nodes.paragraph()
     if result and (REPO_ROOT / "results" / profile / f"{result}.json").is_file():
         where += nodes.Text("Results file: ")

@@ -1,4 +1,4 @@
-"""lib.tasks: data loading, tokenization, SQuAD windows and answers, distillation loss, tiny fine-tunes, sweeps."""
+"""lib.finetune: data loading, tokenization, SQuAD windows and answers, distillation loss, tiny fine-tunes, sweeps."""
 import json
 import math
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import tasks as T
+from lib import finetune as T
 from lib.config import GlueParams, ImdbSquadParams, ParameterError, make_params
 
 WORDS = ["good", "bad", "film", "movie", "plot", "actor", "very", "quite", "is", "was", "where", "what", "answer"]
@@ -483,7 +483,7 @@ def test_summarize_medians_glue_score_and_retention():
     wide = T.score_table(table)
     assert list(wide.columns) == ["glue", "cola", "sst2", "imdb"]
     assert wide.loc["student", "sst2"] == 90
-    ratio = T.retention(table)
+    ratio = T.retention_fraction(table)
     assert list(ratio.index) == ["glue", "cola", "sst2"]  # imdb: no teacher result
     assert ratio["cola"] == pytest.approx(45 / 58) and ratio["glue"] == pytest.approx(67.5 / 74.5)
 

@@ -24,35 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import hub
+from lib import glue, hub, paper
 from lib import metrics as M
 from lib import results as results_io
 from lib.config import ParameterError
 
 
-def _glue(text, num_labels=2, eval_splits=("validation",)):
-    return dict(source="glue_dataset", config=None, text=text, num_labels=num_labels, regression=False,
-                eval_splits=eval_splits)
-
-
-# task -> spec: where the data is (params field holding the hub id; config name), text columns, head, eval splits
+# task -> where the data is (params field holding the hub id; config name), text columns, head, eval splits and
+# the metrics in its score; the GLUE tasks read from lib.glue (their hub configs are named after them)
 TASKS = {
-    "cola": {**_glue(("sentence",)), "metric": "matthews"},
-    "sst2": {**_glue(("sentence",)), "metric": "accuracy"},
-    "mrpc": {**_glue(("sentence1", "sentence2")), "metric": "accuracy+f1"},
-    "stsb": {**_glue(("sentence1", "sentence2"), num_labels=1), "regression": True, "metric": "pearson+spearman"},
-    "qqp": {**_glue(("question1", "question2")), "metric": "accuracy+f1"},
-    "mnli": {**_glue(("premise", "hypothesis"), 3, ("validation_matched", "validation_mismatched")), "metric": "accuracy"},
-    "qnli": {**_glue(("question", "sentence")), "metric": "accuracy"},
-    "rte": {**_glue(("sentence1", "sentence2")), "metric": "accuracy"},
-    "wnli": {**_glue(("sentence1", "sentence2")), "metric": "accuracy"},
-    "imdb": dict(source="imdb_dataset", config=None, text=("text",), num_labels=2, regression=False,
+    **{name: dict(source="glue_dataset", config=name, text=task.text, num_labels=task.num_labels,
+                  regression=task.regression, eval_splits=task.eval_splits, metric="+".join(task.metrics))
+       for name, task in glue.TASKS.items()},
+    M.IMDB: dict(source="imdb_dataset", config=None, text=("text",), num_labels=2, regression=False,
                  eval_splits=("test",), metric="accuracy"),
     "squad": dict(source="squad_dataset", config=None, text=("question", "context"), num_labels=None, regression=False,
                   eval_splits=("validation",), metric="exact_match+f1"),
 }
-for _task in M.GLUE_TASKS:
-    TASKS[_task]["config"] = _task  # GLUE's hub configs are named after the tasks
 
 HPARAM_NAMES = ("learning_rate", "n_epoch", "batch_size", "warmup_prop", "weight_decay",
                 "max_train_samples", "max_eval_samples")
@@ -108,11 +96,13 @@ def load_task(task, params):
     for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec["eval_splits"]]:
         if split not in data:
             raise KeyError(f"{repo_id} ({spec['config']}) has no split {split!r}; it has {list(data)}")
-        splits[split] = _subset(data[split], cap, params.seed)
+        splits[split] = subset(data[split], cap, params.seed)
     return datasets.DatasetDict(splits)
 
 
-def _subset(dataset, n, seed):
+def subset(dataset, n, seed):
+    """A fixed random subset of ``n`` rows drawn with ``seed``, in the dataset's order (all of it when ``n`` is
+    None or not smaller): the same rows on every machine, unbiased where a split is sorted (IMDb, by label)."""
     if n is None or n >= len(dataset):
         return dataset
     keep = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
@@ -566,10 +556,11 @@ def model_fingerprint(model_path, mirror=None):
     if not local.is_dir():
         return str(model_path)
     digest = hashlib.sha256()
-    for file in sorted(local.iterdir()):
-        if file.name == "config.json" or file.suffix in (".safetensors", ".bin"):
-            with open(file, "rb") as handle:
-                digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    from lib.models import weight_files
+    config = [local / "config.json"] if (local / "config.json").is_file() else []
+    for file in sorted(config + weight_files(local)):
+        with open(file, "rb") as handle:
+            digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
 
 
@@ -665,10 +656,11 @@ def _distill_teacher(task, models, seeds, params, results_dir, provenance):
 
 # --- summary ---
 
-PAPER_ORDER = ("glue", "cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb", "squad")
+GLUE_SCORE = glue.SCORE
+PAPER_ORDER = (GLUE_SCORE, *glue.PAPER_ORDER, M.IMDB, "squad")
 
 
-def summarize(results, teacher="teacher"):
+def summarize(results, teacher=paper.TEACHER):
     """Long table: one row per (model, task, metric) with the median over seeds, min, max, std, n, and
     retention = median / the teacher's median (percent). Adds task 'glue', metric 'score': the macro average
     of the per-task median scores (the paper's statistic) over the GLUE tasks present; its min/max/std are
@@ -704,7 +696,7 @@ def summarize(results, teacher="teacher"):
         seed_scores = [M.glue_score(s) for (m, _), s in per_seed.items() if m == model and set(s) == set(medians)]
         spread = M.median_and_spread(seed_scores)
         constant = [t for t in PAPER_ORDER if t in medians and any(f for f in single[(model, t)])]
-        rows.append({"model": model, "task": "glue", "metric": "score", **spread, "median": M.glue_score(medians),
+        rows.append({"model": model, "task": GLUE_SCORE, "metric": "score", **spread, "median": M.glue_score(medians),
                      "single_class_tasks": ", ".join(constant)})
     table = pd.DataFrame(rows, columns=["model", "task", "metric", "median", "min", "max", "std", "n",
                                         "single_class_seeds", "majority_rate", "single_class_tasks"])
@@ -737,10 +729,10 @@ def score_table(summary, statistic="median"):
     return wide[[t for t in PAPER_ORDER if t in wide.columns]]
 
 
-def retention(summary, student="student", teacher="teacher"):
+def retention_fraction(summary, student=paper.STUDENT, teacher=paper.TEACHER):
     """Per task (and 'glue'), the student's median score as a fraction of the teacher's (paper: 97% on GLUE)."""
     wide = score_table(summary)
-    for label, name in ((student, "student"), (teacher, "teacher")):
+    for label, name in ((student, "student"), (teacher, "teacher")):  # the roles, named in the error
         if label not in wide.index:
             raise ValueError(f"{name} {label!r} has no results; models: {list(wide.index)}")
     return (wide.loc[student] / wide.loc[teacher]).dropna()
