@@ -323,7 +323,7 @@ _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 def profile_values(profile, stage):
     """The values a profile sets for a stage (its YAML file), as a dict."""
-    stem = STAGES[stage][0]
+    stem = STAGES[stage].notebook
     path = PARAMS_DIR / profile / f"{stem}.yaml"
     if not path.is_file():
         raise ParameterError("profile", f"profile {profile!r} has no parameter file {path}")
@@ -337,7 +337,7 @@ def load_params(stage, namespace=None, **overrides):
     (an import that shadows a parameter would otherwise drop its value silently)."""
     if stage not in STAGES:
         raise ParameterError("stage", f"unknown stage {stage!r}; stages: {list(STAGES)}")
-    cls = STAGES[stage][1]
+    cls = STAGES[stage].params
     names = {f.name for f in dataclasses.fields(cls)}
     given = {}
     for key, value in (namespace or {}).items():
@@ -361,7 +361,7 @@ def load_params(stage, namespace=None, **overrides):
     values = profile_values(profile, stage)
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ParameterError(unknown[0], f"unknown parameter in params/{profile}/{STAGES[stage][0]}.yaml")
+        raise ParameterError(unknown[0], f"unknown parameter in params/{profile}/{STAGES[stage].notebook}.yaml")
     values.update(given)
     return make_params(cls, values)
 

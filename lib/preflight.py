@@ -14,7 +14,7 @@ PRODUCED_BY = {paper.TEACHER: config.TEACHER}  # a model folder's name -> the st
 
 
 def stage_of(params):
-    return next(name for name, (_, cls) in config.STAGES.items() if type(params) is cls)
+    return next(name for name, stage in config.STAGES.items() if type(params) is stage.params)
 
 
 def check(params, output_dir=None, pending=()):
@@ -86,7 +86,7 @@ def resolve_model(params, name, value, producer=None):
     if _is_local(params, value):
         path = repo_path(hub.resolve(value, params.mirror))
         if not (path / "config.json").is_file():
-            made = (f" — it is produced by stage {producer!r} ({config.STAGES[producer][0]}); run that stage first"
+            made = (f" — it is produced by stage {producer!r} ({config.STAGES[producer].notebook}); run that stage first"
                     if producer else "")
             what = "not found" if not path.exists() else "has no config.json (not a model folder)"
             raise ParameterError(name, f"{value} {what}{made}")

@@ -100,10 +100,10 @@ def shared_hub_or_none():
 
 @pytest.mark.parametrize("stage", list(config.STAGES))
 def test_notebook_parameters_cell_lists_exactly_the_stage_fields(stage):
-    source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage][0]}.py").read_text()
+    source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage].notebook}.py").read_text()
     cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
     names = re.findall(r"^([a-z]\w*) = ", cell, flags=re.M)
-    assert names == [f.name for f in dataclasses.fields(config.STAGES[stage][1])]
+    assert names == [f.name for f in dataclasses.fields(config.STAGES[stage].params)]
 
 
 def test_numbers_written_as_strings_are_read_as_numbers_only_for_numeric_fields():

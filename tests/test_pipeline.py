@@ -19,7 +19,7 @@ def smoke_run(tmp_path_factory):
 
 def test_every_stage_executes_and_writes_results_with_provenance(smoke_run):
     tmp, outputs = smoke_run
-    assert [p.name for p in outputs] == [f"{stem}.ipynb" for stem, _ in config.STAGES.values()]
+    assert [p.name for p in outputs] == [f"{stage.notebook}.ipynb" for stage in config.STAGES.values()]
     names = {"teacher", "distill-student", "glue", "imdb_squad", "latency"}
     for name in names:
         record = json.loads((tmp / "results" / f"{name}.json").read_text())
