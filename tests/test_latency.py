@@ -11,7 +11,7 @@ import torch
 from transformers import (AutoModel, AutoModelForSequenceClassification, BatchEncoding, BertConfig,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, latency, paper, quantize
+from lib import REPO_ROOT, latency, models, paper, quantize
 from lib.models import count_parameters
 
 MIRROR = Path(os.environ.get("DISTILBERT_MIRROR") or REPO_ROOT.parent / "shared" / "data" / "hub")
