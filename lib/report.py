@@ -300,7 +300,8 @@ def glue_retention(record, teacher=paper.TEACHER, student=paper.STUDENT):
     ours = glue_scores(record)
     if teacher not in ours or student not in ours:
         return {}
-    return {t: retention_percent(ours[student].get(t), ours[teacher].get(t)) for t in [GLUE_SCORE, *glue_tasks(record)]}
+    return {t: retention_percent(ours[student].get(t), ours[teacher].get(t))
+            for t in [GLUE_SCORE, *glue_tasks(record)]}
 
 
 def paper_glue_retention(tasks=paper.GLUE_TASKS):
@@ -509,11 +510,12 @@ def headline(root=None):
             "inference time: student / teacher", "IMDb accuracy: student / teacher", "SQuAD F1: student / teacher"]
     pg = paper_glue_retention()
     pd_ret = paper_downstream_retention()
+    bert, distilbert = paper.TABLE3[paper.BERT_BASE], paper.TABLE3[paper.DISTILBERT]
     columns = {"paper": [
         f"{paper.BERT_BASE} -> {paper.DISTILBERT}",
-        _pct(retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])),
+        _pct(retention_percent(distilbert["params_m"], bert["params_m"])),
         _pct(pg[GLUE_SCORE], "9 tasks"),
-        _pct(retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])),
+        _pct(retention_percent(distilbert["seconds"], bert["seconds"])),
         _pct(pd_ret["imdb_accuracy"]), _pct(pd_ret["squad_f1"])]}
     for profile in profiles(root):
         columns[profile] = _headline_column(profile, root)
@@ -671,7 +673,8 @@ def run_setup(profile, root=None):
             setup[name]["models"] = list(model_paths(record))
     latency = load(profile, config.LATENCY, root)
     if latency:
-        setup[config.LATENCY] = {"models": list(latency_models(latency)), "max_examples": _run_params(latency).get("max_examples")}
+        setup[config.LATENCY] = {"models": list(latency_models(latency)),
+                                 "max_examples": _run_params(latency).get("max_examples")}
     return setup
 
 
@@ -679,8 +682,9 @@ def findings_table(facts):
     """The findings of one scale beside the paper's, as a table (retention in percent of the teacher)."""
     import pandas as pd
     pd_ret = paper_downstream_retention()
-    time_paper = retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
-    params_paper = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
+    bert, distilbert = paper.TABLE3[paper.BERT_BASE], paper.TABLE3[paper.DISTILBERT]
+    time_paper = retention_percent(distilbert["seconds"], bert["seconds"])
+    params_paper = retention_percent(distilbert["params_m"], bert["params_m"])
     n = len(facts["glue_tasks"])
     rows = [
         ("parameters: student / teacher (%)", facts["parameters"], params_paper),
