@@ -15,8 +15,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 def notebook_setup(params):
     """First call of every stage notebook: pins the code's commit for the stage's results; quieter third-party logs (transformers reports every model load, a
-    sweep loads dozens); on Colab, mount Drive for a run_dir/results_dir there and check the GPU against the
-    profile. Prints the scale the notebook runs at."""
+    sweep loads dozens); on Colab, check the GPU against the profile (lib.colab). Prints the scale the notebook runs at."""
     import sys
 
     import transformers
@@ -26,20 +25,6 @@ def notebook_setup(params):
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     if "google.colab" in sys.modules:
-        _colab_checks(params)
+        from lib import colab
+        colab.check_runtime(params)
     print(SCALE_LABELS.get(params.profile, params.profile))
-
-
-def _colab_checks(params):
-    import warnings
-
-    import torch
-    if any(str(path).startswith("/content/drive") for path in (params.run_dir, params.results_dir)):
-        from google.colab import drive
-        drive.mount("/content/drive")
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    print(f"Colab runtime: {gpu or 'CPU only'}")
-    if params.profile in ("t4", "paper") and gpu is None:
-        warnings.warn(f"profile {params.profile!r} needs a GPU: Runtime > Change runtime type > T4 GPU, then re-run")
-    elif params.profile == "t4" and "T4" not in gpu:
-        print(f"note: the t4 profile is sized for a 16 GB T4; this runtime has {gpu}")
