@@ -18,7 +18,7 @@ echo "floors: $(echo $pins)"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 torch_pin=$(echo "$pins" | grep '^torch==')
-"$VENV/bin/pip" install -q "$torch_pin" --index-url https://download.pytorch.org/whl/cpu \
+"$VENV/bin/pip" install -q --retries 0 --timeout 15 "$torch_pin" --index-url https://download.pytorch.org/whl/cpu \
   || "$VENV/bin/pip" install -q "$torch_pin"
 # shellcheck disable=SC2086
 "$VENV/bin/pip" install -q $pins
