@@ -1,7 +1,8 @@
 """lib: the small library behind the DistilBERT reproduction notebooks.
 
 One module per concern: config (stage parameters), hub (hub-or-mirror loading), smoke (the offline
-synthetic profile), data, models, losses, training, tasks, metrics, latency, results, plots.
+synthetic profile), data, models, losses, training, tasks, metrics, latency, results, plots, colab (Colab
+notebooks and defaults).
 """
 from pathlib import Path
 
