@@ -50,17 +50,20 @@ def clean_notebook(stem, repository=None, commit=None):
     notebook = jupytext.read(REPO_ROOT / "notebooks" / f"{stem}.py")
     replacements = {REPOSITORY_LINE: f"_repository = {(repository or repository_url())!r}",
                     COMMIT_LINE: f"_project_commit = {commit!r}"}
-    for line, new in replacements.items():  # the line, whatever comment follows it
-        def is_it(text):
-            return text.split("#")[0].strip() == line
-        cells = [cell for cell in notebook.cells if any(map(is_it, cell.source.splitlines()))]
+    for line, new in replacements.items():
+        cells = [cell for cell in notebook.cells if any(_is_line(text, line) for text in cell.source.splitlines())]
         if len(cells) != 1:
             raise ValueError(f"notebooks/{stem}.py: expected the line {line!r} in exactly one cell, found {len(cells)}")
-        cells[0].source = "\n".join(new if is_it(text) else text for text in cells[0].source.splitlines())
+        cells[0].source = "\n".join(new if _is_line(text, line) else text for text in cells[0].source.splitlines())
     notebook.metadata.pop("jupytext", None)
     for i, cell in enumerate(notebook.cells):  # the same notebook for the same source, build after build
         cell.id = f"cell-{i}"
     return notebook
+
+
+def _is_line(text, line):
+    """``text`` is ``line``, whatever comment follows it."""
+    return text.split("#")[0].strip() == line
 
 
 def write_clean_notebooks(out_dir, repository=None, commit=None):
