@@ -8,7 +8,8 @@ BOOK     = jupyter-book build book/ -W --keep-going
 .PHONY: install reproduce stages book test clean-smoke gpu-check
 
 # torch first, pinned to the wheel this machine kind ships, so pip never picks a multi-GB CUDA build here;
-# an existing torch (Colab's, yours) is kept as it is.
+# an existing torch (Colab's, yours) is kept as it is. requirements-dev.txt = requirements.txt (the runtime, all a
+# Colab notebook installs) + requirements-book.txt (book, pipeline) + pytest.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
 	@$(PYTHON) -m pip install -q -r requirements-dev.txt

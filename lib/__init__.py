@@ -4,7 +4,7 @@ One module per concern: config (stage parameters and the stage registry), glue (
 paper's numbers and model labels), hub (hub-or-mirror loading), smoke (the offline synthetic profile), data,
 models, losses, training, checkpoints, distill (stage 2 without papermill), finetune (GLUE, IMDb and SQuAD
 fine-tuning), metrics, latency, quantize (int8, ONNX), results, report (the book's tables), budget (T4-hours),
-preflight, plots, pipeline (the stage runner).
+preflight, plots, pipeline (the stage runner), colab (Colab notebooks and defaults).
 """
 from pathlib import Path
 
@@ -26,32 +26,18 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 def notebook_setup(params):
     """First call of every stage notebook: pins the code's commit for the stage's results; quieter third-party logs (transformers reports every model load, a
-    sweep loads dozens); on Colab, mount Drive for a run_dir/results_dir there and check the GPU against the
-    profile. Prints the scale the notebook runs at."""
+    sweep loads dozens); on Colab, check the GPU against the profile (lib.colab). Prints the scale the notebook runs at."""
     import sys
 
     import transformers
 
+    from lib import preflight
     from lib.results import SCALE_LABELS, pin_commit
     pin_commit()  # results of this stage name the code it started with
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     if "google.colab" in sys.modules:
-        _colab_checks(params)
-    __import__("lib.preflight").preflight.check(params)  # seconds, before any model loads (after Drive is mounted)
+        from lib import colab
+        colab.check_runtime(params)
+    preflight.check(params)  # seconds, before any model loads (after Drive is mounted)
     print(SCALE_LABELS.get(params.profile, params.profile))
-
-
-def _colab_checks(params):
-    import warnings
-
-    import torch
-    if any(str(path).startswith("/content/drive") for path in (params.run_dir, params.results_dir)):
-        from google.colab import drive
-        drive.mount("/content/drive")
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    print(f"Colab runtime: {gpu or 'CPU only'}")
-    if params.profile in ("t4", "paper") and gpu is None:
-        warnings.warn(f"profile {params.profile!r} needs a GPU: Runtime > Change runtime type > T4 GPU, then re-run")
-    elif params.profile == "t4" and "T4" not in gpu:
-        print(f"note: the t4 profile is sized for a 16 GB T4; this runtime has {gpu}")

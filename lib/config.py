@@ -41,8 +41,9 @@ class StageParams:
     def validate(self):
         if self.profile not in PROFILES and not (PARAMS_DIR / self.profile).is_dir():
             raise ParameterError("profile", f"{self.profile!r} is not one of {PROFILES} (no folder {PARAMS_DIR / self.profile})")
-        self.run_dir = self.run_dir or f"runs/{self.profile}"
-        self.results_dir = self.results_dir or f"results/{self.profile}"
+        from lib.colab import default_dir  # runs/<profile>, or a Drive folder on Colab
+        self.run_dir = self.run_dir or default_dir("runs", self.profile)
+        self.results_dir = self.results_dir or default_dir("results", self.profile)
         for f in dataclasses.fields(self):  # "{run_dir}/teacher": a model an earlier stage wrote into this run
             value = getattr(self, f.name)
             if isinstance(value, str) and f.name != "run_dir":

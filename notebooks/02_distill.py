@@ -24,7 +24,7 @@
 
 # %% tags=["parameters", "hide-cell"]
 # None = the value from params/<profile>/02_distill.yaml; see lib/config.py:DistillParams for meanings.
-profile = "smoke"
+profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
 mirror = None
 seed = None
 run_dir = None
@@ -67,16 +67,23 @@ resume_with_changes = None
 log_every = None
 undistilled_name = None
 ablations = None
-_project_commit = None  # set by lib.pipeline: the commit a Colab run of this notebook clones
+_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
 
 # %% tags=["hide-cell"]
-# Setup: on Colab, clone and install this project at the commit that produced this notebook; everywhere, work
-# from the project root.
-import os, subprocess, sys  # noqa: E401
+# Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a
+# parameter's name (`tasks`, `data`); lib.colab.notebook_parameters reads it. On Colab, clone this project at the
+# commit the notebook was made from and install its runtime requirements; everywhere, work from the project root.
+_params_given = dict(globals())
+import os, subprocess, sys  # noqa: E401, E402
+_repository = None  # the Colab copy fills in the address from _config.yml (python -m lib.colab)
 _HOME = "/content/distilbert-reproduced"
 if "google.colab" in sys.modules and not os.path.isdir(_HOME):
-    subprocess.run(["git", "clone", "-q", "https://github.com/distilbert-reproduced/distilbert-reproduced", _HOME], check=True)
-    subprocess.run(["git", "-C", _HOME, "checkout", "-q", _project_commit or "main"])  # main if that commit is not pushed
+    if _repository is None:
+        raise RuntimeError("open this stage through an 'Open in Colab' link (README or book): that copy of the "
+                           "notebook knows which repository to clone")
+    subprocess.run(["git", "clone", "-q", _repository, _HOME], check=True)
+    if _project_commit:  # the branch's head if that commit is not pushed
+        subprocess.run(["git", "-C", _HOME, "checkout", "-q", _project_commit])
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
 for _root in (os.getcwd(), os.path.dirname(os.getcwd()), _HOME):
     if os.path.isdir(os.path.join(_root, "lib")):
@@ -89,10 +96,10 @@ import pandas as pd  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 import lib  # noqa: E402
-from lib import config, data, hub, models, plots, training  # noqa: E402
+from lib import colab, config, data, hub, models, plots, training  # noqa: E402
 from transformers import AutoTokenizer, set_seed  # noqa: E402
 
-params = config.load_params("distill", globals())
+params = config.load_params("distill", colab.notebook_parameters("distill", _params_given))
 lib.notebook_setup(params)
 set_seed(params.seed)
 config.as_dict(params)

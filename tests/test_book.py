@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib import REPO_ROOT
+from lib import REPO_ROOT, colab
 
 BOOK = REPO_ROOT / "book"
 RESULTS_PAGES = ("table1_glue", "table2_downstream", "table3_speed", "table4_ablation")
@@ -130,7 +130,7 @@ def test_stage_note_reads_injected_parameters(tmp_path):
     theme = {"repository_url": "https://github.com/o/r", "repository_branch": "main", "path_to_docs": "book",
              "launch_buttons": {"colab_url": "https://colab.research.google.com"}}
     assert pages.colab_url(theme, "stages/cpu/02_distill") == \
-        "https://colab.research.google.com/github/o/r/blob/main/book/stages/cpu/02_distill.ipynb"
+        "https://colab.research.google.com/github/o/r/blob/colab/02_distill.ipynb"  # the clean notebook
     assert pages.STAGE_DOC.match("stages/cpu/02_distill") and not pages.STAGE_DOC.match("table1_glue")
 
 
@@ -195,8 +195,8 @@ def test_built_site_pages_tables_and_plotly_setup(built_site):
     for notebook in BOOK.glob("stages/*/*.ipynb"):
         entry = notebook.relative_to(BOOK).with_suffix("").as_posix()
         page = (built_site / f"{entry}.html").read_text()
-        assert (f"https://colab.research.google.com/github/distilbert-reproduced/distilbert-reproduced/blob/main/"
-                f"book/{entry}.ipynb") in page
+        assert colab.colab_url(notebook.stem) in page  # the clean notebook, never the executed record
+        assert f"blob/main/book/{entry}.ipynb" not in page
         assert "How this page was produced" in page and f"params/{notebook.parent.name}/{notebook.stem}.yaml" in page
     method = (built_site / "method.html").read_text()
     assert "blob/main/lib/models.py#L" in method  # source links carry line anchors

@@ -1,9 +1,11 @@
 """A note at the top of every stage page (book/stages/<profile>/NN_stage.ipynb, a papermill output): which
 notebook it is, the scale it ran at, the parameters it ran with (the profile's file plus the overrides papermill
-injected), its results file, and a Colab link to the committed executed notebook.
+injected), its results file, and a Colab link to the stage's clean notebook (lib.colab: generated from
+notebooks/NN_stage.py and published on the colab branch), never to the executed record.
 
 The note is built from the notebook file itself, so it stays true whatever the stage notebooks print; the
-stage notebooks are never executed by the book.
+stage notebooks are never executed by the book. The theme's Colab launch button is pointed at the same clean
+notebook on stage pages and removed from other pages (Colab cannot open a MyST page).
 """
 import ast
 import json
@@ -34,15 +36,21 @@ def injected_parameters(notebook_path):
     return {}
 
 
-def scale_label(profile):
+def _lib(name):
+    """A module of the project's lib/ (the book is built from the repository root)."""
+    import importlib
     sys.path.insert(0, str(REPO_ROOT))
     try:
-        from lib.results import SCALE_LABELS
-    except ImportError:
-        return f"the {profile} profile"
+        return importlib.import_module(f"lib.{name}")
     finally:
         sys.path.remove(str(REPO_ROOT))
-    return SCALE_LABELS.get(profile, f"the {profile} profile")
+
+
+def scale_label(profile):
+    try:
+        return _lib("results").SCALE_LABELS.get(profile, f"the {profile} profile")
+    except ImportError:
+        return f"the {profile} profile"
 
 
 def result_of(stem):
@@ -56,11 +64,8 @@ def result_of(stem):
 
 
 def colab_url(theme, docname):
-    repo = theme.get("repository_url", "").removeprefix("https://github.com/").strip("/")
-    launch = theme.get("launch_buttons") or {}
-    base = launch.get("colab_url") or "https://colab.research.google.com"
-    path_to_docs = theme.get("path_to_docs", "book").strip("/")
-    return f"{base}/github/{repo}/blob/{theme.get('repository_branch', 'main')}/{path_to_docs}/{docname}.ipynb"
+    """The clean notebook of the stage shown at ``docname`` (stages/<profile>/NN_stage), on the theme's repository."""
+    return _lib("colab").colab_url(STAGE_DOC.match(docname)["stem"], theme.get("repository_url"))
 
 
 def _link(text, url):
@@ -123,6 +128,24 @@ def on_doctree_read(app, doctree):
         doctree.insert(0, note)
 
 
+def fix_colab_buttons(app, pagename, templatename, context, doctree):
+    """After the theme added its launch buttons (priority 501): Colab opens the clean notebook of a stage page;
+    other pages lose the Colab button."""
+    theme = app.config.html_theme_options or {}
+    for group in context.get("header_buttons", []):
+        if group.get("label") != "launch-buttons":
+            continue
+        buttons = group["buttons"]
+        for button in [b for b in buttons if b.get("text") == "Colab"]:
+            if STAGE_DOC.match(pagename):
+                button["url"] = colab_url(theme, pagename)
+            else:
+                buttons.remove(button)
+    context["header_buttons"] = [g for g in context.get("header_buttons", [])
+                                 if g.get("label") != "launch-buttons" or g["buttons"]]
+
+
 def setup(app):
     app.connect("doctree-read", on_doctree_read)
+    app.connect("html-page-context", fix_colab_buttons, priority=502)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
