@@ -305,7 +305,8 @@ def to_dict(record):
     """A record as its JSON document: name and wall time first, provenance last."""
     data = dataclasses.asdict(record)
     first = {k: data.pop(k) for k in ("name", "wall_time_s", "model", "task") if k in data}
-    return {**first, **data, "provenance": data.pop("provenance")}
+    last = {"provenance": data.pop("provenance")}
+    return {**first, **data, **last}
 
 
 def write(path, record):
