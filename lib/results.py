@@ -29,7 +29,7 @@ import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lib import REPO_ROOT
+from lib import REPO_ROOT, config
 
 # what each profile's numbers may be called in the book
 SCALE_LABELS = {
@@ -88,7 +88,6 @@ def hardware():
 
 
 def provenance(params=None):
-    from lib import config
     record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "git_commit": _pinned_commit or git_commit(),
               "versions": versions(), "hardware": hardware()}
@@ -238,26 +237,27 @@ class GpuCheck:
     provenance: dict
 
 
-KINDS = {"teacher": TeacherResult, "teacher_logits": TeacherLogits, "distill": DistillResult, "glue": StageSummary,
-         "imdb_squad": StageSummary, "latency": LatencyResult, "finetune_run": FinetuneRun, "gpu_check": GpuCheck}
+# a stage's results name (lib.config.STAGES) is its kind; distill-<run> files are of kind distill
+KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, config.DISTILL: DistillResult,
+         config.GLUE: StageSummary, config.IMDB_SQUAD: StageSummary, config.LATENCY: LatencyResult,
+         "finetune_run": FinetuneRun, "gpu_check": GpuCheck}
 
 # The one legacy shape the reader converts: results written before these fields existed (results/cpu and
 # results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
-_ADDED_LATER = {"distill": ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"),
+_ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"),
                 "finetune_run": ("single_class", "majority_rate")}
-_RENAMED = {"distill": {"checkpoint_dir": "checkpoint"}}
+_RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 
 
 def kind_of(path):
     """The kind of a results file, from where it lies and its name."""
-    from lib import config
     path = Path(path)
     if path.parent.name == "gpu-check":
         return "gpu_check"
     if path.parent.parent.name in (config.GLUE, config.IMDB_SQUAD):
         return "finetune_run"
     if path.stem.startswith(config.DISTILL_RESULTS_PREFIX):
-        return "distill"
+        return config.DISTILL
     if path.stem in KINDS:
         return path.stem
     raise ValueError(f"{path}: not a results file of a known kind ({', '.join(KINDS)})")
