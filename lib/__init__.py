@@ -3,8 +3,9 @@
 One module per concern: config (stage parameters and the stage registry), glue (the GLUE task spec), paper (the
 paper's numbers and model labels), hub (hub-or-mirror loading), smoke (the offline synthetic profile), data,
 models, losses, training, checkpoints, distill (stage 2 without papermill), finetune (GLUE, IMDb and SQuAD
-fine-tuning), metrics, latency, quantize (int8, ONNX), results, report (the book's tables), budget (T4-hours),
-preflight, plots, pipeline (the stage runner), colab (Colab notebooks and defaults).
+fine-tuning), metrics, latency, quantize (int8, ONNX), results (the results schema and its reader), report (the
+book's tables), render (their HTML), budget (T4-hours), preflight, plots, pipeline (the stage runner), colab (Colab
+notebooks and defaults).
 """
 from pathlib import Path
 

@@ -485,9 +485,10 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
                "mean_answer_words": float(np.mean([len(a.split()) for a in answers.values()])) if answers else 0.0}
     if save_dir is not None:
         trainer.save_model(str(save_dir))
-    return _result("squad", model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
-                   len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
-                   doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
+    result = _result("squad", model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
+                     len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
+                     doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
+    return {**result, "single_class": None, "majority_rate": None}  # spans, not classes
 
 
 # --- sweeps ---
@@ -615,9 +616,9 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
             fingerprints[model_path] = model_fingerprint(model_path, params.mirror)
         key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task])
         if path.exists() and not params.recompute:
-            done = results_io.read_result(path)
-            if done.get("run_key") == key:
-                results.append(done)
+            done = results_io.read(path, "finetune_run")
+            if done.run_key == key:
+                results.append(results_io.to_dict(done))
                 continue
             print(f"{path.relative_to(results_dir)}: its model, data or settings changed since it was written; "
                   "fine-tuning again")
@@ -627,9 +628,7 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
         save_dir = _teacher_dir(run_dir, label, task, seed) if keep else None
         result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
                            teacher_path, save_dir)
-        result = {"model": label, **result, "run_key": key, "provenance": provenance}
-        results_io.write_json(path, result)
-        results.append(result)
+        results.append(_write_run(path, label, result, key, provenance))
 
 
 def _teacher_dir(run_dir, label, task, seed):
@@ -650,8 +649,30 @@ def _distill_teacher(task, models, seeds, params, results_dir, provenance):
                            None, save_dir)
         path = result_path(results_dir, label, task, seeds[0])
         if not path.exists():
-            results_io.write_json(path, {"model": label, **result, "provenance": provenance})
+            _write_run(path, label, result, None, provenance)
     return str(save_dir)
+
+
+def _write_run(path, label, result, key, provenance):
+    """Write one fine-tuning run's record (lib.results.FinetuneRun, model paths relative to the repository) and
+    return it as the dict summarize reads."""
+    record = results_io.FinetuneRun(**{**result, "model_path": results_io.repo_relative(result["model_path"]),
+                                       "teacher_path": results_io.repo_relative(result["teacher_path"])},
+                                    model=label, run_key=key, provenance=provenance)
+    results_io.write(path, record)
+    return results_io.to_dict(record)
+
+
+def run_stage(params, stage):
+    """Stage 3 or 4 (``stage``: "glue" or "imdb_squad"): every (model, task, seed) of ``params`` fine-tuned
+    (run_sweep; one results file each under results_dir/<stage>/) and their summary written to
+    results_dir/<stage>.json (lib.results.StageSummary). Returns (the record, the summary table)."""
+    started = time.perf_counter()
+    runs = run_sweep(params.models, stage_tasks(params), params.seeds, params, params.path("results_dir") / stage)
+    summary = summarize(runs, teacher=params.distill_teacher)
+    record = results_io.write_result(params, stage, time.perf_counter() - started,
+                                     summary=summary.to_dict(orient="records"), runs=len(runs))
+    return record, summary
 
 
 # --- summary ---

@@ -498,3 +498,28 @@ def sweep_figure(frame, title="Latency against sequence length"):
     """The sweep drawn by lib.plots (median latency against sequence length, one line per model and batch)."""
     from lib import plots
     return plots.latency_sweep_figure(frame, title)
+
+
+def glue_scores(results_dir):
+    """{model label: GLUE score (median over seeds)} from results_dir/glue.json, {} before stage 3 has run."""
+    from lib import config, results
+    record = results.load(results_dir, config.GLUE)
+    return {} if record is None else {row["model"]: row["median"] for row in record.summary
+                                      if row["task"] == glue.SCORE and row["metric"] == "score"}
+
+
+def run_stage(params, progress=True):
+    """Stage 5: Table 3 (``table3``), the sequence-length sweep (``sweep_models``) and size against quality (each
+    timed model beside its GLUE score from the same results folder, when stage 3 has run), written to
+    results_dir/latency.json (lib.results.LatencyResult). Returns the record."""
+    from lib import config, results
+    started = time.perf_counter()
+    models = load_models(params)
+    rows = table3(params, models=models, progress=progress)
+    swept = sweep_models(params, models=models, progress=progress)
+    scores = glue_scores(params.path("results_dir"))
+    measured = {row["model"]: {"params": row["parameters"], "latency": row["per_example_ms_median"],
+                               "size_mb": row["size_mb"], "glue_score": scores.get(row["model"])} for row in rows}
+    size_quality = size_quality_table(measured, reference=rows[0]["reference"])
+    return results.write_result(params, config.LATENCY, time.perf_counter() - started, table3=rows,
+                                sweep=swept.to_dict(orient="records"), size_quality=size_quality.to_dict(orient="records"))

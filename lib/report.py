@@ -1,20 +1,19 @@
 """Tables for the book: our results (results/<profile>/*.json) side by side with the paper's (lib.paper).
 
-Every number these functions return is read from a results file or from lib.paper; nothing is typed here.
-A results file that does not exist yet gives None (the page then says "not run at this scale yet"); a file that
-exists but cannot be parsed raises, naming it, because a silent gap would look like a missing run.
+Every number these functions return is read from a results file (through lib.results.read, the schema's one
+reader) or from lib.paper; nothing is typed here. A results file that does not exist yet gives None (the page
+then says "not run at this scale yet"); a file that exists but does not fit its schema raises, naming it,
+because a silent gap would look like a missing run.
 
-Functions return plain pandas DataFrames (tested in tests/test_report.py); ``html_table`` renders one with a
-caption and the scale / provenance line that the book prints under every table.
+Functions return plain pandas DataFrames (tested in tests/test_report.py); lib.render formats them for the book.
+Longer than the project's ~400 lines on purpose: one function per table or fact of the book's report pages
+(Tables 1-4, the headline, a scale's findings), which share the reading helpers at the top.
 """
-import html
-import json
 import math
 import os
 from pathlib import Path
 
-from lib import REPO_ROOT, config, glue, paper
-from lib.results import SCALE_LABELS
+from lib import REPO_ROOT, config, glue, paper, results
 
 # DISTILBERT_RESULTS_DIR: build the book from another results tree (tests use a synthetic one)
 RESULTS_ROOT = Path(os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
@@ -23,14 +22,7 @@ PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
 # short column names that still name the metric (all values x100, as in the paper)
 GLUE_SCORE = glue.SCORE  # its row in a summary (lib.finetune.summarize), its column in our tables
 TASK_COLUMNS = {GLUE_SCORE: "GLUE score", **{name: glue.TASKS[name].column for name in glue.PAPER_ORDER}}
-GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
-              "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
-              "of the task columns shown.")
 SINGLE_CLASS_COLUMN = "single-class runs (seeds)"
-SINGLE_CLASS_NOTE = (f"'{SINGLE_CLASS_COLUMN}': per task, how many of the model's fine-tuning seeds predicted one class "
-                     "for the whole dev set (STS-B: one value): such a model learned no more than a constant answer, "
-                     "which scores the dev set's majority-class rate in accuracy (seed statistics: majority_rate) and "
-                     "0 in MCC. That row's GLUE score averages these runs in.")
 DOWNSTREAM_COLUMNS = {"imdb_accuracy": "IMDb acc (test, %)", "squad_exact_match": "SQuAD EM (dev, %)",
                       "squad_f1": "SQuAD F1 (dev, %)"}
 
@@ -42,14 +34,8 @@ def root_dir(root=None):
 
 
 def load(profile, name, root=None):
-    """results/<profile>/<name>.json as a dict, or None when that run has not happened."""
-    path = root_dir(root) / profile / f"{name}.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"results file {path} is not valid JSON: {err}") from None
+    """The record of results/<profile>/<name>.json (lib.results), or None when that run has not happened."""
+    return results.load(root_dir(root) / profile, name)
 
 
 def profiles(root=None):
@@ -75,50 +61,7 @@ def distill_runs(profile, root=None):
     return runs
 
 
-# ------------------------------------------------------------------------------------------- provenance
-
-def scale_label(profile, record=None):
-    prov = (record or {}).get("provenance") or {}
-    return prov.get("scale") or SCALE_LABELS.get(profile, f"profile {profile}")
-
-
-def format_duration(seconds):
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "unknown"
-    seconds = float(seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def hardware_text(hw):
-    """'1x Tesla T4 (15.6 GB, compute 7.5); 8 CPU cores' from a provenance hardware block."""
-    if not hw:
-        return "hardware not recorded"
-    cpu = f"{hw.get('cpu_count', '?')} CPU cores"
-    if hw.get("processor"):
-        cpu += f" ({hw['processor']})"
-    if hw.get("gpu"):
-        gpu = f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
-        extras = [f"{hw['gpu_memory_gb']} GB" if hw.get("gpu_memory_gb") else None,
-                  f"compute {hw['compute_capability']}" if hw.get("compute_capability") else None]
-        extras = [e for e in extras if e]
-        return f"{gpu} ({', '.join(extras)}); {cpu}" if extras else f"{gpu}; {cpu}"
-    return f"no GPU; {cpu}"
-
-
-def provenance_line(record):
-    """One line: hardware, wall time, commit and date of a results record."""
-    prov = record.get("provenance") or {}
-    commit = prov.get("git_commit") or "unknown"
-    dirty = commit.endswith("-dirty")
-    commit = commit.removesuffix("-dirty")
-    commit = commit[:10] + (" with uncommitted changes" if dirty else "")
-    return (f"{hardware_text(prov.get('hardware'))}; wall time {format_duration(record.get('wall_time_s'))}; "
-            f"commit {commit}; written {prov.get('created', 'at an unknown date')}")
-
+# ------------------------------------------------------------------------------------------- what to run
 
 def reproduce_command(profile, name):
     stage = config.stage_of_results(name) or name
@@ -134,7 +77,7 @@ def not_run(profile, name):
 # ------------------------------------------------------------------------------------------- helpers
 
 def _summary_rows(record):
-    return record.get("summary") or []
+    return record.summary
 
 
 def _value(rows, model, task, metric, statistic="median"):
@@ -170,8 +113,7 @@ def _mean(values):
 
 def model_paths(record):
     """label -> model id or path, from the stage parameters recorded in the provenance."""
-    params = (record.get("provenance") or {}).get("params") or {}
-    return params.get("models") or {}
+    return _run_params(record).get("models") or {}
 
 
 def _frame(rows, index_name="model"):
@@ -232,12 +174,11 @@ def single_class_runs(record, profile=None, name=config.GLUE, root=None):
     if profile is None:
         return found
     counts = {}
-    for path in sorted((root_dir(root) / profile / name).glob("*/*.json")):
-        run = json.loads(path.read_text())
+    for run in results.read_runs(root_dir(root) / profile / name):
         flag = _run_single_class(run)
         if flag is not None:
-            k, n = counts.get((run.get("model"), run.get("task")), (0, 0))
-            counts[(run.get("model"), run.get("task"))] = (k + flag, n + 1)
+            k, n = counts.get((run.model, run.task), (0, 0))
+            counts[(run.model, run.task)] = (k + flag, n + 1)
     for (model, task), (k, n) in counts.items():
         if k:
             found.setdefault(model, {})[task] = (k, n)
@@ -247,9 +188,9 @@ def single_class_runs(record, profile=None, name=config.GLUE, root=None):
 def _run_single_class(run):
     """A fine-tuning result's single_class, or from its first evaluation split's predicted_label_counts (results
     written before that field existed); None when unknown."""
-    if run.get("single_class") is not None:
-        return bool(run["single_class"])
-    first = next(iter((run.get("predictions") or {}).values()), None) or {}
+    if run.single_class is not None:
+        return run.single_class
+    first = next(iter(run.predictions.values()), None) or {}
     counts = first.get("predicted_label_counts")
     return len(counts) == 1 if counts else None
 
@@ -351,35 +292,13 @@ def paper_downstream_retention():
 
 # ------------------------------------------------------------------------------------------- Table 3: size, speed
 
-_SECONDS_KEYS = ("total_s_full", "extrapolated_total_s", "full_pass_s", "total_s", "seconds")
-_PARAM_KEYS = ("parameters", "params", "n_parameters")
-
-
 def latency_models(record):
-    """{label: {seconds, params_m, size_mb, n_examples, per_example_ms}} from latency.json's ``table3``, which
-    may be a list of records ({model, ...}), {"models": {label: {...}}} (lib.latency.compare_interleaved) or
-    {label: {...}}. Fields it lacks are None."""
-    table3 = record.get("table3")
-    if isinstance(table3, list):
-        items = {r.get("model") or r.get("label"): r for r in table3 if isinstance(r, dict)}
-    elif isinstance(table3, dict):
-        items = table3.get("models") if isinstance(table3.get("models"), dict) else table3
-        items = {k: v for k, v in items.items() if isinstance(v, dict)}
-    else:
-        items = {}
-    extra_params = (table3 or {}).get("parameters", {}) if isinstance(table3, dict) else {}
-    out = {}
-    for label, r in items.items():
-        if label is None:
-            continue
-        seconds = next((r[k] for k in _SECONDS_KEYS if r.get(k) is not None), None)
-        params = next((r[k] for k in _PARAM_KEYS if r.get(k) is not None), None)
-        params = params if params is not None else (extra_params.get(label) if isinstance(extra_params, dict) else None)
-        params_m = r.get("params_m", params / 1e6 if isinstance(params, (int, float)) else None)
-        out[label] = {"seconds": seconds, "params_m": params_m, "size_mb": r.get("size_mb"),
-                      "n_examples": r.get("n_examples"),
-                      "per_example_ms": r.get("per_example_ms_median", r.get("per_example_ms"))}
-    return out
+    """{label: {seconds, params_m, size_mb, n_examples, per_example_ms}} from latency.json's ``table3`` rows
+    (lib.latency.table3): seconds is the pass over the whole reference set (extrapolated from the timed examples),
+    per_example_ms the median time per example."""
+    return {row["model"]: {"seconds": row["extrapolated_total_s"], "params_m": row["params_m"],
+                           "size_mb": row["size_mb"], "n_examples": row["n_examples"],
+                           "per_example_ms": row["per_example_ms_median"]} for row in record.table3}
 
 
 def latency_reference(labels):
@@ -420,7 +339,7 @@ def latency_ratio(record):
 
 def sweep_frame(record):
     import pandas as pd
-    return pd.DataFrame(record.get("sweep") or [])
+    return pd.DataFrame(record.sweep)
 
 
 # ------------------------------------------------------------------------------------------- Table 4: ablations
@@ -438,7 +357,7 @@ def classify_run(params, baseline):
 
 
 def _run_params(record):
-    return (record.get("provenance") or {}).get("params") or {}
+    return record.provenance.get("params") or {}
 
 
 def _glue_label_for(run_name, glue_record):
@@ -532,12 +451,12 @@ def _headline_column(profile, root):
     runs = distill_runs(profile, root)
     run = runs.get(paper.STUDENT) or next(iter(runs.values()), None)
     if run:
-        teacher = str(run.get("teacher", paper.TEACHER))
+        teacher = run.teacher
         stage1 = load(profile, config.TEACHER, root)
         if stage1 and teacher.startswith(("runs/", "{run_dir}")):  # a teacher stage 1 saved: name its origin
-            teacher = f"{stage1.get('teacher', teacher)} (stage 1)"
-        pair = f"{teacher} -> {run.get('student_parameters', 0) / 1e6:.1f}M-parameter student"
-        params = _pct(retention_percent(run.get("student_parameters"), run.get("teacher_parameters")))
+            teacher = f"{stage1.teacher} (stage 1)"
+        pair = f"{teacher} -> {run.student_parameters / 1e6:.1f}M-parameter student"
+        params = _pct(retention_percent(run.student_parameters, run.teacher_parameters))
     else:
         pair, params = "not run", "not run"
     glue = load(profile, config.GLUE, root)
@@ -578,13 +497,11 @@ def single_class_models(profile, name=config.GLUE, root=None):
     """{task: [models]} for the classification runs in results/<profile>/<name>/ where every seed predicted one
     label for the whole evaluation set: a model that learned nothing beyond a constant answer (MCC 0 on CoLA)."""
     constant = {}
-    for path in sorted((root_dir(root) / profile / name).glob("*/*.json")):
-        run = json.loads(path.read_text())
-        splits = (run.get("predictions") or {}).values()
-        counts = [split.get("predicted_label_counts") for split in splits]
+    for run in results.read_runs(root_dir(root) / profile / name):
+        counts = [split.get("predicted_label_counts") for split in run.predictions.values()]
         if not counts or None in counts:  # regression (STS-B) or no prediction summary
             continue
-        key = (run.get("task"), run.get("model"))
+        key = (run.task, run.model)
         constant[key] = constant.get(key, True) and all(len(c) == 1 for c in counts)
     found = {}
     for (task, model), always in sorted(constant.items()):
@@ -597,7 +514,7 @@ def stage_wall_times(profile, root=None):
     """{results name: wall time in s} of a profile's results files (the distillation runs one by one)."""
     names = [config.TEACHER, *[config.DISTILL_RESULTS_PREFIX + r for r in distill_runs(profile, root)], config.GLUE,
              config.IMDB_SQUAD, config.LATENCY]
-    return {name: rec.get("wall_time_s") for name in names if (rec := load(profile, name, root)) is not None}
+    return {name: rec.wall_time_s for name in names if (rec := load(profile, name, root)) is not None}
 
 
 def scale_findings(profile, root=None):
@@ -605,23 +522,24 @@ def scale_findings(profile, root=None):
     masked-LM accuracy, what the student saw, retention of GLUE / IMDb / inference time beside the paper's, the
     undistilled baseline, the seed noise and the total wall time."""
     facts = {}
-    stage1 = load(profile, config.TEACHER, root) or {}
-    facts["teacher"] = stage1.get("teacher")
+    stage1 = load(profile, config.TEACHER, root)
+    facts["teacher"] = stage1.teacher if stage1 else None
     for when in ("before", "after"):
-        accuracy = (stage1.get(f"mlm_{when}") or {}).get("mlm_accuracy")
+        accuracy = getattr(stage1, f"mlm_{when}").get("mlm_accuracy") if stage1 else None
         facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else None
-    facts["teacher_mlm_loss"] = (stage1.get("mlm_after") or stage1.get("mlm_before") or {}).get("loss")
-    run = distill_runs(profile, root).get(paper.STUDENT) or {}
-    facts["distill_tokens"] = run.get("tokens")
-    facts["distill_steps"] = run.get("steps")
-    curve = [r["loss"] for r in run.get("loss_curve") or [] if r.get("loss") is not None]
+    facts["teacher_mlm_loss"] = (stage1.mlm_after or stage1.mlm_before).get("loss") if stage1 else None
+    run = distill_runs(profile, root).get(paper.STUDENT)
+    facts["distill_tokens"] = run.tokens if run else None
+    facts["distill_steps"] = run.steps if run else None
+    loss_curve = run.loss_curve if run else []
+    curve = [r["loss"] for r in loss_curve if r.get("loss") is not None]
     facts["loss_first"], facts["loss_last"] = (curve[0], curve[-1]) if curve else (None, None)
-    mlm = [r["loss_mlm"] for r in run.get("loss_curve") or [] if r.get("loss_mlm") is not None]
+    mlm = [r["loss_mlm"] for r in loss_curve if r.get("loss_mlm") is not None]
     facts["student_mlm_first"], facts["student_mlm_last"] = (mlm[0], mlm[-1]) if mlm else (None, None)
     quarter = max(1, len(curve) // 4)  # mean of the last quarter of the curve against the quarter before it
     facts["loss_still_falling"] = (sum(curve[-quarter:]) < sum(curve[-2 * quarter:-quarter])
                                    if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
-    facts["parameters"] = retention_percent(run.get("student_parameters"), run.get("teacher_parameters"))
+    facts["parameters"] = retention_percent(run.student_parameters, run.teacher_parameters) if run else None
     glue = load(profile, config.GLUE, root)
     facts["glue_tasks"] = glue_tasks(glue) if glue else []
     facts["glue_student"] = glue_retention(glue).get(GLUE_SCORE) if glue else None
@@ -652,14 +570,13 @@ def run_setup(profile, root=None):
     stage1 = load(profile, config.TEACHER, root)
     if stage1:
         params = _run_params(stage1)
-        setup[config.TEACHER] = {"id": stage1.get("teacher"), "layers": stage1.get("layers"),
-                            "hidden_size": stage1.get("hidden_size"), "adapted": stage1.get("adapted"),
-                            "had_mlm_head": stage1.get("had_mlm_head"),
+        setup[config.TEACHER] = {"id": stage1.teacher, "layers": stage1.layers, "hidden_size": stage1.hidden_size,
+                                 "adapted": stage1.adapted, "had_mlm_head": stage1.had_mlm_head,
                             "adapt_steps": params.get("adapt_steps"), "adapt_top_layers": params.get("adapt_top_layers")}
     runs = distill_runs(profile, root)
     if paper.STUDENT in runs:
         params = _run_params(runs[paper.STUDENT])
-        setup[config.DISTILL] = {"student_layers": runs[paper.STUDENT].get("student_layers"),
+        setup[config.DISTILL] = {"student_layers": runs[paper.STUDENT].student_layers,
                             **{k: params.get(k) for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "temperature",
                                                          "undistilled_name")},
                             "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
@@ -703,70 +620,7 @@ def findings_table(facts):
 def teacher_logits(root=None):
     """(profile, record) of the largest-scale results/<profile>/teacher_logits.json, or None. The record holds
     ``tokens`` and ``logits`` (the teacher's top-k vocabulary logits at one masked position) and ``text``."""
-    found = [(p, r) for p, r in available(config.TEACHER_LOGITS, root) if r.get("logits") and r.get("tokens")]
+    found = [(p, r) for p, r in available(config.TEACHER_LOGITS, root) if r.logits and r.tokens]
     return found[-1] if found else None
 
 
-# ------------------------------------------------------------------------------------------- rendering
-
-def format_table(table, digits=1):
-    """Numbers as text with ``digits`` decimals, missing values as an em dash (for display only)."""
-    import numpy as np
-    import pandas as pd
-
-    def cell(value):
-        if value is None or (np.isscalar(value) and not isinstance(value, str) and pd.isna(value)):
-            return "\u2014"
-        if isinstance(value, (bool, np.bool_)):
-            return str(value)
-        if isinstance(value, (int, np.integer)):
-            return f"{value:,}"
-        if isinstance(value, (float, np.floating)):
-            return f"{value:,.{digits}f}"
-        return str(value)
-    return table.apply(lambda column: column.map(cell))
-
-
-def html_table(table, caption, notes=(), digits=1):
-    """A table with its caption above and notes (units, scale, provenance) below, as one HTML block."""
-    body = format_table(table, digits).to_html(escape=True, border=0, classes="report-table")
-    body = body.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
-    notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes if n)
-    return f'<div class="report-block">{body}{notes_html}</div>'
-
-
-def scale_notes(profile, record):
-    """The two lines printed under every table: the scale, and the provenance of the results file."""
-    return [f"Scale: {scale_label(profile, record)}.", f"Provenance: {provenance_line(record)}."]
-
-
-PAPER_NOTE = (f"Paper rows: {paper.PAPER}, typed from the paper into lib/paper.py; they are the reference, "
-              "not our measurements.")
-
-
-def not_run_html(profile, name):
-    return (f'<p class="report-not-run"><strong>Not run at this scale yet</strong>: no '
-            f'<code>results/{html.escape(profile)}/{html.escape(name)}.json</code>. Produce it with '
-            f'<code>{html.escape(reproduce_command(profile, name))}</code>.</p>')
-
-
-def details_html(summary, inner):
-    """A collapsed block (seed statistics and other detail under a table)."""
-    return f"<details class=\"report-details\"><summary>{html.escape(summary)}</summary>{inner}</details>"
-
-
-def stage_page(profile, stem, toc=REPO_ROOT / "_toc.yml"):
-    """Relative URL of a stage notebook's page in the built book, or None when the toc does not list it."""
-    entry = f"stages/{profile}/{stem}"
-    try:
-        listed = entry in Path(toc).read_text().split()  # "- file: stages/cpu/03_glue" -> a whitespace token
-    except OSError:
-        return None
-    return f"{entry}.html" if listed else None
-
-
-def stage_link_html(profile, stem):
-    url = stage_page(profile, stem)
-    if url is None:
-        return ""
-    return f'<p class="report-note">Executed notebook: <a href="{url}">{html.escape(stem)} ({profile})</a>.</p>'

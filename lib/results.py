@@ -1,18 +1,35 @@
-"""Results files: small JSON documents written by runs, each carrying its provenance.
+"""Results files: small JSON documents written by runs, each carrying its provenance, and their schema.
 
 Every number the book shows is read from one of these (``results/<profile>/<name>.json``), never typed.
 A result records the scale it was produced at, the full stage parameters, the git commit, package
 versions, hardware and wall time.
+
+The schema: one dataclass per kind of results file (``KINDS``), written by the lib function that computes it
+(``write_result``) and read back by one reader (``read``; ``load`` for results/<profile>/<name>.json). The
+reader refuses a file with an unknown or missing field, or a field of the wrong type, naming the file and the
+field. Paths inside results are stored relative to the repository (``repo_relative``).
+
+    kind            file                                            record
+    teacher         results/<profile>/teacher.json                  TeacherResult   (stage 1)
+    teacher_logits  results/<profile>/teacher_logits.json           TeacherLogits   (stage 1)
+    distill         results/<profile>/distill-<run>.json            DistillResult   (stage 2, one per run)
+    glue            results/<profile>/glue.json                     StageSummary    (stage 3)
+    imdb_squad      results/<profile>/imdb_squad.json               StageSummary    (stage 4)
+    latency         results/<profile>/latency.json                  LatencyResult   (stage 5)
+    finetune_run    results/<profile>/{glue,imdb_squad}/<model>/<task>-seed<n>.json   FinetuneRun
+    gpu_check       results/gpu-check/<gpu>.json                    GpuCheck        (scripts/gpu_check.py)
 """
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import tempfile
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lib import REPO_ROOT
+from lib import REPO_ROOT, config
 
 # what each profile's numbers may be called in the book
 SCALE_LABELS = {
@@ -71,7 +88,6 @@ def hardware():
 
 
 def provenance(params=None):
-    from lib import config
     record = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "git_commit": _pinned_commit or git_commit(),
               "versions": versions(), "hardware": hardware()}
@@ -93,24 +109,245 @@ def write_json(path, payload):
     return path
 
 
-def write_result(params, name, payload, wall_time_s):
-    """``results_dir/<name>.json`` with the payload, the wall time and the provenance of ``params``."""
-    record = {"name": name, "wall_time_s": round(wall_time_s, 3), **payload, "provenance": provenance(params)}
-    return write_json(params.path("results_dir") / f"{name}.json", record)
-
-
-def read_result(path):
-    return json.loads(Path(path).read_text())
-
-
-def read_results(results_dir, pattern="*.json"):
-    """All results under ``results_dir`` matching ``pattern`` (recursively), sorted by path."""
-    return [read_result(p) for p in sorted(Path(results_dir).rglob(pattern))]
-
-
 def _jsonable(value):
     if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to a results file")
+
+
+def repo_relative(path):
+    """A path as results store it: an absolute path inside the repository made relative to it (a relative path or
+    hub id is kept as given), an absolute one outside it kept absolute (e.g. /content/drive/...): no results file names this machine's
+    checkout."""
+    if path is None or not Path(path).is_absolute():  # a hub id, or relative to the repository already
+        return None if path is None else str(path)
+    full = Path(os.path.normpath(path))
+    return str(full.relative_to(REPO_ROOT)) if full.is_relative_to(REPO_ROOT) else str(full)
+
+
+# ------------------------------------------------------------------------------------------- the schema
+# Nested blocks (a summary's rows, a latency table's rows, metrics by split) stay plain JSON lists and dicts:
+# their columns are those of lib.finetune.summarize and lib.latency.table3, which the tests pin.
+
+@dataclasses.dataclass(kw_only=True)
+class StageResult:
+    """What every stage results file holds besides its own fields: its name, wall time and provenance."""
+    name: str
+    wall_time_s: float
+    provenance: dict
+
+
+@dataclasses.dataclass(kw_only=True)
+class TeacherResult(StageResult):
+    teacher: str                 # the teacher's hub id or path (params.teacher)
+    saved_to: str                # where stage 1 saved the (adapted) teacher
+    parameters: int
+    layers: int
+    hidden_size: int
+    had_mlm_head: bool
+    adapted: bool                # whether the masked-LM head was trained (adapt_mlm)
+    heldout_sequences: int
+    mlm_before: dict             # lib.training.evaluate_mlm: mlm_accuracy, perplexity, loss, n_tokens, n_sequences
+    mlm_after: dict
+
+
+@dataclasses.dataclass(kw_only=True)
+class TeacherLogits(StageResult):
+    text: str                    # the sentence, one token masked
+    position: int                # the masked position
+    tokens: list                 # the teacher's top-k tokens there
+    logits: list                 # and their logits
+
+
+@dataclasses.dataclass(kw_only=True)
+class DistillResult(StageResult):
+    teacher: str
+    student_dir: str
+    teacher_parameters: int
+    student_parameters: int
+    student_layers: list | None  # the teacher layers the student was initialised from (None: random init)
+    steps: int
+    total_steps: int
+    steps_per_epoch: int
+    warmup_steps: int
+    epochs: float
+    tokens: int
+    tokens_per_s: float | None
+    resumed_from: int | str | None
+    precision: str
+    world_size: int
+    final: dict                  # the last logged value of each loss term
+    log_path: str
+    checkpoint: str | None
+    segments: list | None
+    weights_sha1: str | None
+    gradient_accumulation_steps: int | None
+    effective_batch_size: int | None
+    loss_curve: list             # {step, tokens, loss, loss_<term>...} per logged step
+
+
+@dataclasses.dataclass(kw_only=True)
+class StageSummary(StageResult):
+    """glue.json and imdb_squad.json: lib.finetune.summarize's rows over the stage's fine-tuning runs."""
+    summary: list
+    runs: int
+
+
+@dataclasses.dataclass(kw_only=True)
+class LatencyResult(StageResult):
+    table3: list                 # lib.latency.table3: one row per timed model
+    sweep: list                  # lib.latency.sweep_models rows
+    size_quality: list           # lib.latency.size_quality_table rows
+
+
+@dataclasses.dataclass(kw_only=True)
+class FinetuneRun:
+    """One fine-tuning run (lib.finetune.run_sweep): results/<profile>/<stage>/<model>/<task>-seed<n>.json."""
+    model: str
+    task: str
+    model_path: str
+    seed: int
+    teacher_path: str | None     # the fine-tuned teacher of a "(D)" run
+    metrics: dict
+    score: float
+    metrics_by_split: dict
+    predictions: dict            # per evaluation split: what the model predicted (lib.finetune._prediction_summary)
+    train: dict
+    hparams: dict
+    single_class: bool | None    # one class for the whole primary evaluation split (None: SQuAD)
+    majority_rate: float | None
+    run_key: dict | None         # what the result depends on (lib.finetune.run_key); None: a (D) run's teacher
+    provenance: dict
+
+
+@dataclasses.dataclass(kw_only=True)
+class GpuCheck:
+    """scripts/gpu_check.py's record: results/gpu-check/<gpu>.json."""
+    name: str
+    gpu: str | None
+    dry_run: bool
+    passed: bool
+    failed: list
+    checks: dict
+    throughput: dict
+    model: str
+    wall_time_s: float
+    provenance: dict
+
+
+# a stage's results name (lib.config.STAGES) is its kind; distill-<run> files are of kind distill
+KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, config.DISTILL: DistillResult,
+         config.GLUE: StageSummary, config.IMDB_SQUAD: StageSummary, config.LATENCY: LatencyResult,
+         "finetune_run": FinetuneRun, "gpu_check": GpuCheck}
+
+# The one legacy shape the reader converts: results written before these fields existed (results/cpu and
+# results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
+_ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"),
+                "finetune_run": ("single_class", "majority_rate")}
+_RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
+
+
+def kind_of(path):
+    """The kind of a results file, from where it lies and its name."""
+    path = Path(path)
+    if path.parent.name == "gpu-check":
+        return "gpu_check"
+    if path.parent.parent.name in (config.GLUE, config.IMDB_SQUAD):
+        return "finetune_run"
+    if path.stem.startswith(config.DISTILL_RESULTS_PREFIX):
+        return config.DISTILL
+    if path.stem in KINDS:
+        return path.stem
+    raise ValueError(f"{path}: not a results file of a known kind ({', '.join(KINDS)})")
+
+
+def as_record(data, kind, source="results"):
+    """``data`` (a results file's JSON) as the record of ``kind``; ValueError naming ``source`` and the field
+    when a field is unknown, missing or of the wrong type."""
+    cls = KINDS[kind]
+    data = dict(data)
+    for old, new in _RENAMED.get(kind, {}).items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    for name in _ADDED_LATER.get(kind, ()):
+        data.setdefault(name, None)
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in data if k not in hints]
+    missing = [k for k in hints if k not in data]
+    if unknown or missing:
+        raise ValueError(f"{source}: not a {kind} results file: "
+                         + "; ".join(([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+                                     + ([f"missing field(s) {', '.join(missing)}"] if missing else [])))
+    for name, hint in hints.items():
+        if not _has_type(data[name], hint):
+            raise ValueError(f"{source}: field {name!r} should be {hint}, got {type(data[name]).__name__}")
+    return cls(**data)
+
+
+def _has_type(value, hint):
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType) \
+        else (hint,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return True
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if kind not in (float, int, type(None)) and isinstance(value, kind):
+            return True
+    return False
+
+
+def to_dict(record):
+    """A record as its JSON document: name and wall time first, provenance last."""
+    data = dataclasses.asdict(record)
+    first = {k: data.pop(k) for k in ("name", "wall_time_s", "model", "task") if k in data}
+    last = {"provenance": data.pop("provenance")}
+    return {**first, **data, **last}
+
+
+def write(path, record):
+    """Write ``record`` to ``path`` (atomically), after checking it against its kind's schema."""
+    as_record(to_dict(record), _kind_of_record(record, path), source=str(path))
+    return write_json(path, to_dict(record))
+
+
+def _kind_of_record(record, path):
+    kinds = [k for k, cls in KINDS.items() if type(record) is cls]
+    return kinds[0] if len(kinds) == 1 else kind_of(path)
+
+
+def write_result(params, kind, wall_time_s, name=None, **fields):
+    """results_dir/<name>.json: the record of ``kind`` with ``fields``, the wall time and the provenance of
+    ``params`` (name: the kind's own unless given, e.g. distill-<run>). Returns the record."""
+    name = name or kind
+    record = KINDS[kind](name=name, wall_time_s=round(wall_time_s, 3), provenance=provenance(params), **fields)
+    write(params.path("results_dir") / f"{name}.json", record)
+    return record
+
+
+def read(path, kind=None):
+    """The record in the results file ``path`` (kind: from the path unless given). A missing file raises
+    FileNotFoundError; a file that is not valid JSON or does not fit the schema raises ValueError naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"results file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"results file {path}: a JSON object expected, got {type(data).__name__}")
+    return as_record(data, kind or kind_of(path), source=str(path))
+
+
+def load(results_dir, name):
+    """The record of results_dir/<name>.json, or None when that run has not happened."""
+    path = Path(results_dir) / f"{name}.json"
+    return read(path) if path.is_file() else None
+
+
+def read_runs(folder):
+    """Every fine-tuning run record under ``folder`` (results/<profile>/<stage>/<model>/*.json), sorted by path."""
+    return [read(p, "finetune_run") for p in sorted(Path(folder).glob("*/*.json"))]

@@ -449,7 +449,7 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
     count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
     from accelerate import PartialState
 
-    from lib.results import write_result
+    from lib import results
     started = time.perf_counter()
     token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
     student = build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
@@ -461,13 +461,17 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
                    effective_batch_size=params.batch_size * accum * summary["world_size"])
     state = PartialState()
     if state.is_main_process:
-        path = write_result(params, f"distill-{params.run_name}", {
-            "teacher": params.teacher, "student_dir": summary["output_dir"],
-            "teacher_parameters": count_parameters(teacher), "student_parameters": count_parameters(student),
-            "student_layers": getattr(student.config, "teacher_layers", None),
-            **{k: v for k, v in summary.items() if k not in ("log", "output_dir")},
-            "loss_curve": [{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
-        }, time.perf_counter() - started)
+        record = results.write_result(
+            params, "distill", time.perf_counter() - started, name=f"distill-{params.run_name}",
+            teacher=params.teacher, student_dir=results.repo_relative(summary["output_dir"]),
+            teacher_parameters=count_parameters(teacher), student_parameters=count_parameters(student),
+            student_layers=getattr(student.config, "teacher_layers", None),
+            **{k: summary[k] for k in ("steps", "total_steps", "steps_per_epoch", "warmup_steps", "epochs", "tokens",
+                                       "tokens_per_s", "resumed_from", "precision", "world_size", "final", "segments",
+                                       "weights_sha1", "gradient_accumulation_steps", "effective_batch_size")},
+            log_path=results.repo_relative(summary["log_path"]), checkpoint=results.repo_relative(summary["checkpoint"]),
+            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]])
+        path = params.path("results_dir") / f"{record.name}.json"
         print(f"[rank {state.process_index}] results written: {path}", flush=True)
     state.wait_for_everyone()
     return summary

@@ -128,9 +128,8 @@ ids[position] = tokenizer.mask_token_id
 with torch.no_grad():
     logits = teacher(input_ids=torch.tensor([ids], device=teacher.device)).logits[0, position].float().cpu()
 top = torch.topk(logits, 10)
-results.write_result(params, "teacher_logits", {
-    "text": tokenizer.decode(ids[1:]), "position": position,
-    "tokens": tokenizer.convert_ids_to_tokens(top.indices.tolist()), "logits": top.values.tolist()}, 0.0)
+results.write_result(params, "teacher_logits", 0.0, text=tokenizer.decode(ids[1:]), position=position,
+                     tokens=tokenizer.convert_ids_to_tokens(top.indices.tolist()), logits=top.values.tolist())
 
 # %% [markdown]
 # ## Save the (adapted) teacher and the result
@@ -139,9 +138,8 @@ results.write_result(params, "teacher_logits", {
 teacher_dir = params.path("run_dir") / "teacher"
 teacher.save_pretrained(teacher_dir)
 tokenizer.save_pretrained(teacher_dir)
-results.write_result(params, "teacher", {
-    "teacher": params.teacher, "saved_to": str(teacher_dir), "parameters": n_params,
-    "layers": teacher.config.num_hidden_layers, "hidden_size": teacher.config.hidden_size,
-    "had_mlm_head": has_mlm_head, "adapted": adapt, "heldout_sequences": len(heldout),
-    "mlm_before": before, "mlm_after": after,
-}, time.perf_counter() - started)
+results.write_result(params, "teacher", time.perf_counter() - started, teacher=params.teacher,
+                     saved_to=results.repo_relative(teacher_dir), parameters=n_params,
+                     layers=teacher.config.num_hidden_layers, hidden_size=teacher.config.hidden_size,
+                     had_mlm_head=has_mlm_head, adapted=adapt, heldout_sequences=len(heldout),
+                     mlm_before=before, mlm_after=after)

@@ -70,21 +70,16 @@ os.chdir(_root)
 sys.path.insert(0, _root)
 
 # %%
-import time  # noqa: E402
-
 import lib  # noqa: E402
-from lib import colab, config, finetune, plots, results  # noqa: E402
+from lib import colab, config, finetune, plots  # noqa: E402
 
 params = config.load_params("glue", colab.notebook_parameters("glue", _params_given))
 lib.notebook_setup(params)
 config.as_dict(params)
 
 # %%
-started = time.perf_counter()
-runs = finetune.run_sweep(params.models, finetune.stage_tasks(params), params.seeds, params,
-                          params.path("results_dir") / "glue")
-summary = finetune.summarize(runs, teacher=params.distill_teacher)
-print(f"{len(runs)} fine-tuning runs; GLUE dev scores (median over {len(params.seeds)} seed(s)), {params.profile} scale:")
+record, summary = finetune.run_stage(params, config.GLUE)  # writes results/<profile>/glue.json
+print(f"{record.runs} fine-tuning runs; GLUE dev scores (median over {len(params.seeds)} seed(s)), {params.profile} scale:")
 finetune.score_table(summary).round(1)
 
 # %% [markdown]
@@ -96,7 +91,3 @@ if {"teacher", "student"} <= set(params.models):
     kept = finetune.retention_fraction(summary, "student", params.distill_teacher) * 100
     plots.show(plots.bars(kept.index, kept.values, "student / teacher, GLUE dev (%)", "retention (%)"),
                caption=f"GLUE retention per task ({params.profile} scale)")
-
-# %%
-results.write_result(params, "glue", {"summary": summary.to_dict(orient="records"), "runs": len(runs)},
-                     time.perf_counter() - started)

@@ -77,23 +77,14 @@ os.chdir(_root)
 sys.path.insert(0, _root)
 
 # %%
-import time  # noqa: E402
-
 import lib  # noqa: E402
-from lib import colab, config, finetune, results  # noqa: E402
+from lib import colab, config, finetune  # noqa: E402
 
 params = config.load_params("imdb_squad", colab.notebook_parameters("imdb_squad", _params_given))
 lib.notebook_setup(params)
 config.as_dict(params)
 
 # %%
-started = time.perf_counter()
-runs = finetune.run_sweep(params.models, finetune.stage_tasks(params), params.seeds, params,
-                          params.path("results_dir") / "imdb_squad")
-summary = finetune.summarize(runs, teacher=params.distill_teacher)
-print(f"{len(runs)} fine-tuning runs, {params.profile} scale (median over {len(params.seeds)} seed(s)):")
+record, summary = finetune.run_stage(params, config.IMDB_SQUAD)  # writes results/<profile>/imdb_squad.json
+print(f"{record.runs} fine-tuning runs, {params.profile} scale (median over {len(params.seeds)} seed(s)):")
 summary[summary.metric.isin(["accuracy", "exact_match", "f1"])].round(2)
-
-# %%
-results.write_result(params, "imdb_squad", {"summary": summary.to_dict(orient="records"), "runs": len(runs)},
-                     time.perf_counter() - started)

@@ -65,24 +65,22 @@ os.chdir(_root)
 sys.path.insert(0, _root)
 
 # %%
-import time  # noqa: E402
+import pandas as pd  # noqa: E402
 
 import lib  # noqa: E402
-from lib import colab, config, latency, plots, results  # noqa: E402
+from lib import colab, config, latency, plots  # noqa: E402
 
 params = config.load_params("latency", colab.notebook_parameters("latency", _params_given))
 lib.notebook_setup(params)
 config.as_dict(params)
 
 # %%
-started = time.perf_counter()
-models = latency.load_models(params)
-table3 = latency.table3(params, models=models)
-table3
+record = latency.run_stage(params)  # times the models, writes results/<profile>/latency.json
+pd.DataFrame(record.table3)
 
 # %%
-sweep = latency.sweep_models(params, models=models)
-plots.show(latency.sweep_figure(sweep), caption=f"Latency against sequence length ({params.profile} profile)")
+plots.show(latency.sweep_figure(pd.DataFrame(record.sweep)),
+           caption=f"Latency against sequence length ({params.profile} profile)")
 
 # %% [markdown]
 # ## Size against quality
@@ -90,21 +88,10 @@ plots.show(latency.sweep_figure(sweep), caption=f"Latency against sequence lengt
 # (`glue.json` in the same results folder, when it exists), beside the paper's ELMo, BERT-base and DistilBERT.
 
 # %%
-glue_file = params.path("results_dir") / "glue.json"
-glue_scores = {}
-if glue_file.exists():
-    glue_scores = {row["model"]: row["median"] for row in results.read_result(glue_file)["summary"]
-                   if row["task"] == "glue" and row["metric"] == "score"}
-reference = table3[0]["reference"]
-measured = {row["model"]: {"params": row["parameters"], "latency": row["per_example_ms_median"],
-                           "size_mb": row["size_mb"], "glue_score": glue_scores.get(row["model"])} for row in table3}
-size_quality = latency.size_quality_table(measured, reference=reference)
+size_quality = pd.DataFrame(record.size_quality)
+reference = record.table3[0]["reference"]
+scored = bool(latency.glue_scores(params.path("results_dir")))
 plots.show(plots.size_quality_figure(size_quality),
            caption=f"Relative CPU latency against GLUE dev score: the paper's models and this run's ({params.profile} "
-                   f"scale; latency relative to {reference}, GLUE scores from {glue_file.name if glue_scores else 'no run yet'})")
+                   f"scale; latency relative to {reference}, GLUE scores from {'glue.json' if scored else 'no run yet'})")
 size_quality.round(3)
-
-# %%
-results.write_result(params, "latency", {"table3": table3, "sweep": sweep.to_dict(orient="records"),
-                                          "size_quality": size_quality.to_dict(orient="records")},
-                     time.perf_counter() - started)

@@ -37,7 +37,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizer  # noqa: E40
 from lib import latency, models, training  # noqa: E402
 from lib.config import DistillParams, make_params  # noqa: E402
 from lib.data import mask_tokens, mlm_token_probs  # noqa: E402
-from lib.results import provenance, write_json  # noqa: E402
+from lib.results import GpuCheck, provenance, write  # noqa: E402
 
 GIB = 2 ** 30
 T4_CAPABILITY = (7, 5)
@@ -321,7 +321,7 @@ def main(argv=None):
         throughput[name] = measure_throughput(ctx, name)
         print(f"throughput at the {name} micro-batch {throughput[name]['micro_batch']}: "
               f"{throughput[name]['tokens_per_s']:,.0f} tokens/s, MFU {throughput[name]['mfu']}", flush=True)
-    record = dict(name="gpu-check", gpu=gpu, dry_run=args.cpu, passed=not failed, failed=failed, checks=checks,
+    record = GpuCheck(name="gpu-check", gpu=gpu, dry_run=args.cpu, passed=not failed, failed=failed, checks=checks,
                   throughput=throughput, model="BERT-base (random init) -> 6-layer DistilBERT" if not args.cpu else
                   "tiny BERT (random init) -> 2-layer student", wall_time_s=round(time.perf_counter() - started, 1),
                   provenance=provenance())
@@ -331,8 +331,8 @@ def main(argv=None):
         out = Path(tempfile.gettempdir()) / "gpu-check-cpu-dry-run.json"
     else:
         out = ROOT / "results" / "gpu-check" / (re.sub(r"[^A-Za-z0-9.-]+", "-", gpu).strip("-") + ".json")
-    write_json(out, record)
-    print(f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} in {record['wall_time_s']} s -> {out}")
+    write(out, record)
+    print(f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} in {record.wall_time_s} s -> {out}")
     return 0 if not failed else 1
 
 

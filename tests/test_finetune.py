@@ -372,6 +372,13 @@ def test_finetune_squad_end_to_end_with_distillation(tmp_path, models):
 
 # --- sweeps and summaries ---
 
+def fake_result(task, model_path, seed, teacher_path, score):
+    """A fine-tuning result with every field of lib.results.FinetuneRun but model, run_key and provenance."""
+    return {"task": task, "model_path": model_path, "seed": seed, "teacher_path": teacher_path,
+            "metrics": {"accuracy": score, "score": score}, "score": score, "metrics_by_split": {}, "predictions": {},
+            "train": {}, "hparams": {}, "single_class": False, "majority_rate": None}
+
+
 def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypatch):
     calls = []
 
@@ -381,7 +388,7 @@ def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypat
             Path(save_dir).mkdir(parents=True)
             (Path(save_dir) / "config.json").write_text("{}")
         score = {"teacher": 80.0, "student": 70.0}[model_path] + seed + (5 if teacher_path else 0)
-        return {"task": task, "seed": seed, "teacher_path": teacher_path, "metrics": {"accuracy": score, "score": score}}
+        return fake_result(task, model_path, seed, teacher_path, score)
 
     monkeypatch.setattr(T, "_finetune", fake_finetune)
     params = glue_params(tmp_path, glue_dir, task_distill=True)
@@ -426,7 +433,7 @@ def test_changing_one_used_row_under_the_same_dataset_id_reruns(tmp_path, monkey
 
     def fake_finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
         calls.append(task)
-        return {"task": task, "seed": seed, "teacher_path": None, "metrics": {"accuracy": 1.0, "score": 1.0}}
+        return fake_result(task, model_path, seed, None, 1.0)
 
     monkeypatch.setattr(T, "_finetune", fake_finetune)
     rows = sentiment_rows(20, 1)

@@ -3,8 +3,9 @@ import json
 import statistics
 
 import pytest
+from test_results import FIELDS
 
-from lib import paper, report
+from lib import paper, report, results
 
 
 def _provenance(profile, params=None, gpu=None):
@@ -16,12 +17,29 @@ def _provenance(profile, params=None, gpu=None):
             "scale": f"{profile} scale label", "params": params or {}}
 
 
-def _write(root, profile, name, payload, params=None, wall=12.5, gpu=None):
+def _write(root, profile, name, fields, params=None, wall=12.5, gpu=None):
+    """results/<profile>/<name>.json through the schema: an example record of its kind (test_results.FIELDS)
+    with ``fields``."""
     path = root / profile / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "wall_time_s": wall, **payload, "provenance": _provenance(profile, params, gpu)}
-    path.write_text(json.dumps(record))
+    kind = results.kind_of(path)
+    record = results.KINDS[kind](name=name, wall_time_s=wall, provenance=_provenance(profile, params, gpu),
+                                 **{**FIELDS[kind], **fields})
+    results.write(path, record)
     return record
+
+
+def _run(root, profile, model, task, seed, **fields):
+    """One fine-tuning run file, results/<profile>/glue/<model>/<task>-seed<n>.json."""
+    path = root / profile / "glue" / model / f"{task}-seed{seed}.json"
+    results.write(path, results.FinetuneRun(**{**FIELDS["finetune_run"], "model": model, "task": task, "seed": seed,
+                                                **fields}))
+
+
+def _table3_row(model, seconds, n_examples=None, params_m=None):
+    """A row of latency.json's table3 (lib.latency.table3), with the fields lib.report reads."""
+    return {"model": model, "extrapolated_total_s": seconds, "n_examples": n_examples, "params_m": params_m,
+            "parameters": None if params_m is None else int(params_m * 1e6), "size_mb": None,
+            "per_example_ms_median": None}
 
 
 def _summary(scores):
@@ -57,9 +75,9 @@ def write_example_results(tmp_path):
            params={**base, "alpha_ce": 0.0, "run_name": "no-ce"})
     down = _summary({"teacher": {"imdb": [90, 92]}, "student": {"imdb": [88, 90]}})
     _write(tmp_path, "cpu", "imdb_squad", {"summary": down, "runs": 4})
-    _write(tmp_path, "cpu", "latency", {"table3": {"models": {
-        "BERT-base": {"total_s": 100.0, "n_examples": 300}, "DistilBERT": {"total_s": 50.0, "n_examples": 300},
-        "teacher": {"total_s": 10.0}, "student": {"total_s": 6.0}}}, "sweep": []}, gpu=None)
+    _write(tmp_path, "cpu", "latency", {"table3": [
+        _table3_row("BERT-base", 100.0, 300), _table3_row("DistilBERT", 50.0, 300), _table3_row("teacher", 10.0),
+        _table3_row("student", 6.0)], "sweep": []}, gpu=None)
     (tmp_path / "t4").mkdir(exist_ok=True)  # an empty profile folder: not a profile with results
     return tmp_path
 
@@ -103,10 +121,13 @@ def test_corrupt_results_file_raises_naming_it(tmp_path):
     (tmp_path / "cpu" / "glue.json").write_text("{not json")
     with pytest.raises(ValueError, match="glue.json"):
         report.load("cpu", "glue", tmp_path)
+    (tmp_path / "cpu" / "glue.json").write_text(json.dumps({"name": "glue", "wall_time_s": 1.0, "summary": []}))
+    with pytest.raises(ValueError, match="glue.json: not a glue results file: missing field"):
+        report.load("cpu", "glue", tmp_path)
 
 
 def test_profiles_smallest_scale_first_and_only_with_results(results_root):
-    _write(results_root, "smoke", "latency", {"table3": {}})
+    _write(results_root, "smoke", "latency", {"table3": []})
     assert report.profiles(results_root) == ["smoke", "cpu"]
 
 
@@ -153,14 +174,17 @@ def test_latency_relative_to_bert_base_and_claim_pair(results_root):
     assert table.loc[("paper", "DistilBERT"), "time / reference (%)"] == pytest.approx(100 * 410 / 668)
 
 
-@pytest.mark.parametrize("table3", [
-    [{"model": "teacher", "total_s": 4.0, "parameters": 4_000_000}, {"model": "student", "total_s": 2.0}],
-    {"teacher": {"seconds": 4.0, "params_m": 4.0}, "student": {"seconds": 2.0}},
-])
-def test_latency_reads_other_table3_shapes(table3):
-    models = report.latency_models({"table3": table3})
+def test_latency_reads_the_table3_rows_the_stage_writes(tmp_path):
+    record = _write(tmp_path, "cpu", "latency", {"table3": [_table3_row("teacher", 4.0, 32, params_m=4.0),
+                                                            _table3_row("student", 2.0, 32)]})
+    models = report.latency_models(record)
     assert models["teacher"]["seconds"] == 4.0 and models["teacher"]["params_m"] == 4.0
-    assert report.latency_ratio({"table3": table3})[2] == pytest.approx(50.0)
+    assert report.latency_ratio(record)[2] == pytest.approx(50.0)
+    # another shape of table3 (a dict by label, as an early version wrote) is refused when read, naming the field
+    path = tmp_path / "cpu" / "latency.json"
+    path.write_text(json.dumps({**results.to_dict(record), "table3": {"teacher": {"seconds": 4.0}}}))
+    with pytest.raises(ValueError, match="latency.json: field 'table3' should be"):
+        report.load("cpu", "latency", tmp_path)
 
 
 def test_ablation_matches_runs_by_parameters_not_names(results_root):
@@ -207,9 +231,7 @@ def test_table1_leaves_ablation_students_to_table4(results_root):
 
 def test_single_class_models_need_every_seed_constant(tmp_path):
     def run(model, task, seed, counts):
-        path = tmp_path / "cpu" / "glue" / model / f"{task}-seed{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"model": model, "task": task, "predictions": {"validation": counts}}))
+        _run(tmp_path, "cpu", model, task, seed, predictions={"validation": counts})
     run("teacher", "cola", 1, {"n": 9, "predicted_label_counts": {"1": 9}})
     run("teacher", "cola", 2, {"n": 9, "predicted_label_counts": {"1": 9}})
     run("student", "cola", 1, {"n": 9, "predicted_label_counts": {"1": 9}})
@@ -238,11 +260,9 @@ def test_glue_table_marks_single_class_runs_and_the_scores_that_include_them(tmp
     before = [{k: v for k, v in row.items() if k not in ("single_class_seeds", "majority_rate", "single_class_tasks")}
               for row in _summary({"teacher": {"cola": [0.0, 0.0]}})]
     old = _write(tmp_path, "t4", "glue", {"summary": before})
-    for seed, counts in ((1, {"1": 9}), (2, {"1": 9})):
-        path = tmp_path / "t4" / "glue" / "teacher" / f"cola-seed{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"model": "teacher", "task": "cola",
-                                    "predictions": {"validation": {"predicted_label_counts": counts}}}))
+    for seed, counts in ((1, {"1": 9}), (2, {"1": 9})):  # written before single_class: its predicted labels tell
+        _run(tmp_path, "t4", "teacher", "cola", seed, single_class=None,
+             predictions={"validation": {"predicted_label_counts": counts}})
     assert report.single_class_runs(old) == {}
     assert report.single_class_runs(old, "t4", root=tmp_path) == {"teacher": {"cola": (2, 2)}}
     marked = report.glue_table(old, profile="t4", root=tmp_path)
@@ -264,25 +284,6 @@ def test_headline_columns_per_scale(results_root):
     assert table.loc["inference time: student / teacher", "cpu"] == "50.0 % (DistilBERT / BERT-base)"
     assert table.loc["SQuAD F1: student / teacher", "cpu"] == "not run"
     assert "all-MiniLM-L6-v2" in table.loc["teacher -> student", "cpu"]
-
-
-def test_provenance_line_and_scale(results_root):
-    record = report.load("cpu", "latency", results_root)
-    line = report.provenance_line(record)
-    assert "no GPU; 2 CPU cores" in line and "12 s" in line and "0123456789 with uncommitted changes" in line
-    gpu = _write(results_root, "t4", "glue", {"summary": []}, gpu="Tesla T4", wall=7200)
-    assert "1x Tesla T4 (14.6 GB, compute 7.5)" in report.provenance_line(gpu)
-    assert "2.0 h" in report.provenance_line(gpu)
-    assert report.scale_notes("cpu", record)[0] == "Scale: cpu scale label."
-    assert "not a finding" in report.scale_label("smoke")  # from lib.results when the record has none
-
-
-def test_html_table_has_caption_units_and_notes(results_root):
-    table = report.glue_table(report.load("cpu", "glue", results_root))
-    block = report.html_table(table, "Table 1 <GLUE>", notes=["Scale: x.", None])
-    assert "<caption>Table 1 &lt;GLUE&gt;</caption>" in block
-    assert block.count('class="report-note"') == 1
-    assert "\u2014" not in block.split("</caption>")[0]
 
 
 def test_teacher_logits_prefers_the_largest_scale(tmp_path):

@@ -1,14 +1,147 @@
+"""lib.results: provenance, atomic writes, and the schema every results file is written and read through."""
+import dataclasses
 import json
+from pathlib import Path
 
-from lib import config, results
+import pytest
+
+from lib import REPO_ROOT, config, results
+
+PROVENANCE = {"created": "2026-11-21T05:00:00+00:00", "git_commit": "0123456789abcdef", "versions": {},
+              "hardware": {"cpu_count": 2, "gpu": None}, "profile": "cpu", "scale": "cpu scale", "params": {}}
+_SUMMARY_ROW = {"model": "teacher", "task": "cola", "metric": "score", "median": 50.0, "min": 40.0, "max": 60.0,
+                "std": 8.2, "n": 3, "single_class_seeds": 0, "majority_rate": 69.1, "single_class_tasks": None,
+                "retention": 100.0}
+# the fields of each kind (besides name, wall_time_s and provenance), in the shapes the stages write
+FIELDS = {
+    "teacher": dict(teacher="sentence-transformers/all-MiniLM-L6-v2", saved_to="runs/cpu/teacher",
+                    parameters=22_713_216, layers=6, hidden_size=384, had_mlm_head=False, adapted=True,
+                    heldout_sequences=200, mlm_before={"mlm_accuracy": 0.01, "loss": 9.1},
+                    mlm_after={"mlm_accuracy": 0.4, "loss": 3.2}),
+    "teacher_logits": dict(text="the [MASK] sat", position=2, tokens=["cat", "dog"], logits=[9.5, 7.25]),
+    "distill": dict(teacher="runs/cpu/teacher", student_dir="runs/cpu/student", teacher_parameters=22_713_216,
+                    student_parameters=17_241_216, student_layers=[0, 2, 4], steps=40, total_steps=40,
+                    steps_per_epoch=20, warmup_steps=2, epochs=2.0, tokens=51_200, tokens_per_s=4591.5,
+                    resumed_from=None, precision="float32", world_size=1, final={"loss": 9.16, "loss_ce": 4.0},
+                    log_path="runs/cpu/student/log.jsonl", checkpoint="runs/cpu/student/checkpoint-40",
+                    segments=[{"start_step": 0, "params": {"alpha_ce": 5.0}}], weights_sha1="ab" * 20,
+                    gradient_accumulation_steps=50, effective_batch_size=250,
+                    loss_curve=[{"step": 10, "tokens": 12_800, "loss": 10.5, "loss_ce": 4.5}]),
+    "glue": dict(summary=[_SUMMARY_ROW], runs=3),
+    "imdb_squad": dict(summary=[{**_SUMMARY_ROW, "task": "imdb", "metric": "accuracy"}], runs=2),
+    "latency": dict(table3=[{"model": "teacher", "extrapolated_total_s": 20.3, "parameters": 22_713_216,
+                             "params_m": 22.7, "size_mb": 90.9, "n_examples": 150, "per_example_ms_median": 13.2,
+                             "reference": "teacher"}],
+                    sweep=[{"model": "teacher", "seq_len": 128, "batch_size": 1, "latency_ms": 13.0}],
+                    size_quality=[{"model": "teacher", "source": "this run", "params_m": 22.7, "size_mb": 90.9,
+                                   "relative_latency": 1.0, "glue_score": 61.5, "note": ""}]),
+    "finetune_run": dict(model="student", task="cola", model_path="runs/cpu/student", seed=1, teacher_path=None,
+                         metrics={"matthews": 12.5, "score": 12.5}, score=12.5,
+                         metrics_by_split={"validation": {"matthews": 12.5, "score": 12.5}},
+                         predictions={"validation": {"n": 9, "predicted_label_counts": {"0": 2, "1": 7}}},
+                         train={"features": 100, "steps": 13, "loss": 0.6, "seconds": 4.2},
+                         hparams={"learning_rate": 2e-5, "n_epoch": 1}, single_class=False, majority_rate=69.1,
+                         run_key={"model": "0123456789abcdef", "task": "cola", "seed": 1}, provenance=PROVENANCE),
+    "gpu_check": dict(name="gpu-check", gpu="Tesla T4", dry_run=False, passed=True, failed=[],
+                      checks={"precision": {"status": "pass", "seconds": 0.1}},
+                      throughput={"t4": {"micro_batch": [32, 256], "tokens_per_s": 9e4, "mfu": 0.3}},
+                      model="BERT-base (random init) -> 6-layer DistilBERT", wall_time_s=101.5, provenance=PROVENANCE),
+}
+PATHS = {"teacher": "cpu/teacher.json", "teacher_logits": "cpu/teacher_logits.json",
+         "distill": "cpu/distill-student.json", "glue": "cpu/glue.json", "imdb_squad": "cpu/imdb_squad.json",
+         "latency": "cpu/latency.json", "finetune_run": "cpu/glue/student/cola-seed1.json",
+         "gpu_check": "gpu-check/Tesla-T4.json"}
+
+
+def example_record(kind, **fields):
+    """A valid record of ``kind`` (FIELDS, updated with ``fields``)."""
+    values = {**FIELDS[kind], **fields}
+    if "provenance" not in FIELDS[kind]:  # a stage results file: the envelope
+        values = {"name": Path(PATHS[kind]).stem, "wall_time_s": 12.5, "provenance": PROVENANCE, **values}
+    return results.KINDS[kind](**values)
+
+
+def test_every_kind_has_an_example_and_a_path():
+    assert set(FIELDS) == set(PATHS) == set(results.KINDS)
+    for kind, path in PATHS.items():
+        assert results.kind_of(Path("results") / path) == kind
+
+
+@pytest.mark.parametrize("kind", sorted(results.KINDS))
+def test_every_kind_round_trips_through_the_schema(tmp_path, kind):
+    record = example_record(kind)
+    path = results.write(tmp_path / PATHS[kind], record)
+    assert results.read(path) == record
+    written = json.loads(path.read_text())
+    assert list(written)[-1] == "provenance" and set(written) == {f.name for f in dataclasses.fields(record)}
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "results").rglob("*.json")), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_committed_results_file_reads(path):
+    record = results.read(path)
+    assert type(record) is results.KINDS[results.kind_of(path)]
+
+
+def test_unknown_missing_or_mistyped_fields_name_the_file_and_the_field(tmp_path):
+    data = results.to_dict(example_record("teacher"))
+    path = tmp_path / "cpu" / "teacher.json"
+    for broken, message in (({**data, "extra_field": 1}, "unknown field(s) extra_field"),
+                            ({k: v for k, v in data.items() if k != "layers"}, "missing field(s) layers"),
+                            ({**data, "layers": "six"}, "field 'layers' should be <class 'int'>, got str")):
+        results.write_json(path, broken)
+        with pytest.raises(ValueError, match="teacher.json") as err:
+            results.read(path)
+        assert message in str(err.value)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="teacher.json is not valid JSON"):
+        results.read(path)
+    with pytest.raises(ValueError, match="not a results file of a known kind"):
+        results.kind_of(tmp_path / "cpu" / "notes.json")
+    with pytest.raises(ValueError, match="field 'layers' should be"):  # a writer is checked too
+        results.write(tmp_path / "cpu" / "teacher.json", dataclasses.replace(example_record("teacher"), layers=None))
+
+
+def test_older_files_read_through_the_one_legacy_conversion(tmp_path):
+    data = results.to_dict(example_record("distill"))
+    for name in ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"):
+        del data[name]
+    data["checkpoint_dir"] = data.pop("checkpoint")
+    results.write_json(tmp_path / "cpu" / "distill-student.json", data)
+    record = results.read(tmp_path / "cpu" / "distill-student.json")
+    assert record.checkpoint == "runs/cpu/student/checkpoint-40" and record.weights_sha1 is None
+
+
+def test_paths_are_stored_relative_to_the_repository():
+    assert results.repo_relative(REPO_ROOT / "runs" / "cpu" / "student") == "runs/cpu/student"
+    assert results.repo_relative("/content/drive/MyDrive/runs/t4") == "/content/drive/MyDrive/runs/t4"
+    assert results.repo_relative("runs/cpu/teacher") == "runs/cpu/teacher"
+    assert results.repo_relative("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
+    assert results.repo_relative(None) is None
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_committed_result_holds_a_machine_s_absolute_path():
+    # paths into a checkout are stored relative to it; only Colab's Drive (/content/...) stays absolute
+    for path in (REPO_ROOT / "results").rglob("*.json"):
+        absolute = [s for s in _strings(json.loads(path.read_text())) if s.startswith("/") and
+                    not s.startswith("/content/")]
+        assert not absolute, (path, absolute)
 
 
 def test_result_carries_provenance_and_scale(tmp_path):
     params = config.load_params("latency", profile="smoke", results_dir=str(tmp_path))
-    path = results.write_result(params, "latency", {"ratio": 0.5}, wall_time_s=1.23456)
+    record = results.write_result(params, "latency", 1.23456, **FIELDS["latency"])
+    path = tmp_path / "latency.json"
+    assert results.read(path) == record
     record = json.loads(path.read_text())
-    assert path == tmp_path / "latency.json"
-    assert record["ratio"] == 0.5 and record["wall_time_s"] == 1.235
+    assert record["table3"] == FIELDS["latency"]["table3"] and record["wall_time_s"] == 1.235
     prov = record["provenance"]
     assert prov["profile"] == "smoke" and "not a finding" in prov["scale"]
     assert prov["params"]["results_dir"] == str(tmp_path)
@@ -53,7 +186,7 @@ def test_results_name_the_commit_pinned_when_the_stage_started(tmp_path, monkeyp
     monkeypatch.setattr(results, "_pinned_commit", None)
     assert results.pin_commit() == "a" * 40
     params = config.load_params("latency", profile="smoke", results_dir=str(tmp_path))
-    path = results.write_result(params, "latency", {"ratio": 0.5}, wall_time_s=1.0)
-    assert json.loads(path.read_text())["provenance"]["git_commit"] == "a" * 40
+    record = results.write_result(params, "latency", 1.0, **FIELDS["latency"])
+    assert record.provenance["git_commit"] == "a" * 40
     monkeypatch.setattr(results, "_pinned_commit", None)  # outside a stage: the commit at write time
     assert results.provenance()["git_commit"] == "b" * 40 + "-dirty"

@@ -1,0 +1,125 @@
+"""How the book shows results: numbers as text, tables as HTML blocks with their caption and notes (units, scale,
+provenance), the "not run at this scale yet" block and links to the executed stage notebooks.
+
+lib.report computes the tables (pandas DataFrames read from the results files); this module only formats them.
+"""
+import html
+import math
+from pathlib import Path
+
+from lib import REPO_ROOT, paper, report
+from lib.results import SCALE_LABELS
+
+GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
+              "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
+              "of the task columns shown.")
+SINGLE_CLASS_NOTE = (f"'{report.SINGLE_CLASS_COLUMN}': per task, how many of the model's fine-tuning seeds predicted one class "
+                     "for the whole dev set (STS-B: one value): such a model learned no more than a constant answer, "
+                     "which scores the dev set's majority-class rate in accuracy (seed statistics: majority_rate) and "
+                     "0 in MCC. That row's GLUE score averages these runs in.")
+
+def scale_label(profile, record=None):
+    """What a profile's numbers may be called: the scale its results file recorded, else the profile's label."""
+    prov = record.provenance if record is not None else {}
+    return prov.get("scale") or SCALE_LABELS.get(profile, f"profile {profile}")
+
+
+def format_duration(seconds):
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "unknown"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def hardware_text(hw):
+    """'1x Tesla T4 (15.6 GB, compute 7.5); 8 CPU cores' from a provenance hardware block."""
+    if not hw:
+        return "hardware not recorded"
+    cpu = f"{hw.get('cpu_count', '?')} CPU cores"
+    if hw.get("processor"):
+        cpu += f" ({hw['processor']})"
+    if hw.get("gpu"):
+        gpu = f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
+        extras = [f"{hw['gpu_memory_gb']} GB" if hw.get("gpu_memory_gb") else None,
+                  f"compute {hw['compute_capability']}" if hw.get("compute_capability") else None]
+        extras = [e for e in extras if e]
+        return f"{gpu} ({', '.join(extras)}); {cpu}" if extras else f"{gpu}; {cpu}"
+    return f"no GPU; {cpu}"
+
+
+def provenance_line(record):
+    """One line: hardware, wall time, commit and date of a results record."""
+    prov = record.provenance
+    commit = prov.get("git_commit") or "unknown"
+    dirty = commit.endswith("-dirty")
+    commit = commit.removesuffix("-dirty")
+    commit = commit[:10] + (" with uncommitted changes" if dirty else "")
+    return (f"{hardware_text(prov.get('hardware'))}; wall time {format_duration(record.wall_time_s)}; "
+            f"commit {commit}; written {prov.get('created', 'at an unknown date')}")
+
+
+def format_table(table, digits=1):
+    """Numbers as text with ``digits`` decimals, missing values as an em dash (for display only)."""
+    import numpy as np
+    import pandas as pd
+
+    def cell(value):
+        if value is None or (np.isscalar(value) and not isinstance(value, str) and pd.isna(value)):
+            return "\u2014"
+        if isinstance(value, (bool, np.bool_)):
+            return str(value)
+        if isinstance(value, (int, np.integer)):
+            return f"{value:,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:,.{digits}f}"
+        return str(value)
+    return table.apply(lambda column: column.map(cell))
+
+
+def html_table(table, caption, notes=(), digits=1):
+    """A table with its caption above and notes (units, scale, provenance) below, as one HTML block."""
+    body = format_table(table, digits).to_html(escape=True, border=0, classes="report-table")
+    body = body.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
+    notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes if n)
+    return f'<div class="report-block">{body}{notes_html}</div>'
+
+
+def scale_notes(profile, record):
+    """The two lines printed under every table: the scale, and the provenance of the results file."""
+    return [f"Scale: {scale_label(profile, record)}.", f"Provenance: {provenance_line(record)}."]
+
+
+PAPER_NOTE = (f"Paper rows: {paper.PAPER}, typed from the paper into lib/paper.py; they are the reference, "
+              "not our measurements.")
+
+
+def not_run_html(profile, name):
+    return (f'<p class="report-not-run"><strong>Not run at this scale yet</strong>: no '
+            f'<code>results/{html.escape(profile)}/{html.escape(name)}.json</code>. Produce it with '
+            f'<code>{html.escape(report.reproduce_command(profile, name))}</code>.</p>')
+
+
+def details_html(summary, inner):
+    """A collapsed block (seed statistics and other detail under a table)."""
+    return f"<details class=\"report-details\"><summary>{html.escape(summary)}</summary>{inner}</details>"
+
+
+def stage_page(profile, stem, toc=REPO_ROOT / "_toc.yml"):
+    """Relative URL of a stage notebook's page in the built book, or None when the toc does not list it."""
+    entry = f"stages/{profile}/{stem}"
+    try:
+        listed = entry in Path(toc).read_text().split()  # "- file: stages/cpu/03_glue" -> a whitespace token
+    except OSError:
+        return None
+    return f"{entry}.html" if listed else None
+
+
+def stage_link_html(profile, stem):
+    url = stage_page(profile, stem)
+    if url is None:
+        return ""
+    return f'<p class="report-note">Executed notebook: <a href="{url}">{html.escape(stem)} ({profile})</a>.</p>'

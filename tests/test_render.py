@@ -1,0 +1,54 @@
+"""lib.render: how the book prints report tables (numbers as text, HTML blocks, provenance and scale lines)."""
+import pytest
+from test_report import _write, write_example_results
+
+from lib import render, report
+
+
+@pytest.fixture
+def results_root(tmp_path):
+    return write_example_results(tmp_path)
+
+
+def test_provenance_line_and_scale(results_root):
+    record = report.load("cpu", "latency", results_root)
+    line = render.provenance_line(record)
+    assert "no GPU; 2 CPU cores" in line and "12 s" in line and "0123456789 with uncommitted changes" in line
+    gpu = _write(results_root, "t4", "glue", {"summary": []}, gpu="Tesla T4", wall=7200)
+    assert "1x Tesla T4 (14.6 GB, compute 7.5)" in render.provenance_line(gpu)
+    assert "2.0 h" in render.provenance_line(gpu)
+    assert render.scale_notes("cpu", record)[0] == "Scale: cpu scale label."
+    assert "not a finding" in render.scale_label("smoke")  # from lib.results when the record has none
+
+
+def test_html_table_has_caption_units_and_notes(results_root):
+    table = report.glue_table(report.load("cpu", "glue", results_root))
+    block = render.html_table(table, "Table 1 <GLUE>", notes=["Scale: x.", None])
+    assert "<caption>Table 1 &lt;GLUE&gt;</caption>" in block
+    assert block.count('class="report-note"') == 1
+    assert "\u2014" not in block.split("</caption>")[0]
+
+
+def test_format_table_missing_values_thousands_and_digits():
+    import pandas as pd
+    table = pd.DataFrame({"a": [1234567, None], "b": [0.12345, float("nan")], "c": ["x", True]})
+    text = render.format_table(table, digits=2)
+    assert list(text["a"]) == ["1,234,567.00", "\u2014"]  # a column with a gap is float in pandas
+    assert list(text["b"]) == ["0.12", "\u2014"] and list(text["c"]) == ["x", "True"]
+
+
+def test_not_run_block_names_the_file_and_the_command():
+    block = render.not_run_html("t4", "glue")
+    assert "<code>results/t4/glue.json</code>" in block
+    assert "make reproduce PROFILE=t4 STAGES=glue" in block and report.not_run("t4", "glue").startswith("Not run")
+
+
+def test_format_duration_units():
+    assert [render.format_duration(s) for s in (None, 12, 600, 7200)] == ["unknown", "12 s", "10.0 min", "2.0 h"]
+
+
+def test_stage_link_only_for_pages_in_the_toc(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("- file: stages/cpu/03_glue\n")
+    assert render.stage_page("cpu", "03_glue", toc) == "stages/cpu/03_glue.html"
+    assert render.stage_page("t4", "03_glue", toc) is None and render.stage_page("cpu", "x", tmp_path / "none") is None
