@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lib import glue
 
-VERSION = "1"  # bump when the generated data changes, so stale smoke hubs are rebuilt
+VERSION = "2"  # bump when the generated data changes, so stale smoke hubs are rebuilt
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 NOUNS = ["cat", "dog", "house", "garden", "river", "book", "car", "tree", "song", "lamp", "boat", "chair"]
@@ -179,21 +179,29 @@ def build_datasets(root, seed=0):
 
 
 def build_teacher(root, seed=0):
-    """A WordPiece tokenizer trained on every smoke text and a random tiny BertForMaskedLM."""
+    """A WordPiece vocabulary of every smoke word (whole words, plus single characters for anything else) and a
+    random tiny BertForMaskedLM. The vocabulary is built, not trained: the WordPiece trainer of `tokenizers` breaks
+    ties between equally frequent merges in hash order, so two trainings on the same texts gave different
+    vocabularies (and different smoke numbers on every fresh clone)."""
     import datasets
     import torch
-    from tokenizers import BertWordPieceTokenizer
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
-    texts = []
+    normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = set()
     for parquet in sorted(root.glob("smoke/**/*.parquet")):
         for row in datasets.Dataset.from_parquet(str(parquet)):
-            texts += [v for k, v in row.items() if isinstance(v, str) and k not in ("id", "title")]
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=512, min_frequency=1, show_progress=False)
+            for key, value in row.items():
+                if isinstance(value, str) and key not in ("id", "title"):
+                    words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(value)))
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars),
+             *sorted(words - set(chars))]
     out = root / "smoke/tiny-bert"
     out.mkdir(parents=True, exist_ok=True)
-    wordpiece.save_model(str(out))
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True, model_max_length=256)
     tokenizer.save_pretrained(out)
     torch.manual_seed(seed)

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from lib import REPO_ROOT, colab, config
 
-STEMS = [stem for stem, _ in config.STAGES.values()]
+STEMS = [stage.notebook for stage in config.STAGES.values()]
 FORK = "https://github.com/alice/distil-fork"
 
 
@@ -144,7 +144,7 @@ def _execute(notebook, tmp_path):
 @pytest.mark.slow
 def test_an_edited_parameters_cell_is_what_each_stage_loads(tmp_path):
     # profile = "t4" in every stage's clean notebook, run from the top up to the cell that loads the parameters
-    for stage, (stem, _) in config.STAGES.items():
+    for stage, (stem, *_) in config.STAGES.items():
         notebook = colab.clean_notebook(stem, FORK)
         _edit_parameters(notebook, profile="t4", seed=7, run_dir=str(tmp_path / "runs"))
         if stage == "glue":
@@ -178,10 +178,10 @@ def test_an_edited_parameters_cell_runs_exactly_that(tmp_path):
 # ------------------------------------------------------------------------------------------- the setup snapshot
 
 def test_notebook_parameters_keep_the_parameters_cell_and_drop_a_previous_runs_names():
-    snapshot = {"profile": "t4", "tasks": ["rte"], "seed": 3, "started": 12.5, "plots": types.ModuleType("plots"),
+    snapshot = {"profile": "t4", "tasks": ["rte"], "seed": 3, "record": {"runs": 1}, "plots": types.ModuleType("plots"),
                 "summary": [1, 2], "warmups": 3, "_params_given": {}, "In": []}
     given = colab.notebook_parameters("glue", snapshot)
-    # `tasks` is both a parameter and an import of the notebook: the parameters cell's value wins; `started`,
+    # `tasks` is both a parameter and an import of the notebook: the parameters cell's value wins; `record`,
     # `summary`, `plots` are the notebook's own names, left by an earlier run; `warmups` is a user's typo
     assert given == {"profile": "t4", "tasks": ["rte"], "seed": 3, "warmups": 3, "In": []}
     with pytest.raises(config.ParameterError, match="'warmups'"):
