@@ -5,41 +5,94 @@ the selected tokens: every non-padding token, CLS/SEP included, or the masked on
 cross-entropy on masked tokens, L_cos the cosine embedding loss (target +1) between last hidden states over
 non-padding tokens, L_mse the squared error of the logits summed over the vocabulary and averaged per token.
 A term whose alpha is 0 is not computed (None in the result). Everything is computed in float32.
+
+Speed (the same arithmetic, fewer passes over vocabulary-sized tensors): the logits may come for the rows that
+logit_rows selects only, so that padding rows never reach the vocabulary projection, and the KL is one chunked
+pass (kl_divergence) instead of autograd's chain of full-size softmaxes, differences and their gradients.
 """
 import torch
 import torch.nn.functional as F
+
+KL_CHUNK_ROWS = 64  # 64 x 30,522 float32 logits = 7.8 MB: each chunk's temporaries stay in cache
+
+
+class _KLDivergence(torch.autograd.Function):
+    """sum over rows of KL(softmax(t/T) || softmax(s/T)) and its gradient (softmax(s/T) - softmax(t/T)) / T,
+    both from one pass over row chunks. Autograd would keep every full-size intermediate of log_softmax, exp,
+    difference and product for the backward pass; this keeps the gradient only (one float32 tensor)."""
+
+    @staticmethod
+    def forward(ctx, s_logits, t_logits, temperature):
+        grad = torch.empty(s_logits.shape, dtype=torch.float32, device=s_logits.device)
+        total = torch.zeros((), dtype=torch.float32, device=s_logits.device)
+        for start in range(0, s_logits.size(0), KL_CHUNK_ROWS):
+            rows = slice(start, start + KL_CHUNK_ROWS)
+            log_p_s = F.log_softmax(s_logits[rows].float() / temperature, dim=-1)
+            log_p_t = F.log_softmax(t_logits[rows].float() / temperature, dim=-1)
+            p_t = log_p_t.exp()
+            total += (p_t * (log_p_t - log_p_s)).sum()
+            torch.sub(log_p_s.exp_(), p_t, out=grad[rows]).div_(temperature)
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None
+
+
+def kl_divergence(s_logits, t_logits, temperature):
+    """sum over rows of KL(softmax(t_logits / T) || softmax(s_logits / T)), differentiable in s_logits only
+    (the teacher's logits are constants, inference tensors included)."""
+    return _KLDivergence.apply(s_logits, t_logits, temperature)
+
+
+def logit_rows(attention_mask, labels, alpha_ce=5.0, alpha_mse=0.0, restrict_ce_to_mask=False, **_):
+    """(batch, seq) bool: the positions whose logits some term needs. L_ce and L_mse need every real token (or the
+    masked ones only), L_mlm the masked ones; padding never (extra keywords, the other weights, are ignored)."""
+    masked = labels != -100
+    if (alpha_ce > 0 or alpha_mse > 0) and not restrict_ce_to_mask:
+        return attention_mask.bool() | masked
+    return masked
 
 
 def distillation_loss(student_out, teacher_out, attention_mask, labels, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0,
                       alpha_mse=0.0, temperature=2.0, restrict_ce_to_mask=False, layer_map=None):
     """Weighted loss and its terms from two model outputs (``.logits``; ``.hidden_states`` when alpha_cos > 0).
 
+    logits: (batch, seq, vocab), or (n_rows, vocab) for the rows ``logit_rows`` selects only, in order (the
+    student's may be None when alpha_ce = alpha_mse = alpha_mlm = 0, the teacher's when alpha_ce = alpha_mse = 0).
     attention_mask: (batch, seq) 1 for real tokens; labels: (batch, seq) target ids at masked positions, -100
     elsewhere. layer_map: (student index, teacher index) pairs into ``hidden_states`` for the cosine term,
     averaged over pairs; None: the last hidden states only. Returns dict(loss, loss_ce, loss_mlm, loss_cos,
     loss_mse) of scalar tensors (None for terms with alpha 0).
     """
     tokens = attention_mask.bool()
-    masked = labels != -100
+    rows = logit_rows(attention_mask, labels, alpha_ce, alpha_mse, restrict_ce_to_mask)
     terms = dict(loss_ce=None, loss_mlm=None, loss_cos=None, loss_mse=None)
 
+    def row_logits(logits):  # one float32 copy of the rows, shared by the terms below
+        return (logits[rows] if logits.dim() == 3 else logits).float()
+
     if alpha_ce > 0 or alpha_mse > 0 or alpha_mlm > 0:
-        s_logits_all = student_out.logits.float()  # one float32 copy, shared by the terms below
+        s_logits_all = row_logits(student_out.logits)  # (n_rows, vocab)
+        row_labels = labels[rows]
     if alpha_ce > 0 or alpha_mse > 0:
-        select = masked if restrict_ce_to_mask else tokens
-        s_logits = s_logits_all[select]  # (n_tokens, vocab)
-        t_logits = teacher_out.logits[select].float()
+        select = (row_labels != -100) if restrict_ce_to_mask else tokens[rows]
+        s_logits, t_logits = s_logits_all, row_logits(teacher_out.logits)
+        if not select.all():  # only when labels sit on padding: every row is a selected token otherwise
+            s_logits, t_logits = s_logits[select], t_logits[select]
         n = max(s_logits.size(0), 1)
         if alpha_ce > 0:
-            kl = F.kl_div(F.log_softmax(s_logits / temperature, dim=-1), F.log_softmax(t_logits / temperature, dim=-1),
-                          reduction="sum", log_target=True)
-            terms["loss_ce"] = kl / n * temperature ** 2
+            terms["loss_ce"] = kl_divergence(s_logits, t_logits, temperature) / n * temperature ** 2
         if alpha_mse > 0:
             terms["loss_mse"] = F.mse_loss(s_logits, t_logits, reduction="sum") / n
 
     if alpha_mlm > 0:
-        if masked.any():  # the targets only: same mean as ignore_index=-100, without a full-size log_softmax
-            terms["loss_mlm"] = F.cross_entropy(s_logits_all[masked], labels[masked])
+        targets = row_labels != -100
+        if targets.any():  # the targets only: same mean as ignore_index=-100, without a full-size log_softmax
+            logits = s_logits_all if targets.all() else s_logits_all[targets]
+            terms["loss_mlm"] = F.cross_entropy(logits, row_labels[targets])
         else:  # no target in this batch: a zero that still belongs to the graph
             terms["loss_mlm"] = s_logits_all.sum() * 0.0
 
