@@ -86,7 +86,8 @@ def distillation_loss(student_out, teacher_out, attention_mask, labels, alpha_ce
         if alpha_ce > 0:
             terms["loss_ce"] = kl_divergence(s_logits, t_logits, temperature) / n * temperature ** 2
         if alpha_mse > 0:
-            terms["loss_mse"] = F.mse_loss(s_logits, t_logits, reduction="sum") / n
+            # not F.mse_loss: it would save the teacher's logits (an inference tensor) for the backward pass
+            terms["loss_mse"] = (s_logits - t_logits).square().sum() / n
 
     if alpha_mlm > 0:
         targets = row_labels != -100
