@@ -138,6 +138,10 @@ def test_chunked_kl_matches_autograd(monkeypatch):
     (plain * weight.double()).backward()
     assert kl_divergence(s_logits.detach(), t_logits, 2.0).item() == pytest.approx(plain.item(), rel=1e-6)
     assert torch.allclose(s_logits.grad.double(), s_plain.grad, rtol=1e-5, atol=1e-7)
+    kl = kl_divergence(s_logits, t_logits, 2.0)
+    kl.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):  # the gradient was scaled in place
+        kl.backward()
 
 
 def test_logits_of_used_rows_only_give_the_same_terms():
