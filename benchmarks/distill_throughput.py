@@ -1,15 +1,26 @@
-"""Distillation throughput: non-padding tokens per second and peak memory of full training steps (teacher forward
-in inference mode, student forward + backward, AdamW step) for a teacher/student shape, with random weights.
+"""Distillation throughput: non-padding tokens per second of full training steps (teacher forward without
+gradients, student forward + backward, AdamW step) for a teacher/student shape, with random weights, for two
+implementations of the same arithmetic side by side: the authors' released distiller.py step written plainly
+(released_forward_losses: full-vocabulary logits at every position, autograd through every softmax) and this
+project's (lib.training.forward_losses).
 
     python benchmarks/distill_throughput.py --teacher bert-base --seq-len 128 --batch-size 8 --steps 3
     python benchmarks/distill_throughput.py --teacher path/to/config_or_model_dir --student-layers 3 --device cuda
+    # the cpu profile's shapes: MiniLM-L6 -> 3 layers, 16 x 128, 2 threads
+    python benchmarks/distill_throughput.py --teacher ../shared/data/hub/sentence-transformers/all-MiniLM-L6-v2 \
+        --student-layers 3 --batch-size 16 --seq-len 128 --threads 2 --steps 6 --device cpu
 
-GPU timings are synchronised and follow warm-up steps. On CPU, peak memory is the process's peak resident set
-(weights, optimizer and Python included); on CUDA, torch's peak allocated memory. The analytical T4 estimate of
+The two run interleaved (one step of each in turn, on the same batch, from the same initial student and the same
+dropout seed), so that a busy machine slows both alike; tokens/s are medians over the steps. The first step's
+losses of the two are printed side by side (they agree to float32 rounding). GPU timings are synchronised and
+follow warm-up steps. On CPU, peak memory is the process's peak resident set (both students, weights, optimizer
+and Python included); on CUDA, torch's peak allocated memory per implementation. The analytical T4 estimate of
 lib.training.estimate_memory is printed alongside.
 """
 import argparse
+import copy
 import json
+import statistics
 import resource
 import sys
 import time
@@ -19,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch.nn.functional as F  # noqa: E402
 from transformers import AutoConfig, BertConfig, BertForMaskedLM  # noqa: E402
 
 from lib import models, training  # noqa: E402
@@ -38,6 +50,53 @@ def teacher_config(name):
     return AutoConfig.from_pretrained(name)  # a config.json's folder or a model directory
 
 
+def released_forward_losses(teacher, student, input_ids, attention_mask, labels, weights, layer_map=None,
+                            dtype=torch.float32):
+    """The arithmetic of the authors' distiller.py step, written as plainly as they wrote it: both models' logits
+    at every position, the selected rows gathered with masked_select, KLDivLoss("batchmean") on log_softmax /
+    softmax, CrossEntropyLoss(ignore_index=-100) over every position, MSELoss("sum"), CosineEmbeddingLoss
+    ("mean"). The reference of tests/test_losses.py's parity tests. Two departures, both this project's options: a
+    term whose alpha is 0 is skipped (the release always computed L_ce), and layer_map (cos_layers="all") averages
+    the cosine loss over several layer pairs (the release: the last hidden states only)."""
+    alpha_ce, alpha_mlm, alpha_cos, alpha_mse = (weights[k] for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse"))
+    temperature = weights["temperature"]
+    with torch.no_grad(), training.autocast(input_ids.device, dtype):
+        teacher_out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=alpha_cos > 0)
+    with training.autocast(input_ids.device, dtype):
+        student_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=alpha_cos > 0)
+    s_logits, t_logits = student_out.logits.float(), teacher_out.logits.float()
+    vocab = s_logits.size(-1)
+    if weights["restrict_ce_to_mask"]:
+        mask = (labels > -1).unsqueeze(-1).expand_as(s_logits)
+    else:
+        mask = attention_mask.bool().unsqueeze(-1).expand_as(s_logits)
+    s_logits_slct = torch.masked_select(s_logits, mask).view(-1, vocab)
+    t_logits_slct = torch.masked_select(t_logits, mask).view(-1, vocab)
+    terms = dict(loss_ce=None, loss_mlm=None, loss_cos=None, loss_mse=None)
+    if alpha_ce > 0:
+        terms["loss_ce"] = F.kl_div(F.log_softmax(s_logits_slct / temperature, dim=-1),
+                                    F.softmax(t_logits_slct / temperature, dim=-1), reduction="batchmean") * temperature ** 2
+    if alpha_mlm > 0:
+        terms["loss_mlm"] = F.cross_entropy(s_logits.view(-1, vocab), labels.view(-1), ignore_index=-100)
+    if alpha_mse > 0:
+        terms["loss_mse"] = F.mse_loss(s_logits_slct, t_logits_slct, reduction="sum") / s_logits_slct.size(0)
+    if alpha_cos > 0:
+        losses = []
+        for s_index, t_index in layer_map or [(-1, -1)]:
+            s_hidden, t_hidden = student_out.hidden_states[s_index].float(), teacher_out.hidden_states[t_index].float()
+            mask = attention_mask.bool().unsqueeze(-1).expand_as(s_hidden)
+            s_hidden_slct = torch.masked_select(s_hidden, mask).view(-1, s_hidden.size(-1))
+            t_hidden_slct = torch.masked_select(t_hidden, mask).view(-1, s_hidden.size(-1))
+            target = s_hidden_slct.new(s_hidden_slct.size(0)).fill_(1)
+            losses.append(F.cosine_embedding_loss(s_hidden_slct, t_hidden_slct, target, reduction="mean"))
+        terms["loss_cos"] = sum(losses) / len(losses)
+    alphas = dict(loss_ce=alpha_ce, loss_mlm=alpha_mlm, loss_cos=alpha_cos, loss_mse=alpha_mse)
+    return dict(loss=sum(alphas[k] * v for k, v in terms.items() if v is not None), **terms)
+
+
+IMPLEMENTATIONS = dict(released=released_forward_losses, current=training.forward_losses)
+
+
 def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_size=8, steps=3, warmup=1,
               device="cpu", precision="auto", alpha_cos=1.0, seed=0):
     torch.manual_seed(seed)
@@ -45,53 +104,68 @@ def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_
     dtype, use_scaler = training.select_precision(precision, device)
     teacher = BertForMaskedLM(teacher_config(teacher_name)).to(device).eval()
     n_teacher = teacher.config.num_hidden_layers
-    student = models.build_student(teacher, n_layers=student_layers or max(1, n_teacher // 2)).to(device).train()
-    optimizer = training.adamw(student, 5e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    first_student = models.build_student(teacher, n_layers=student_layers or max(1, n_teacher // 2)).to(device).train()
     weights = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=alpha_cos, alpha_mse=0.0, temperature=2.0,
                    restrict_ce_to_mask=False)
     vocab = teacher.config.vocab_size
     probs = mlm_token_probs(torch.ones(vocab).numpy(), 0.0, range(5))
     generator = torch.Generator().manual_seed(seed)
+    runs = {}
+    for name in IMPLEMENTATIONS:  # each its own copy of the same initial student, optimizer and scaler
+        student = copy.deepcopy(first_student)
+        runs[name] = dict(student=student, optimizer=training.adamw(student, 5e-4), seconds=[], losses=[],
+                          scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), peak_mib=0.0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def step():
+    def step(name, batch, step_seed):
+        run = runs[name]
+        torch.manual_seed(step_seed)  # the same dropout masks for both
+        losses = IMPLEMENTATIONS[name](teacher, run["student"], *batch, weights, None, dtype)
+        run["scaler"].scale(losses["loss"]).backward()
+        run["scaler"].unscale_(run["optimizer"])
+        torch.nn.utils.clip_grad_norm_(run["student"].parameters(), 5.0)
+        run["scaler"].step(run["optimizer"])
+        run["scaler"].update()
+        run["optimizer"].zero_grad(set_to_none=True)
+        return losses["loss"]
+
+    for index in range(warmup + steps):
         input_ids = torch.randint(5, vocab, (batch_size, seq_len), generator=generator)
         attention_mask = torch.ones_like(input_ids)
         masked, labels = mask_tokens(input_ids, attention_mask, probs, 4, range(5), generator=generator)
-        losses = training.forward_losses(teacher, student, masked.to(device), attention_mask.to(device),
-                                         labels.to(device), weights, None, dtype)
-        scaler.scale(losses["loss"]).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return losses["loss"]
+        batch = (masked.to(device), attention_mask.to(device), labels.to(device))
+        order = list(IMPLEMENTATIONS) if index % 2 == 0 else list(IMPLEMENTATIONS)[::-1]  # neither always first
+        for name in order:
+            sync()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            started = time.perf_counter()
+            loss = step(name, batch, seed + index)
+            sync()
+            if index >= warmup:
+                runs[name]["seconds"].append(time.perf_counter() - started)
+            runs[name]["losses"].append(float(loss.detach()))
+            if device.type == "cuda":
+                runs[name]["peak_mib"] = max(runs[name]["peak_mib"], torch.cuda.max_memory_allocated(device) / 2 ** 20)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    sync()
-    seconds = time.perf_counter() - started
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    estimate = training.estimate_memory(teacher.config, student.config, batch_size, seq_len, "fp16")
-    return dict(teacher=teacher_name, teacher_layers=n_teacher, student_layers=student.config.teacher_layers,
-                teacher_parameters=models.count_parameters(teacher), student_parameters=models.count_parameters(student),
-                device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                threads=torch.get_num_threads(), precision=str(dtype).replace("torch.", ""), seq_len=seq_len,
-                batch_size=batch_size, steps=steps, seconds_per_step=seconds / steps,
-                tokens_per_s=batch_size * seq_len * steps / seconds, peak_memory_mib=peak_mib,
-                peak_memory_kind="cuda max allocated" if device.type == "cuda" else "process peak RSS",
-                t4_fp16_estimate_gib=estimate["total_gib"], final_loss=float(loss.detach()))
+    tokens = batch_size * seq_len  # every position is a real token here (no padding)
+    estimate = training.estimate_memory(teacher.config, first_student.config, batch_size, seq_len, "fp16")
+    result = dict(teacher=teacher_name, teacher_layers=n_teacher, student_layers=first_student.config.teacher_layers,
+                  teacher_parameters=models.count_parameters(teacher),
+                  student_parameters=models.count_parameters(first_student),
+                  device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                  threads=torch.get_num_threads(), precision=str(dtype).replace("torch.", ""), seq_len=seq_len,
+                  batch_size=batch_size, steps=steps, t4_fp16_estimate_gib=estimate["total_gib"])
+    for name, run in runs.items():
+        seconds = statistics.median(run["seconds"])
+        result[name] = dict(seconds_per_step=seconds, tokens_per_s=tokens / seconds, first_loss=run["losses"][0],
+                            step_seconds=run["seconds"])
+        if device.type == "cuda":
+            result[name]["peak_memory_mib"] = run["peak_mib"]
+    result["speedup"] = result["current"]["tokens_per_s"] / result["released"]["tokens_per_s"]
+    if device.type == "cpu":
+        result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return result
 
 
 def main():
@@ -120,10 +194,16 @@ def main():
         print(f"{result['teacher']} ({result['teacher_parameters'] / 1e6:.1f}M) -> {len(result['student_layers'])} "
               f"layers {result['student_layers']} ({result['student_parameters'] / 1e6:.1f}M), "
               f"batch {result['batch_size']} x seq {result['seq_len']}, {result['precision']} on {result['device']} "
-              f"({result['threads']} threads)")
-        print(f"  {result['tokens_per_s']:,.0f} tokens/s   {result['seconds_per_step']:.3f} s/step   "
-              f"peak memory {result['peak_memory_mib']:,.0f} MiB ({result['peak_memory_kind']})   "
-              f"T4 fp16 estimate {result['t4_fp16_estimate_gib']:.2f} GiB")
+              f"({result['threads']} threads), median of {result['steps']} interleaved steps each")
+        for name in IMPLEMENTATIONS:
+            run = result[name]
+            memory = f"   peak memory {run['peak_memory_mib']:,.0f} MiB" if "peak_memory_mib" in run else ""
+            print(f"  {name:9s} {run['tokens_per_s']:7,.0f} tokens/s   {run['seconds_per_step']:.3f} s/step   "
+                  f"first-step loss {run['first_loss']:.6f}{memory}")
+        print(f"  current / released: {result['speedup']:.2f}x")
+        if "process_peak_rss_mib" in result:
+            print(f"  process peak RSS {result['process_peak_rss_mib']:,.0f} MiB (both implementations)")
+        print(f"  T4 fp16 estimate {result['t4_fp16_estimate_gib']:.2f} GiB")
 
 
 if __name__ == "__main__":

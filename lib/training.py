@@ -17,6 +17,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, f
 from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
-from lib.losses import distillation_loss
+from lib.losses import distillation_loss, logit_rows
 from lib.models import build_student, count_parameters, save_model, set_torch_threads
 from lib.models import layer_map as make_layer_map
 
@@ -83,12 +84,31 @@ def loss_weights(params):
 
 def forward_losses(teacher, student, input_ids, attention_mask, labels, weights, layer_map=None,
                    dtype=torch.float32):
-    """Teacher (inference mode) and student forward passes on the same masked batch, and the loss terms."""
+    """Teacher (inference mode) and student forward passes on the same masked batch, and the loss terms.
+
+    The models' MLM heads run on the rows some loss term uses only (logit_rows: padding never, the masked tokens
+    only for L_mlm alone): the vocabulary projection is the largest matmul of a step, and its logits the largest
+    tensors. The teacher runs only for the terms that need it (none with alpha_ce = alpha_mse = alpha_cos = 0).
+    """
     need_hidden = weights.get("alpha_cos", 0) > 0
-    with torch.inference_mode(), autocast(input_ids.device, dtype):
-        teacher_out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
-    with autocast(input_ids.device, dtype):
-        student_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
+    need_teacher_logits = any(weights.get(name, 0) > 0 for name in ("alpha_ce", "alpha_mse"))
+    rows = logit_rows(attention_mask, labels, **weights)
+    teacher_out = SimpleNamespace(logits=None, hidden_states=None)
+    if need_hidden or need_teacher_logits:
+        with torch.inference_mode(), autocast(input_ids.device, dtype):
+            encoded = teacher.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
+            teacher_out.hidden_states = encoded.hidden_states
+            if need_teacher_logits:
+                teacher_out.logits = teacher.cls(encoded.last_hidden_state[rows])
+    # the student's head (from vocab_transform on) takes the used rows only: a pre-hook selects them, so that the
+    # model's own forward still runs (through a DistributedDataParallel wrapper too, which syncs the gradients)
+    head = getattr(student, "module", student).vocab_transform
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][rows],))
+    try:
+        with autocast(input_ids.device, dtype):
+            student_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
+    finally:
+        handle.remove()
     return distillation_loss(student_out, teacher_out, attention_mask, labels, layer_map=layer_map, **weights)
 
 

@@ -1,12 +1,21 @@
-"""lib.losses: each term against a hand-written float64 loop over tokens, padding included."""
+"""lib.losses: each term against a hand-written float64 loop over tokens, padding included; the training step's
+losses and gradients (lib.training.forward_losses: heads on the used rows only, chunked KL) against a plain
+implementation of the released distiller's arithmetic (benchmarks/distill_throughput.py)."""
 import math
+import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForMaskedLM
 
-from lib.losses import distillation_loss
+from lib import REPO_ROOT, losses, models, training
+from lib.losses import distillation_loss, kl_divergence, logit_rows
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from distill_throughput import released_forward_losses  # noqa: E402
 
 B, L, V, D = 2, 5, 7, 6
 
@@ -114,3 +123,96 @@ def test_identical_outputs_give_zero_distillation_terms():
     student, _, attention_mask, labels = outputs()
     got = distillation_loss(student, student, attention_mask, labels, alpha_mse=1.0)
     assert abs(got["loss_ce"].item()) < 1e-6 and abs(got["loss_cos"].item()) < 1e-6 and got["loss_mse"].item() == 0
+
+
+def test_chunked_kl_matches_autograd(monkeypatch):
+    monkeypatch.setattr(losses, "KL_CHUNK_ROWS", 4)  # 11 rows: chunks of 4, 4 and 3
+    g = torch.Generator().manual_seed(1)
+    s_logits = (torch.randn(11, 9, generator=g) * 3).requires_grad_(True)
+    t_logits = torch.randn(11, 9, generator=g) * 3
+    weight = torch.randn((), generator=g)  # a grad_output other than 1
+    (kl_divergence(s_logits, t_logits, 2.0) * weight).backward()
+    s_plain = s_logits.detach().double().requires_grad_(True)
+    plain = F.kl_div(F.log_softmax(s_plain / 2.0, dim=-1), F.log_softmax(t_logits.double() / 2.0, dim=-1),
+                     reduction="sum", log_target=True)
+    (plain * weight.double()).backward()
+    assert kl_divergence(s_logits.detach(), t_logits, 2.0).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert torch.allclose(s_logits.grad.double(), s_plain.grad, rtol=1e-5, atol=1e-7)
+    kl = kl_divergence(s_logits, t_logits, 2.0)
+    kl.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):  # the gradient was scaled in place
+        kl.backward()
+
+
+def test_logits_of_used_rows_only_give_the_same_terms():
+    student, teacher, attention_mask, labels = outputs()
+    for options in (dict(alpha_mse=0.5), dict(restrict_ce_to_mask=True), dict(alpha_ce=0.0, alpha_cos=0.0)):
+        rows = logit_rows(attention_mask, labels, **options)
+        full = distillation_loss(student, teacher, attention_mask, labels, **options)
+        used = distillation_loss(SimpleNamespace(logits=student.logits[rows], hidden_states=student.hidden_states),
+                                 SimpleNamespace(logits=teacher.logits[rows], hidden_states=teacher.hidden_states),
+                                 attention_mask, labels, **options)
+        for name, value in full.items():
+            assert (value is None) == (used[name] is None), (name, options)
+            if value is not None:
+                assert used[name].item() == pytest.approx(value.item(), rel=1e-6), (name, options)
+    assert logit_rows(attention_mask, labels).tolist() == attention_mask.bool().tolist()  # padding never
+    assert logit_rows(attention_mask, labels, alpha_ce=0.0).tolist() == (labels != -100).tolist()
+
+
+def tiny_models(seed=0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=97, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, initializer_range=0.5)
+    teacher = BertForMaskedLM(config).eval()
+    # large weights (logits of std ~2) and a random student: near-uniform or equal distributions would leave a
+    # KL of ~1e-4, float32 rounding between the two implementations
+    return teacher, models.build_student(teacher, n_layers=2, random_init=True).train()
+
+
+def tiny_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 97, (3, 12), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:], attention_mask[2, 5:] = 0, 0  # padding
+    input_ids[attention_mask == 0] = 0
+    labels = torch.full_like(input_ids, -100)
+    targets = (torch.rand(input_ids.shape, generator=g) < 0.3) & attention_mask.bool()
+    labels[targets] = input_ids[targets]
+    input_ids[targets] = 4  # [MASK]
+    return input_ids, attention_mask, labels
+
+
+RECIPE = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0, temperature=2.0, restrict_ce_to_mask=False)
+
+
+@pytest.mark.parametrize("options, cos_layers", [
+    (dict(), "last"),
+    (dict(restrict_ce_to_mask=True, temperature=3.0), "last"),
+    (dict(alpha_mse=0.5), "all"),
+    (dict(alpha_ce=0.0, alpha_cos=0.0), "last"),  # MLM only: no teacher
+    (dict(alpha_mlm=0.0, alpha_mse=1.0, restrict_ce_to_mask=True), "all"),
+], ids=["recipe", "restrict-ce", "mse-cos-all", "mlm-only", "no-mlm-restrict"])
+def test_training_step_matches_released_arithmetic(monkeypatch, options, cos_layers):
+    """Same loss terms and the same gradient for every student parameter, padding included."""
+    monkeypatch.setattr(losses, "KL_CHUNK_ROWS", 5)  # several chunks on a tiny batch
+    teacher, student = tiny_models()
+    weights = dict(RECIPE, **options)
+    layer_map = models.layer_map(student, cos_layers)
+    batch = tiny_batch()
+    got, grads = {}, {}
+    for name, forward in (("released", released_forward_losses), ("current", training.forward_losses)):
+        student.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the same dropout masks
+        got[name] = forward(teacher, student, *batch, weights, layer_map)
+        got[name]["loss"].backward()
+        grads[name] = {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}
+    for term, value in got["released"].items():
+        assert (value is None) == (got["current"][term] is None), term
+        if value is not None:
+            assert got["current"][term].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), term
+    assert grads["current"].keys() == grads["released"].keys()
+    # float32 rounding, relative to the largest gradient (some, like attention key biases, are zero up to rounding)
+    scale = max(grad.abs().max() for grad in grads["released"].values())
+    for k, grad in grads["released"].items():
+        assert torch.allclose(grads["current"][k], grad, rtol=1e-5, atol=1e-6 * scale), k
