@@ -20,6 +20,7 @@ from lib import REPO_ROOT, glue, paper, repo_path
 PARAMS_DIR = REPO_ROOT / "params"
 PROFILES = ("smoke", "cpu", "t4", "paper")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+ADAPT_MLM = ("auto", "always", "never")  # when stage 1 trains the teacher's MLM head (lib.teacher.needs_adaptation)
 
 
 class ParameterError(ValueError):
@@ -79,7 +80,7 @@ class TeacherParams(StageParams):
 
     def validate(self):
         super().validate()
-        _one_of("adapt_mlm", self.adapt_mlm, ("auto", "always", "never"))
+        _one_of("adapt_mlm", self.adapt_mlm, ADAPT_MLM)
         _one_of("precision", self.precision, PRECISIONS)
         _positive(self, "max_length", "eval_sequences", "batch_size")
         _fraction("heldout_fraction", self.heldout_fraction)

@@ -20,7 +20,8 @@
 # $$L = \alpha_{ce} \, T^2 \, \mathrm{KL}\big(p_t^{(T)} \,\|\, p_s^{(T)}\big) + \alpha_{mlm} \, L_{mlm} + \alpha_{cos} \, L_{cos}$$
 #
 # with the released weights 5 / 2 / 1 and $T = 2$ (`lib.losses`). Masking is dynamic, 15 % of tokens with
-# frequency smoothing (`lib.data`); training is resumable from checkpoints in `run_dir` (`lib.training`).
+# frequency smoothing (`lib.data`); training is resumable from checkpoints in `run_dir` (`lib.training`,
+# `lib.checkpoints`). The stage itself is `lib.distill.run_stage`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
 # None = the value from params/<profile>/02_distill.yaml; see lib/config.py:DistillParams for meanings.
@@ -96,13 +97,29 @@ import pandas as pd  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 import lib  # noqa: E402
-from lib import colab, config, data, hub, models, plots, training  # noqa: E402
-from transformers import AutoTokenizer, set_seed  # noqa: E402
+from lib import colab, config, distill, models, plots, training  # noqa: E402
 
 params = config.load_params("distill", colab.notebook_parameters("distill", _params_given))
 lib.notebook_setup(params)
-set_seed(params.seed)
 config.as_dict(params)
+
+# %% [markdown]
+# ## Run the stage
+# `lib.distill.run_stage` does the whole stage, the same function `python -m lib.distill` and `torchrun -m
+# lib.distill` call: it tokenizes the corpus once into memory-mapped Arrow, builds the student, saves it as the
+# undistilled baseline (`undistilled_name`), distils it into `run_dir/<run_name>` and writes
+# `results/<profile>/distill-<run_name>.json`, then runs each ablation the same way.
+#
+# Checkpoints go to two slots, `run_dir/<run_name>/checkpoint-a` and `checkpoint-b`, alternately, each with a
+# manifest of its files' checksums (`lib.checkpoints`), every `checkpoint_every` steps, at the end and on
+# interruption. With `resume=True` a re-run verifies them and continues from the newest good one, refusing changed
+# trajectory parameters (learning rate, loss weights, ...) unless `resume_with_changes=True`, in which case the new
+# values hold from the checkpoint's step on and the results record each segment.
+
+# %%
+stage = distill.run_stage(params)
+summary = stage.runs[params.run_name]
+{k: v for k, v in summary.items() if k != "log"}
 
 # %% [markdown]
 # ## Teacher and student
@@ -110,14 +127,11 @@ config.as_dict(params)
 # embeddings, since DistilBERT has no segment embeddings), the chosen layers and the MLM head, tensor by tensor.
 
 # %%
-tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
-teacher, _ = models.load_teacher(hub.resolve(params.teacher, params.mirror))
-params.check_teacher_depth(teacher.config.num_hidden_layers)
-student = models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
-                               random_init=params.random_init)
-print(f"teacher: {teacher.config.num_hidden_layers} layers, {models.count_parameters(teacher) / 1e6:.2f}M parameters")
-print(f"student: {student.config.n_layers} layers, {models.count_parameters(student) / 1e6:.2f}M parameters, "
-      f"{'random init' if params.random_init else 'from teacher layers ' + str(student.config.teacher_layers)}")
+teacher_config, student_config = stage.teacher.config, stage.student.config
+print(f"teacher: {teacher_config.num_hidden_layers} layers, {models.count_parameters(stage.teacher) / 1e6:.2f}M parameters")
+print(f"student: {student_config.n_layers} layers, {models.count_parameters(stage.student) / 1e6:.2f}M parameters, "
+      f"{'random init' if params.random_init else 'from teacher layers ' + str(student_config.teacher_layers)}")
+print(f"corpus: {len(stage.dataset):,} sequences, {sum(stage.dataset['length']):,} tokens")
 
 # %% [markdown]
 # ## Will it fit a 16 GB Colab T4?
@@ -125,29 +139,13 @@ print(f"student: {student.config.n_layers} layers, {models.count_parameters(stud
 # moments, activations and the vocabulary-sized logits, which dominate). The `t4` profile was sized with it.
 
 # %%
-memory = training.estimate_memory(teacher.config, student.config, params.batch_size, params.max_length, "fp16")
+memory = training.estimate_memory(teacher_config, student_config, params.batch_size, params.max_length, "fp16")
 print(f"micro-batch {params.batch_size} x {params.max_length} tokens, fp16: {memory['total_gib']:.1f} GiB "
       f"estimated, {'fits' if memory['fits'] else 'does NOT fit'} a 16 GB T4 (90% usable)")
 {k: round(v, 2) for k, v in memory["parts"].items()}
 
 # %% [markdown]
-# ## The corpus, tokenized once into memory-mapped Arrow
-
-# %%
-dataset = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
-                               min_length=params.min_length, cache_dir=params.path("run_dir") / "corpus" / "distill")
-print(f"{len(dataset):,} sequences, {sum(dataset['length']):,} tokens")
-
-# %% [markdown]
-# ## Train
-# Checkpoints are written every `checkpoint_every` steps and on interruption; with `resume=True` a re-run
-# continues from the last one. `lib.training.run_distillation` builds the student as above, distils it into
-# `run_dir/<run_name>` and writes `results/<profile>/distill-<run_name>.json`.
-
-# %%
-counts = data.token_counts(dataset, teacher.config.vocab_size)  # once, for the masking weights of every run
-summary = training.run_distillation(params, teacher, dataset, tokenizer, counts)
-{k: v for k, v in summary.items() if k != "log"}
+# ## The losses
 
 # %%
 plots.show(plots.loss_curves(summary["log"]), caption=f"Distillation losses ({params.profile} profile)")
@@ -158,28 +156,21 @@ plots.show(plots.loss_curves(summary["log"]), caption=f"Distillation losses ({pa
 # distilled one in the evaluation stages, it shows what distillation itself adds to the initialisation.
 
 # %%
-if params.undistilled_name:
-    baseline_dir = params.path("run_dir") / params.undistilled_name
-    models.save_model(models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers),
-                      baseline_dir, tokenizer)
-    print(f"undistilled student saved to {baseline_dir}")
+if stage.undistilled_dir:
+    print(f"undistilled student saved to {stage.undistilled_dir}")
 else:
     print("undistilled_name is not set: no undistilled baseline at this scale")
 
 # %% [markdown]
 # ## Ablations (the paper's Table 4)
 # Each ablation is a full distillation run with one change (a loss weight set to 0, or a random
-# initialisation) and the same budget, corpus, masking weights and teacher; the GLUE stage evaluates each.
+# initialisation drawn from `seed`) and the same budget, corpus, masking weights and teacher; the GLUE stage
+# evaluates each.
 
 # %%
-ablation_runs = {}
-for name in params.ablations:
-    variant = params.variant(name)
-    print(f"--- ablation {name}: {params.ablations[name]}")
-    ablation_runs[name] = training.run_distillation(variant, teacher, dataset, tokenizer, counts)
-if ablation_runs:
+if params.ablations:
     display(pd.DataFrame({name: {"change": str(params.ablations.get(name, "(triple loss)")), **run["final"],
                                  "tokens": run["tokens"], "wall time (s)": round(run["wall_time_s"])}
-                          for name, run in {params.run_name: summary, **ablation_runs}.items()}).T)
+                          for name, run in stage.runs.items()}).T)
 else:
     print("no ablations at this scale (set the ablations parameter)")

@@ -1,5 +1,6 @@
-"""lib.training: precision choice, the distillation loop (logs, checkpoints, resume, NaN stop, 2-process DDP),
-MLM evaluation and head adaptation, the memory estimate. Tiny models, CPU, one thread."""
+"""lib.training: precision choice, the distillation loop and its pieces (masking spec, log window, step; logs,
+checkpoints, resume, NaN stop, 2-process DDP), the memory estimate; lib.distill's runs. Tiny models, CPU, one
+thread."""
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, checkpoints, data, models, training
+from lib import REPO_ROOT, checkpoints, data, distill, models, training
 from lib.config import DistillParams, ParameterError, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -106,7 +107,7 @@ def test_run_distillation_writes_the_run_with_its_own_parameters(setup, tmp_path
     params = distill_params(run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_steps=2,
                             n_student_layers=2, ablations={"no-cos": {"alpha_cos": 0.0}})
     counts = data.token_counts(dataset, teacher.config.vocab_size, progress=False)
-    summary = training.run_distillation(params.variant("no-cos"), teacher, dataset, tokenizer, counts)
+    summary = distill.run_distillation(params.variant("no-cos"), teacher, dataset, tokenizer, counts)
     record = json.loads((tmp_path / "results" / "distill-no-cos.json").read_text())
     assert record["provenance"]["params"]["alpha_cos"] == 0 and record["provenance"]["params"]["run_name"] == "no-cos"
     assert record["student_layers"] == [0, 3] and record["steps"] == 2 == summary["steps"]
@@ -202,40 +203,6 @@ def test_ddp_two_processes_end_identical(tmp_path):
     # each optimizer step saw 2 processes x 2 micro-batches x 2 sequences: different data on the two ranks
     initial = models.build_student(tiny_setup()[0]).state_dict()
     assert any(not torch.equal(initial[k], rank0[k]) for k in rank0)
-
-
-def test_evaluate_mlm_same_masks_for_teacher_and_copy(setup):
-    teacher, tokenizer, dataset = setup
-    full_copy = models.build_student(teacher, layers=[0, 1, 2, 3])
-    a = training.evaluate_mlm(teacher, dataset, tokenizer, batch_size=16, progress=False)
-    b = training.evaluate_mlm(full_copy, dataset, tokenizer, batch_size=16, progress=False)
-    assert a["n_tokens"] == b["n_tokens"] and a["mlm_accuracy"] == pytest.approx(b["mlm_accuracy"])
-    assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
-    assert a["perplexity"] == pytest.approx(math.exp(a["loss"]))
-    lengths = data.sequence_lengths(dataset)
-    order = np.argsort(-lengths, kind="stable")
-    assert a["n_tokens"] == sum(math.ceil(0.15 * lengths[order[i:i + 16]].sum()) for i in range(0, len(order), 16))
-    # a random teacher over 125 tokens is near chance
-    assert 0.3 * 120 < a["perplexity"] < 3 * 120
-
-
-def test_train_mlm_head_only_touches_head_and_top_layers(setup):
-    _, tokenizer, dataset = setup
-    teacher = tiny_setup(seed=1)[0]
-    before = state(teacher)
-    eval_before = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
-    result = training.train_mlm_head(teacher, dataset, tokenizer, steps=40, top_layers=1, learning_rate=3e-3,
-                                     batch_size=16, progress=False, log_every=10)
-    eval_after = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
-    assert [r["step"] for r in result["log"]] == [10, 20, 30, 40]
-    assert eval_after["loss"] < eval_before["loss"] - 0.3  # the Zipf corpus is learnable from unigrams alone
-    after = teacher.state_dict()
-    changed = {k for k in after if not torch.equal(before[k], after[k])}
-    assert "cls.predictions.transform.dense.weight" in changed and "cls.predictions.bias" in changed
-    assert "bert.encoder.layer.3.output.dense.weight" in changed
-    assert not any(k.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.2.")) for k in changed)
-    assert "cls.predictions.decoder.weight" not in changed  # tied to the word embeddings
-    assert all(p.requires_grad for p in teacher.parameters()) and not teacher.training
 
 
 def test_estimate_memory_counts_parameters(setup):
