@@ -128,9 +128,9 @@ def run_stage(params, progress=True):
 
 
 def main(argv=None):
-    from lib.pipeline import parameter_help, parse_overrides
+    from lib.pipeline import parse_overrides, stages_help
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=parameter_help([config.DISTILL]))
+                                     epilog=stages_help([config.DISTILL]))
     parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
     parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,13 +1,15 @@
-"""Run the stage notebooks of a profile in order with papermill, then build the book.
+"""Run the stage notebooks of a profile in order with papermill (the book is built separately: make book).
 
-    python -m lib.pipeline --profile smoke                      # every stage, then the book
+    python -m lib.pipeline --profile smoke                      # every stage
     python -m lib.pipeline --profile cpu --stages distill,glue  # some stages
     python -m lib.pipeline -p max_steps=20 --stages distill     # override a parameter (YAML value syntax)
+    python -m lib.pipeline --help                               # every stage's parameters, with their help
 
 The notebooks' jupytext sources (notebooks/NN_stage.py) are converted in memory, so there is no second
 copy to keep in sync. Every stage's parameters are validated, and its inputs and output folders checked
-(lib.preflight), before the first stage starts. Executed
-notebooks go to book/stages/<profile>/ (one folder per profile, so a smoke run never overwrites a real one).
+(lib.preflight), before the first stage starts. Executed notebooks go to book/stages/<profile>/ (one folder
+per profile, so a smoke run never overwrites a real one). Stage 2 also runs without papermill, on several
+processes: ``torchrun -m lib.distill`` (lib/distill.py).
 """
 import argparse
 import dataclasses
@@ -44,7 +46,8 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
     from lib.results import git_commit
     parameters = {"profile": profile, **(overrides or {})}
     config.load_params(stage, **parameters)  # fail fast, before a kernel starts
-    # the commit a Colab user of this executed notebook should clone (read by the notebook's setup cell)
+    # the commit this stage runs from: the book's stage note links it (book/_ext/stage_pages.py). An executed
+    # notebook never clones (its _repository is None); the Colab copies get their commit from lib.colab
     parameters["_project_commit"] = git_commit().removesuffix("-dirty")
     output_dir = Path(output_dir or STAGES_OUT / profile)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +97,20 @@ def parse_overrides(pairs):
     return overrides
 
 
+def stages_help(stages):
+    """The parameters of ``stages`` with their defaults and help (lib.config.param), for --help."""
+    lines = ["stage parameters (the default below, else params/<profile>/<notebook>.yaml; override with -p):"]
+    for stage in stages:
+        spec = config.STAGES[stage]
+        lines.append(f"\n{stage} (notebooks/{spec.notebook}.py, params/<profile>/{spec.notebook}.yaml):")
+        for name, default, help in config.parameter_help(spec.params):
+            lines.append(f"  {name:<28}{help} [default: {default!r}]")
+    return "\n".join(lines)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=stages_help(config.STAGES))
     parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
     parser.add_argument("--stages", default=",".join(config.STAGES), help="comma-separated, default all")
     parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")

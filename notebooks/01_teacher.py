@@ -21,23 +21,24 @@
 # directory for stage 2. The work is done by `lib.teacher`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/01_teacher.yaml; see lib/config.py:TeacherParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-teacher = None
-corpus = None
-max_length = None
-heldout_fraction = None
-eval_sequences = None
-adapt_mlm = None
-adapt_steps = None
-adapt_top_layers = None
-adapt_learning_rate = None
-batch_size = None
-precision = None
+# None = the value from params/<profile>/01_teacher.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+teacher = None  # masked-LM teacher (BERT architecture): hub id or path
+corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
+max_length = None  # tokens per sequence (longer text is cut into chunks)
+heldout_fraction = None  # share of corpus sequences kept aside for the masked-LM check
+eval_sequences = None  # held-out sequences for masked-token accuracy and perplexity
+adapt_mlm = None  # train the MLM head: auto (only when the checkpoint has none), always, never
+adapt_steps = None  # optimizer steps of the MLM-head adaptation
+adapt_top_layers = None  # top teacher layers trained along with the MLM head
+adapt_learning_rate = None  # learning rate of the MLM-head adaptation
+batch_size = None  # sequences per batch (adaptation and evaluation)
+precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
 _project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
 
 # %% tags=["hide-cell"]

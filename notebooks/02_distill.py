@@ -24,50 +24,51 @@
 # `lib.checkpoints`). The stage itself is `lib.distill.run_stage`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/02_distill.yaml; see lib/config.py:DistillParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-run_name = None
-teacher = None
-student_layers = None
-n_student_layers = None
-random_init = None
-corpus = None
-max_length = None
-min_length = None
-alpha_ce = None
-alpha_mlm = None
-alpha_cos = None
-alpha_mse = None
-temperature = None
-restrict_ce_to_mask = None
-cos_layers = None
-mlm_mask_prop = None
-word_mask = None
-word_keep = None
-word_rand = None
-mlm_smoothing = None
-learning_rate = None
-adam_betas = None
-adam_epsilon = None
-weight_decay = None
-warmup_prop = None
-n_epoch = None
-max_steps = None
-batch_size = None
-gradient_accumulation_steps = None
-effective_batch_size = None
-max_grad_norm = None
-precision = None
-checkpoint_every = None
-resume = None
-resume_with_changes = None
-log_every = None
-undistilled_name = None
-ablations = None
+# None = the value from params/<profile>/02_distill.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+run_name = None  # the student is saved to <run_dir>/<run_name> (ablations use their own names)
+teacher = None  # the teacher: hub id or path ({run_dir}/teacher: stage 1's)
+student_layers = None  # teacher layers copied into the student; None: spread evenly
+n_student_layers = None  # student depth; None: half the teacher's layers
+random_init = None  # ablation: a random student (drawn from seed) instead of teacher layers
+corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
+max_length = None  # tokens per sequence (longer text is cut into chunks)
+min_length = None  # shorter sequences are dropped (the release drops <= 11 tokens)
+alpha_ce = None  # weight of the distillation loss (KL on temperature-softened outputs)
+alpha_mlm = None  # weight of the masked-LM loss
+alpha_cos = None  # weight of the cosine loss between hidden states
+alpha_mse = None  # extension: weight of an MSE loss on the logits
+temperature = None  # softmax temperature of the distillation loss
+restrict_ce_to_mask = None  # distillation loss on masked positions only (off in the release)
+cos_layers = None  # cosine loss on the last hidden layer, or all: every mapped layer (extension)
+mlm_mask_prop = None  # share of tokens that are prediction targets
+word_mask = None  # share of targets replaced by [MASK]
+word_keep = None  # share of targets kept unchanged
+word_rand = None  # share of targets replaced by a random token
+mlm_smoothing = None  # targets drawn with probability ~ max(count, 1) ** -mlm_smoothing
+learning_rate = None  # AdamW peak learning rate
+adam_betas = None  # AdamW betas
+adam_epsilon = None  # AdamW epsilon
+weight_decay = None  # AdamW weight decay (never on biases and LayerNorms)
+warmup_prop = None  # share of the steps with linear warmup, then linear decay
+n_epoch = None  # passes over the corpus
+max_steps = None  # optimizer steps; None: n_epoch passes over the corpus
+batch_size = None  # sequences per micro-batch per device
+gradient_accumulation_steps = None  # micro-batches per optimizer step per device
+effective_batch_size = None  # sequences per optimizer step, all devices; set: accumulation adapts
+max_grad_norm = None  # gradient clipping norm
+precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
+checkpoint_every = None  # optimizer steps between checkpoints
+resume = None  # continue from the last checkpoint in run_dir/<run_name> when there is one
+resume_with_changes = None  # allow a resume with other lr, loss weights, ... (recorded per segment)
+log_every = None  # optimizer steps between log records
+undistilled_name = None  # also save the student as initialised, never distilled, to run_dir/<name>
+ablations = None  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each
 _project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
 
 # %% tags=["hide-cell"]
@@ -128,7 +129,8 @@ summary = stage.runs[params.run_name]
 
 # %%
 teacher_config, student_config = stage.teacher.config, stage.student.config
-print(f"teacher: {teacher_config.num_hidden_layers} layers, {models.count_parameters(stage.teacher) / 1e6:.2f}M parameters")
+print(f"teacher: {teacher_config.num_hidden_layers} layers, "
+      f"{models.count_parameters(stage.teacher) / 1e6:.2f}M parameters")
 print(f"student: {student_config.n_layers} layers, {models.count_parameters(stage.student) / 1e6:.2f}M parameters, "
       f"{'random init' if params.random_init else 'from teacher layers ' + str(student_config.teacher_layers)}")
 print(f"corpus: {len(stage.dataset):,} sequences, {sum(stage.dataset['length']):,} tokens")

@@ -99,11 +99,28 @@ def shared_hub_or_none():
 
 
 @pytest.mark.parametrize("stage", list(config.STAGES))
-def test_notebook_parameters_cell_lists_exactly_the_stage_fields(stage):
+def test_notebook_parameters_cell_lists_exactly_the_stage_fields_with_their_help(stage):
     source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage].notebook}.py").read_text()
     cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
-    names = re.findall(r"^([a-z]\w*) = ", cell, flags=re.M)
-    assert names == [f.name for f in dataclasses.fields(config.STAGES[stage].params)]
+    found = re.findall(r"^([a-z]\w*) = (.*?)  # (.*)$", cell, flags=re.M)
+    expected = [(f.name, '"smoke"' if f.name == "profile" else "None", f.metadata["help"])
+                for f in dataclasses.fields(config.STAGES[stage].params)]
+    assert found == expected  # the comment is the field's help (lib.config.param), word for word
+    assert len(re.findall(r"^[a-z]\w* = ", cell, flags=re.M)) == len(expected)  # no line without its help
+
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_every_parameter_has_a_one_line_help(stage):
+    for name, default, help in config.parameter_help(config.STAGES[stage].params):
+        assert help and "\n" not in help and len(f"{name} = None  # {help}") <= 120, name
+    assert ("seed", 56, "random seed (56: the authors')") in config.parameter_help(config.STAGES[stage].params)
+
+
+def test_list_and_dict_defaults_are_not_shared_between_instances():
+    a, b = config.DistillParams(), config.DistillParams()
+    a.adam_betas.append(1.0)
+    a.ablations["x"] = {}
+    assert b.adam_betas == [0.9, 0.98] and b.ablations == {}
 
 
 def test_numbers_written_as_strings_are_read_as_numbers_only_for_numeric_fields():
