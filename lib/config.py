@@ -139,7 +139,7 @@ class DistillParams(StageParams):
     max_steps: int | None = param(None, "optimizer steps; None: n_epoch passes over the corpus")
     batch_size: int = param(5, "sequences per micro-batch per device")
     gradient_accumulation_steps: int = param(50, "micro-batches per optimizer step per device")
-    effective_batch_size: int | None = param(None, "sequences per optimizer step, all devices; set: accumulation adapts")
+    effective_batch_size: int | None = param(None, "sequences per optimizer step, all devices (accumulation adapts)")
     max_grad_norm: float = param(5.0, "gradient clipping norm")
     precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
     checkpoint_every: int = param(500, "optimizer steps between checkpoints")
@@ -147,7 +147,7 @@ class DistillParams(StageParams):
     resume_with_changes: bool = param(False, "allow a resume with other lr, loss weights, ... (recorded per segment)")
     log_every: int = param(10, "optimizer steps between log records")
     # more runs of the same stage (after the main one, same corpus and teacher)
-    undistilled_name: str | None = param(None, "also save the student as initialised, never distilled, to run_dir/<name>")
+    undistilled_name: str | None = param(None, "also save the student as initialised (never distilled) to run_dir/<name>")
     ablations: dict = param({}, "run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each")
 
     def validate(self):

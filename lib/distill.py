@@ -46,7 +46,8 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
     from accelerate import PartialState
 
     started = time.perf_counter()
-    token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
+    token_probs = (None if counts is None
+                   else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer)))
     student = build_student(params, teacher) if student is None else student
     summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
                       tokenizer=tokenizer, token_probs=token_probs, progress=progress)

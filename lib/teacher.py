@@ -197,7 +197,8 @@ def prepare_teacher(params, progress=True):
     tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
     teacher, has_mlm_head = load_teacher(hub.resolve(params.teacher, params.mirror))
     sequences = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
-                                     min_length=MIN_LENGTH, cache_dir=params.path("run_dir") / "corpus" / config.TEACHER)
+                                     min_length=MIN_LENGTH,
+                                     cache_dir=params.path("run_dir") / "corpus" / config.TEACHER)
     split = sequences.train_test_split(test_size=params.heldout_fraction, seed=params.seed)
     train_set = split["train"]
     heldout = split["test"].select(range(min(params.eval_sequences, len(split["test"]))))

@@ -39,7 +39,7 @@ adapt_top_layers = None  # top teacher layers trained along with the MLM head
 adapt_learning_rate = None  # learning rate of the MLM-head adaptation
 batch_size = None  # sequences per batch (adaptation and evaluation)
 precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

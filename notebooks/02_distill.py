@@ -60,16 +60,16 @@ n_epoch = None  # passes over the corpus
 max_steps = None  # optimizer steps; None: n_epoch passes over the corpus
 batch_size = None  # sequences per micro-batch per device
 gradient_accumulation_steps = None  # micro-batches per optimizer step per device
-effective_batch_size = None  # sequences per optimizer step, all devices; set: accumulation adapts
+effective_batch_size = None  # sequences per optimizer step, all devices (accumulation adapts)
 max_grad_norm = None  # gradient clipping norm
 precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
 checkpoint_every = None  # optimizer steps between checkpoints
 resume = None  # continue from the last checkpoint in run_dir/<run_name> when there is one
 resume_with_changes = None  # allow a resume with other lr, loss weights, ... (recorded per segment)
 log_every = None  # optimizer steps between log records
-undistilled_name = None  # also save the student as initialised, never distilled, to run_dir/<name>
+undistilled_name = None  # also save the student as initialised (never distilled) to run_dir/<name>
 ablations = None  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

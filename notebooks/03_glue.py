@@ -46,7 +46,7 @@ max_length = None  # tokens per example
 task_distill = None  # extension: distil from a fine-tuned teacher during fine-tuning
 task_alpha = None  # task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL
 temperature = None  # softmax temperature of task_distill
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

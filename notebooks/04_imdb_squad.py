@@ -53,7 +53,7 @@ squad_distill = None  # the paper's DistilBERT (D): a second distillation step o
 squad_teacher = None  # teacher already fine-tuned on SQuAD (for squad_distill)
 squad_alpha = None  # squad_distill: squad_alpha * CE + (1 - squad_alpha) * T^2 * KL
 temperature = None  # softmax temperature of squad_distill
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

@@ -41,7 +41,7 @@ sweep_max_tokens = None  # skip sweep points with batch_size * seq_len above thi
 precisions = None  # sweep precisions; fp16, bf16 on GPU only (bf16: capability >= 8)
 quantize = None  # also time the student with int8 dynamic quantization of its Linear layers
 device = None  # cpu or cuda
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

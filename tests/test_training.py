@@ -15,8 +15,8 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, checkpoints, data, distill, models, training
-from lib.config import DistillParams, ParameterError, make_params
+from lib import REPO_ROOT, checkpoints, config, data, distill, models, training
+from lib.config import DistillParams, ParameterError, load_params, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -308,3 +308,61 @@ def test_trajectory_params_keep_run_dir_paths_relative_so_a_moved_run_resumes():
     other = make_params(DistillParams, dict(run_dir="runs/t4-other", teacher="runs/t4/teacher",
                                             corpus=[{"id": "smoke/corpus", "split": "train", "column": "text"}]))
     assert training.trajectory_params(other)["teacher"] == "runs/t4/teacher"
+
+
+def test_masking_spec_masks_as_mask_tokens_with_the_run_parameters(setup):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(mlm_mask_prop=0.3, word_mask=0.5, word_keep=0.2, word_rand=0.3)
+    probs = data.mlm_token_probs(np.ones(len(tokenizer)), 0.0, data.special_token_ids(tokenizer))
+    spec = training.masking_spec(params, tokenizer, probs)
+    assert (spec.mask_token_id, spec.mlm_mask_prop, spec.word_mask, spec.word_keep, spec.word_rand) == (
+        tokenizer.mask_token_id, 0.3, 0.5, 0.2, 0.3)
+    batch = data.collate([dataset[i] for i in range(4)], tokenizer.pad_token_id)
+    got = spec.apply(batch, torch.Generator().manual_seed(3))
+    want = data.mask_tokens(batch["input_ids"], batch["attention_mask"], probs, tokenizer.mask_token_id,
+                            data.special_token_ids(tokenizer), 0.3, 0.5, 0.2, 0.3, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_log_record_averages_the_window_by_name():
+    class OneProcess:
+        num_processes = 1
+    window = training.LogWindow.empty("cpu", now=10.0)
+    window.losses += torch.tensor([8.0, 1.0, 2.0, 0.5, 0.0])  # two steps' sums of loss, ce, mlm, cos, mse
+    window.tokens += 300
+    window.positions += 400
+    window.grad_norm += 3.0
+    window.steps = 2
+    weights = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=0.0, alpha_mse=0.0)
+    record, tokens = training.log_record(window, OneProcess(), weights, step=6, epoch=0.5, lr=1e-3, tokens_seen=100,
+                                         elapsed_s=1.5, now=12.0)
+    assert tokens == 400 and record["tokens"] == 400
+    assert record == dict(step=6, epoch=0.5, lr=1e-3, loss=4.0, loss_ce=0.5, loss_mlm=1.0, grad_norm=1.5,
+                          tokens=400, tokens_per_s=150.0, padding_share=0.25, elapsed_s=1.5)  # cos, mse: weight 0
+
+
+def test_plan_steps_names_the_knob_that_made_a_step_too_big():
+    plan = training.plan_steps(distill_params(max_steps=None, n_epoch=2, warmup_prop=0.1), n_sequences=100, world=1)
+    assert plan == training.StepPlan(micro_per_epoch=25, accum=2, steps_per_epoch=12, total_steps=24, warmup_steps=3)
+    with pytest.raises(ParameterError, match="gradient_accumulation_steps.*100 sequences"):
+        training.plan_steps(distill_params(gradient_accumulation_steps=30), n_sequences=100, world=1)
+    with pytest.raises(ParameterError, match="effective_batch_size"):
+        training.plan_steps(distill_params(effective_batch_size=200), n_sequences=100, world=1)
+
+
+def test_run_stage_builds_the_student_once_and_saves_its_initialisation(tmp_path):
+    params = load_params(config.DISTILL, profile="smoke", teacher="smoke/tiny-bert", run_dir=str(tmp_path / "runs"),
+                         results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
+                         undistilled_name="undistilled", ablations={"random": {"random_init": True}})
+    stage = distill.run_stage(params, progress=False)
+    assert list(stage.runs) == ["student", "random"] and stage.undistilled_dir == tmp_path / "runs" / "undistilled"
+    initial = distill.build_student(params, stage.teacher)
+    saved = AutoModelForMaskedLM.from_pretrained(stage.undistilled_dir)
+    assert training.weights_digest(saved) == training.weights_digest(initial)  # the main student before distillation
+    assert stage.runs["student"]["weights_sha1"] == training.weights_digest(stage.student) != training.weights_digest(saved)
+    assert json.loads((tmp_path / "results" / "distill-random.json").read_text())["provenance"]["params"]["random_init"]
+    # the random-init ablation starts from params.seed, whatever ran before it
+    torch.manual_seed(123)
+    a = distill.build_student(params.variant("random"), stage.teacher)
+    b = distill.build_student(params.variant("random"), stage.teacher)
+    assert training.weights_digest(a) == training.weights_digest(b)
