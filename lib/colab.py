@@ -74,7 +74,7 @@ def write_clean_notebooks(out_dir, repository=None, commit=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem, _ in STAGES.values():
+    for stem in (spec.notebook for spec in STAGES.values()):
         paths.append(out_dir / f"{stem}.ipynb")
         nbformat.write(clean_notebook(stem, repository, commit), paths[-1])
     return paths
@@ -108,7 +108,7 @@ def notebook_parameters(stage, given):
     left over from an earlier run in the same kernel (Colab's "Run all" again) and are dropped; anything else
     reaches ``config.load_params``, which rejects unknown names. On Colab, a /content/drive path mounts Drive."""
     from lib.config import STAGES
-    stem = STAGES[stage][0]
+    stem = STAGES[stage].notebook
     own = _assigned_outside_parameters(REPO_ROOT / "notebooks" / f"{stem}.py")
     values = {name: value for name, value in given.items() if name not in own}
     if on_colab() and any(str(value).startswith(DRIVE) for value in _strings(values)):

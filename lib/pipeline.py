@@ -34,7 +34,7 @@ class StageFailed(RuntimeError):
 
 def read_notebook(stage):
     import jupytext
-    source = NOTEBOOKS / f"{config.STAGES[stage][0]}.py"
+    source = NOTEBOOKS / f"{config.STAGES[stage].notebook}.py"
     if not source.is_file():
         raise FileNotFoundError(f"stage {stage!r}: notebook source {source} is missing")
     return jupytext.read(source)
@@ -51,7 +51,7 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
     parameters["_project_commit"] = git_commit().removesuffix("-dirty")
     output_dir = Path(output_dir or STAGES_OUT / profile)
     output_dir.mkdir(parents=True, exist_ok=True)
-    output = output_dir / f"{config.STAGES[stage][0]}.ipynb"
+    output = output_dir / f"{config.STAGES[stage].notebook}.ipynb"
     try:
         papermill.execute_notebook(read_notebook(stage), str(output), parameters=parameters, cwd=str(REPO_ROOT),
                                    kernel_name="python3", log_output=log_output, progress_bar=False)
@@ -69,7 +69,7 @@ def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_outpu
         preflight.check(params, output_dir or STAGES_OUT / profile, pending=stages[:i])
     outputs = []
     for i, stage in enumerate(stages, 1):
-        print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage][0]}), profile {profile}", flush=True)
+        print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage].notebook}), profile {profile}", flush=True)
         start = time.perf_counter()
         outputs.append(run_stage(stage, profile, _for_stage(stage, overrides), output_dir, log_output))
         print(f"=== stage {stage} done in {time.perf_counter() - start:.0f} s -> {outputs[-1]}", flush=True)
@@ -79,12 +79,12 @@ def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_outpu
 def _for_stage(stage, overrides):
     """The overrides a stage accepts (a parameter given on the command line may belong to some stages only),
     numbers written as strings ("1e-3", which YAML 1.1 reads as a string) read as the number the field expects."""
-    hints = typing.get_type_hints(config.STAGES[stage][1])
+    hints = typing.get_type_hints(config.STAGES[stage].params)
     return {k: config.coerce_number(v, hints[k]) for k, v in (overrides or {}).items() if k in hints}
 
 
 def _names(stage):
-    return {f.name for f in dataclasses.fields(config.STAGES[stage][1])}
+    return {f.name for f in dataclasses.fields(config.STAGES[stage].params)}
 
 
 def parse_overrides(pairs):

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from lib import REPO_ROOT, colab, config
 
-STEMS = [stem for stem, _ in config.STAGES.values()]
+STEMS = [spec.notebook for spec in config.STAGES.values()]
 FORK = "https://github.com/alice/distil-fork"
 
 
@@ -144,8 +144,8 @@ def _execute(notebook, tmp_path):
 @pytest.mark.slow
 def test_an_edited_parameters_cell_is_what_each_stage_loads(tmp_path):
     # profile = "t4" in every stage's clean notebook, run from the top up to the cell that loads the parameters
-    for stage, (stem, _) in config.STAGES.items():
-        notebook = colab.clean_notebook(stem, FORK)
+    for stage, spec in config.STAGES.items():
+        notebook = colab.clean_notebook(spec.notebook, FORK)
         _edit_parameters(notebook, profile="t4", seed=7, run_dir=str(tmp_path / "runs"))
         if stage == "glue":
             _edit_parameters(notebook, tasks=["rte"])  # a parameter named like a module the notebook imports
