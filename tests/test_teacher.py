@@ -13,20 +13,7 @@ from lib.config import ParameterError
 from lib.teacher import (evaluate_mlm, load_teacher, needs_adaptation, prepare_teacher, train_mlm_head,
                          write_teacher_logits)
 from test_models import tiny_teacher
-from test_training import state, tiny_setup
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return tiny_setup()
+from test_training import one_thread, setup, state, tiny_setup  # noqa: F401  (fixtures: one thread, tiny world)
 
 
 def test_load_teacher_detects_missing_mlm_head(tmp_path):
