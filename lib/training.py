@@ -3,6 +3,8 @@
 micro-batches) and ``optimizer_step`` (their optimize), with a ``LogWindow`` summed between log records.
 Also the precision choice, the resume checks and ``estimate_memory``. (The teacher's MLM-head adaptation and
 masked-LM evaluation are in lib.teacher; a stage's runs, results files and ablations in lib.distill.)
+Over 400 lines because the loop, its resume and checkpoint checks and its precision choice are one unit that the
+resume, precision and DDP tests exercise together.
 
 One code path for CPU, one GPU and several: ``distill`` runs as is in a single process, or in every process of
 a DDP launch (gloo on CPU, NCCL on GPUs); the stage's command is ``torchrun --standalone --nproc_per_node N -m
