@@ -2,7 +2,8 @@
 
 One module per concern: config (stage parameters and the stage registry), glue (the GLUE task spec), paper (the
 paper's numbers and model labels), hub (hub-or-mirror loading), smoke (the offline synthetic profile), data,
-models, losses, training, checkpoints, distill (stage 2 without papermill), finetune (GLUE, IMDb and SQuAD
+teacher (loading, masked-LM check and MLM-head adaptation: stage 1), models (the student), losses, training (the
+distillation loop), checkpoints, distill (stage 2, for the notebook and torchrun), finetune (GLUE, IMDb and SQuAD
 fine-tuning), metrics, latency, quantize (int8, ONNX), results (the results schema and its reader), report (the
 book's tables), render (their HTML), budget (T4-hours), preflight, plots, pipeline (the stage runner), colab (Colab
 notebooks and defaults).

@@ -74,7 +74,7 @@ def write_clean_notebooks(out_dir, repository=None, commit=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem in (stage.notebook for stage in STAGES.values()):
+    for stem in (spec.notebook for spec in STAGES.values()):
         paths.append(out_dir / f"{stem}.ipynb")
         nbformat.write(clean_notebook(stem, repository, commit), paths[-1])
     return paths

@@ -4,8 +4,10 @@ A profile is a folder of YAML files, ``params/<profile>/<stage>.yaml`` (smoke, c
 notebook's ``parameters`` cell lists every field below set to ``None`` ("take the profile's value"); papermill
 ``-p name value`` / ``-f file.yaml`` or an edit in Colab overrides single fields. ``load_params`` merges the
 two, rejects unknown names, wrong types and impossible values with one error naming the parameter, and does
-so before the stage computes anything.
+so before the stage computes anything. Each field carries its one-line help (``param``), which --help, the
+parameters cells and the method page show; with a class per stage that makes this module over 400 lines.
 """
+import copy
 import dataclasses
 import math
 import sys
@@ -20,6 +22,7 @@ from lib import REPO_ROOT, glue, paper, repo_path
 PARAMS_DIR = REPO_ROOT / "params"
 PROFILES = ("smoke", "cpu", "t4", "paper")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+ADAPT_MLM = ("auto", "always", "never")  # when stage 1 trains the teacher's MLM head (lib.teacher.needs_adaptation)
 
 
 class ParameterError(ValueError):
@@ -30,13 +33,30 @@ class ParameterError(ValueError):
         super().__init__(f"parameter {name!r}: {message}")
 
 
+def param(default, help):
+    """A stage parameter: its default and what it means in one line, which ``python -m lib.pipeline --help``, the
+    notebooks' parameters cells and the book's method page show. A list or dict default is copied per instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def parameter_help(cls):
+    """[(name, default, help)] of a parameter class's fields, in their order."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f.name, default, f.metadata.get("help", "")))
+    return rows
+
+
 @dataclass
 class StageParams:
-    profile: str = "smoke"        # named parameter set: params/<profile>/<stage>.yaml
-    mirror: str | None = None     # local hub mirror (else $DISTILBERT_MIRROR, else the hub)
-    seed: int = 56                # the authors' seed
-    run_dir: str = ""             # checkpoints and models (big, not committed; may be a Drive folder)
-    results_dir: str = ""         # small JSON results with provenance (committed for real profiles)
+    profile: str = param("smoke", "named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper")
+    mirror: str | None = param(None, "local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)")
+    seed: int = param(56, "random seed (56: the authors')")
+    run_dir: str = param("", "checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive")
+    results_dir: str = param("", "small JSON results with provenance; default results/<profile>, on Colab Drive")
 
     def validate(self):
         if self.profile not in PROFILES and not (PARAMS_DIR / self.profile).is_dir():
@@ -65,21 +85,21 @@ class StageParams:
 
 @dataclass
 class TeacherParams(StageParams):
-    teacher: str = "google-bert/bert-base-uncased"  # masked-LM teacher: hub id or path
-    corpus: list = field(default_factory=list)      # text sources: [{id, name?, split, column}] or [{path}]
-    max_length: int = 128
-    heldout_fraction: float = 0.05                   # of corpus sequences kept aside for the sanity check
-    eval_sequences: int = 256                        # held-out sequences for MLM accuracy / perplexity
-    adapt_mlm: str = "auto"                          # auto (only when the MLM head is missing) | always | never
-    adapt_steps: int = 0
-    adapt_top_layers: int = 0                        # teacher layers trained along with the new MLM head
-    adapt_learning_rate: float = 1e-4
-    batch_size: int = 32
-    precision: str = "auto"
+    teacher: str = param("google-bert/bert-base-uncased", "masked-LM teacher (BERT architecture): hub id or path")
+    corpus: list = param([], "text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)")
+    max_length: int = param(128, "tokens per sequence (longer text is cut into chunks)")
+    heldout_fraction: float = param(0.05, "share of corpus sequences kept aside for the masked-LM check")
+    eval_sequences: int = param(256, "held-out sequences for masked-token accuracy and perplexity")
+    adapt_mlm: str = param("auto", "train the MLM head: auto (only when the checkpoint has none), always, never")
+    adapt_steps: int = param(0, "optimizer steps of the MLM-head adaptation")
+    adapt_top_layers: int = param(0, "top teacher layers trained along with the MLM head")
+    adapt_learning_rate: float = param(1e-4, "learning rate of the MLM-head adaptation")
+    batch_size: int = param(32, "sequences per batch (adaptation and evaluation)")
+    precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
 
     def validate(self):
         super().validate()
-        _one_of("adapt_mlm", self.adapt_mlm, ("auto", "always", "never"))
+        _one_of("adapt_mlm", self.adapt_mlm, ADAPT_MLM)
         _one_of("precision", self.precision, PRECISIONS)
         _positive(self, "max_length", "eval_sequences", "batch_size")
         _fraction("heldout_fraction", self.heldout_fraction)
@@ -88,48 +108,48 @@ class TeacherParams(StageParams):
 
 @dataclass
 class DistillParams(StageParams):
-    run_name: str = "student"            # the student is saved to <run_dir>/<run_name> (ablations use others)
-    teacher: str = "google-bert/bert-base-uncased"
-    student_layers: list | None = None   # teacher layers copied into the student; None: spread evenly
-    n_student_layers: int | None = None  # None: half the teacher's layers
-    random_init: bool = False            # ablation: random student instead of teacher layers
-    corpus: list = field(default_factory=list)
-    max_length: int = 512
-    min_length: int = 12                 # sequences of <= 11 tokens are dropped (released recipe)
-    # triple loss (released weights)
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-    alpha_mse: float = 0.0               # extension: MSE on logits
-    temperature: float = 2.0
-    restrict_ce_to_mask: bool = False
-    cos_layers: str = "last"             # last | all (extension: cosine on every mapped hidden layer)
+    run_name: str = param("student", "the student is saved to <run_dir>/<run_name> (ablations use their own names)")
+    teacher: str = param("google-bert/bert-base-uncased", "the teacher: hub id or path ({run_dir}/teacher: stage 1's)")
+    student_layers: list | None = param(None, "teacher layers copied into the student; None: spread evenly")
+    n_student_layers: int | None = param(None, "student depth; None: half the teacher's layers")
+    random_init: bool = param(False, "ablation: a random student (drawn from seed) instead of teacher layers")
+    corpus: list = param([], "text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)")
+    max_length: int = param(512, "tokens per sequence (longer text is cut into chunks)")
+    min_length: int = param(12, "shorter sequences are dropped (the release drops <= 11 tokens)")
+    # the triple loss (released weights)
+    alpha_ce: float = param(5.0, "weight of the distillation loss (KL on temperature-softened outputs)")
+    alpha_mlm: float = param(2.0, "weight of the masked-LM loss")
+    alpha_cos: float = param(1.0, "weight of the cosine loss between hidden states")
+    alpha_mse: float = param(0.0, "extension: weight of an MSE loss on the logits")
+    temperature: float = param(2.0, "softmax temperature of the distillation loss")
+    restrict_ce_to_mask: bool = param(False, "distillation loss on masked positions only (off in the release)")
+    cos_layers: str = param("last", "cosine loss on the last hidden layer, or all: every mapped layer (extension)")
     # masking
-    mlm_mask_prop: float = 0.15
-    word_mask: float = 0.8
-    word_keep: float = 0.1
-    word_rand: float = 0.1
-    mlm_smoothing: float = 0.7           # target probability ~ max(count, 1) ** -mlm_smoothing
+    mlm_mask_prop: float = param(0.15, "share of tokens that are prediction targets")
+    word_mask: float = param(0.8, "share of targets replaced by [MASK]")
+    word_keep: float = param(0.1, "share of targets kept unchanged")
+    word_rand: float = param(0.1, "share of targets replaced by a random token")
+    mlm_smoothing: float = param(0.7, "targets drawn with probability ~ max(count, 1) ** -mlm_smoothing")
     # optimisation
-    learning_rate: float = 5e-4
-    adam_betas: list = field(default_factory=lambda: [0.9, 0.98])
-    adam_epsilon: float = 1e-6
-    weight_decay: float = 0.0
-    warmup_prop: float = 0.05
-    n_epoch: int = 3
-    max_steps: int | None = None         # optimizer steps; None: n_epoch passes over the corpus
-    batch_size: int = 5                  # sequences per micro-batch per device
-    gradient_accumulation_steps: int = 50
-    effective_batch_size: int | None = None  # sequences per optimizer step, all processes; set: accumulation adapts to the device count
-    max_grad_norm: float = 5.0
-    precision: str = "auto"              # auto: bf16 on compute capability >= 8, fp16 + scaler below, fp32 on CPU
-    checkpoint_every: int = 500          # optimizer steps between checkpoints
-    resume: bool = True                  # continue from the last checkpoint in run_dir when there is one
-    resume_with_changes: bool = False    # allow a resume with other lr, loss weights, ... (from its step on, recorded)
-    log_every: int = 10
-    # more runs of the same stage (the notebook runs them after the main one, same corpus and teacher)
-    undistilled_name: str | None = None  # also save the student as initialised, never distilled, to run_dir/<name>
-    ablations: dict = field(default_factory=dict)  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}
+    learning_rate: float = param(5e-4, "AdamW peak learning rate")
+    adam_betas: list = param([0.9, 0.98], "AdamW betas")
+    adam_epsilon: float = param(1e-6, "AdamW epsilon")
+    weight_decay: float = param(0.0, "AdamW weight decay (never on biases and LayerNorms)")
+    warmup_prop: float = param(0.05, "share of the steps with linear warmup, then linear decay")
+    n_epoch: int = param(3, "passes over the corpus")
+    max_steps: int | None = param(None, "optimizer steps; None: n_epoch passes over the corpus")
+    batch_size: int = param(5, "sequences per micro-batch per device")
+    gradient_accumulation_steps: int = param(50, "micro-batches per optimizer step per device")
+    effective_batch_size: int | None = param(None, "sequences per optimizer step, all devices (accumulation adapts)")
+    max_grad_norm: float = param(5.0, "gradient clipping norm")
+    precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
+    checkpoint_every: int = param(500, "optimizer steps between checkpoints")
+    resume: bool = param(True, "continue from the last checkpoint in run_dir/<run_name> when there is one")
+    resume_with_changes: bool = param(False, "allow a resume with other lr, loss weights, ... (recorded per segment)")
+    log_every: int = param(10, "optimizer steps between log records")
+    # more runs of the same stage (after the main one, same corpus and teacher)
+    undistilled_name: str | None = param(None, "also save the student as initialised (never distilled) to run_dir/<name>")
+    ablations: dict = param({}, "run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each")
 
     def validate(self):
         super().validate()
@@ -195,19 +215,19 @@ class DistillParams(StageParams):
 
 @dataclass
 class EvalParams(StageParams):
-    models: dict = field(default_factory=dict)  # label -> model id or path, e.g. {teacher: ..., student: ...}
-    seeds: list = field(default_factory=lambda: [42])
-    learning_rate: float = 5e-5
-    n_epoch: float = 3.0
-    batch_size: int = 32
-    warmup_prop: float = 0.1
-    weight_decay: float = 0.0
-    max_train_samples: int | None = None  # cap per task (None: full training set)
-    max_eval_samples: int | None = None
-    precision: str = "auto"
-    recompute: bool = False               # re-run (model, task, seed) results that already exist
-    task_overrides: dict = field(default_factory=dict)  # task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}
-    distill_teacher: str = paper.TEACHER  # label in models whose fine-tuned copy teaches the (D) runs
+    models: dict = param({}, "label -> model id or path, e.g. {teacher: ..., student: ...}")
+    seeds: list = param([42], "one fine-tuning run per seed")
+    learning_rate: float = param(5e-5, "AdamW peak learning rate")
+    n_epoch: float = param(3.0, "epochs of fine-tuning")
+    batch_size: int = param(32, "sequences per batch")
+    warmup_prop: float = param(0.1, "share of the steps with linear warmup, then linear decay")
+    weight_decay: float = param(0.0, "AdamW weight decay")
+    max_train_samples: int | None = param(None, "training examples per task at most (None: all)")
+    max_eval_samples: int | None = param(None, "evaluation examples per task at most (None: all)")
+    precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
+    recompute: bool = param(False, "re-run (model, task, seed) results that already exist")
+    task_overrides: dict = param({}, "task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}")
+    distill_teacher: str = param(paper.TEACHER, "label in models whose fine-tuned copy teaches the (D) runs")
 
     def validate(self):
         super().validate()
@@ -224,12 +244,12 @@ class EvalParams(StageParams):
 
 @dataclass
 class GlueParams(EvalParams):
-    glue_dataset: str = "nyu-mll/glue"
-    tasks: list = field(default_factory=lambda: list(glue.TASKS))  # GLUE task names (lib.glue)
-    max_length: int = 128
-    task_distill: bool = False            # extension: distil from a fine-tuned teacher during fine-tuning
-    task_alpha: float = 0.5               # task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL
-    temperature: float = 2.0
+    glue_dataset: str = param("nyu-mll/glue", "GLUE dataset id")
+    tasks: list = param(list(glue.TASKS), "GLUE task names (lib.glue)")
+    max_length: int = param(128, "tokens per example")
+    task_distill: bool = param(False, "extension: distil from a fine-tuned teacher during fine-tuning")
+    task_alpha: float = param(0.5, "task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL")
+    temperature: float = param(2.0, "softmax temperature of task_distill")
 
     def validate(self):
         super().validate()
@@ -240,20 +260,20 @@ class GlueParams(EvalParams):
 
 @dataclass
 class ImdbSquadParams(EvalParams):
-    imdb_dataset: str = "stanfordnlp/imdb"
-    squad_dataset: str = "rajpurkar/squad"
-    run_imdb: bool = True
-    run_squad: bool = True
-    imdb_max_length: int = 512
-    imdb_truncation: str = "head"         # head | head+tail
-    squad_max_length: int = 384
-    doc_stride: int = 128
-    max_answer_length: int = 30
-    n_best: int = 20
-    squad_distill: bool = False           # the paper's DistilBERT (D): second distillation step on SQuAD
-    squad_teacher: str | None = None      # teacher already fine-tuned on SQuAD (for squad_distill)
-    squad_alpha: float = 0.5              # loss = squad_alpha * CE + (1 - squad_alpha) * T^2 * KL
-    temperature: float = 2.0
+    imdb_dataset: str = param("stanfordnlp/imdb", "IMDb dataset id")
+    squad_dataset: str = param("rajpurkar/squad", "SQuAD v1.1 dataset id")
+    run_imdb: bool = param(True, "fine-tune and evaluate on IMDb")
+    run_squad: bool = param(True, "fine-tune and evaluate on SQuAD")
+    imdb_max_length: int = param(512, "tokens per IMDb review")
+    imdb_truncation: str = param("head", "head | head+tail: which tokens of a long review are kept")
+    squad_max_length: int = param(384, "tokens per SQuAD window")
+    doc_stride: int = param(128, "tokens shared by consecutive windows of a long context")
+    max_answer_length: int = param(30, "longest answer span, in tokens")
+    n_best: int = param(20, "start and end candidates considered per window")
+    squad_distill: bool = param(False, "the paper's DistilBERT (D): a second distillation step on SQuAD")
+    squad_teacher: str | None = param(None, "teacher already fine-tuned on SQuAD (for squad_distill)")
+    squad_alpha: float = param(0.5, "squad_distill: squad_alpha * CE + (1 - squad_alpha) * T^2 * KL")
+    temperature: float = param(2.0, "softmax temperature of squad_distill")
 
     def validate(self):
         super().validate()
@@ -266,20 +286,20 @@ class ImdbSquadParams(EvalParams):
 
 @dataclass
 class LatencyParams(StageParams):
-    models: dict = field(default_factory=dict)  # label -> model id or path (config-only ids are timed with random weights)
-    sentences_dataset: str = "nyu-mll/glue"     # the paper timed a full pass over STS-B dev
-    sentences_task: str = glue.STSB
-    max_examples: int | None = None             # None: the whole dev set (1,500 pairs)
-    batch_size: int = 1
-    num_threads: int = 0                        # torch threads; 0: leave torch's default
-    warmup: int = 10
-    repeats: int = 3
-    seq_lengths: list = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
-    batch_sizes: list = field(default_factory=lambda: [1, 8, 32])
-    sweep_max_tokens: int | None = None         # skip sweep points with batch_size * seq_len above this (CPU time)
-    precisions: list = field(default_factory=lambda: ["fp32"])  # sweep precisions; fp16/bf16 on GPU only (bf16: capability >= 8)
-    quantize: bool = True                       # int8 dynamic quantization of the student's Linear layers
-    device: str = "cpu"
+    models: dict = param({}, "label -> model id or path (config-only ids are timed with random weights)")
+    sentences_dataset: str = param("nyu-mll/glue", "dataset of the timed sentences (the paper: STS-B dev)")
+    sentences_task: str = param(glue.STSB, "its GLUE task")
+    max_examples: int | None = param(None, "sentence pairs timed; None: the whole dev set")
+    batch_size: int = param(1, "sentences per forward pass")
+    num_threads: int = param(0, "torch threads; 0: torch's default")
+    warmup: int = param(10, "untimed calls per model first")
+    repeats: int = param(3, "timed passes over the sentences (pass totals and per-example medians)")
+    seq_lengths: list = param([16, 32, 64, 128, 256, 512], "sweep: sequence lengths")
+    batch_sizes: list = param([1, 8, 32], "sweep: batch sizes")
+    sweep_max_tokens: int | None = param(None, "skip sweep points with batch_size * seq_len above this")
+    precisions: list = param(["fp32"], "sweep precisions; fp16, bf16 on GPU only (bf16: capability >= 8)")
+    quantize: bool = param(True, "also time the student with int8 dynamic quantization of its Linear layers")
+    device: str = param("cpu", "cpu or cuda")
 
     def validate(self):
         super().validate()

@@ -1,73 +1,137 @@
-"""Stage 2 (distillation) without papermill, in one process or in every process of a multi-GPU launch.
+"""Stage 2 (distillation): ``run_stage`` is the whole stage, called by notebooks/02_distill.py and by this
+module's command line, in one process or in every process of a multi-GPU launch.
 
     python -m lib.distill --profile t4                                          # one process
     torchrun --standalone --nproc_per_node 8 -m lib.distill --profile paper     # 8 GPUs (NCCL) of one machine
     torchrun --standalone --nproc_per_node 2 -m lib.distill --profile smoke -p max_steps=4   # 2 CPU processes (gloo)
+    python -m lib.distill --help                                                # the stage's parameters
 
-It does the work of notebooks/02_distill.py: tokenize the corpus, distil the student (lib.training.run_distillation),
-save the undistilled baseline and run the ablations, with the same parameters (params/<profile>/02_distill.yaml,
-overridden by ``-p name=value``, YAML values). Every process trains; the main process (rank 0) alone reads and
-tokenizes the corpus first (the others then read its cache), writes the log, checkpoints, results files and
-models. `accelerate launch --num_processes N -m lib.distill` starts the same processes on GPUs, but not on CPU:
-`accelerate launch --cpu --num_processes 2` starts ONE process, so use torchrun there.
+The stage: tokenize the corpus, build the student once (saved first as the undistilled baseline when
+undistilled_name is set), distil it (``run_distillation``: lib.training.distill, then
+results/<profile>/distill-<run_name>.json), then one run per ablation, with the parameters of
+params/<profile>/02_distill.yaml overridden by ``-p name=value`` (YAML values). Every process trains; the main
+process (rank 0) alone reads and tokenizes the corpus first (the others then read its cache), writes the log,
+checkpoints, results files and models. `accelerate launch --num_processes N -m lib.distill` starts the same
+processes on GPUs, but not on CPU: `accelerate launch --cpu --num_processes 2` starts ONE process, so use torchrun
+there.
 
 The stage's `precision` parameter always decides the autocast dtype: the launcher's mixed-precision setting is
 ignored. With `effective_batch_size` set, the sequences per optimizer step stay the same for any process count.
 """
 import argparse
+import dataclasses
 import sys
+import time
 
 import torch
 
-from lib import config, data, hub, models, training
-from lib.pipeline import parse_overrides
+from lib import config, data, hub, models, results
+from lib.data import mlm_token_probs, special_token_ids
+from lib.teacher import load_teacher
+from lib.training import LOSS_TERMS, accumulation_steps, distill, weights_digest
 
 
-def run(params, progress=True):
-    """The distillation stage of ``params`` (DistillParams) in this process; returns {run name: summary}."""
+def build_student(params, teacher):
+    """The student of a DistillParams run: teacher layers copied (student_layers, n_student_layers), or with
+    random_init a random one drawn from params.seed (the same whatever ran before it)."""
+    return models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
+                                random_init=params.random_init, seed=params.seed)
+
+
+def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True, student=None):
+    """One distillation run of a stage: ``student`` (default: build_student(params, teacher)) distilled into
+    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written (by the main process only: every
+    process of a DDP run calls this and trains). counts: the corpus's token counts (lib.data.token_counts), to
+    count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
+    from accelerate import PartialState
+
+    started = time.perf_counter()
+    token_probs = (None if counts is None
+                   else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer)))
+    student = build_student(params, teacher) if student is None else student
+    summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
+                      tokenizer=tokenizer, token_probs=token_probs, progress=progress)
+    accum = accumulation_steps(params, summary["world_size"])
+    summary.update(weights_sha1=weights_digest(student), gradient_accumulation_steps=accum,
+                   effective_batch_size=params.batch_size * accum * summary["world_size"])
+    state = PartialState()
+    if state.is_main_process:
+        record = results.write_result(
+            params, config.DISTILL, time.perf_counter() - started, name=config.DISTILL_RESULTS_PREFIX + params.run_name,
+            teacher=params.teacher, student_dir=results.repo_relative(summary["output_dir"]),
+            teacher_parameters=models.count_parameters(teacher), student_parameters=models.count_parameters(student),
+            student_layers=getattr(student.config, "teacher_layers", None),
+            **{k: summary[k] for k in ("steps", "total_steps", "steps_per_epoch", "warmup_steps", "epochs", "tokens",
+                                       "tokens_per_s", "resumed_from", "precision", "world_size", "final", "segments",
+                                       "weights_sha1", "gradient_accumulation_steps", "effective_batch_size")},
+            log_path=results.repo_relative(summary["log_path"]), checkpoint=results.repo_relative(summary["checkpoint"]),
+            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]])
+        path = params.path("results_dir") / f"{record.name}.json"
+        print(f"[rank {state.process_index}] results written: {path}", flush=True)
+    state.wait_for_everyone()
+    return summary
+
+
+@dataclasses.dataclass
+class DistillStage:
+    """What stage 2 made."""
+    teacher: object    # the BertForMaskedLM teacher
+    tokenizer: object
+    dataset: object    # the tokenized corpus (datasets.Dataset)
+    student: object    # the main run's student, distilled
+    runs: dict         # run name -> run_distillation's summary: the main run (params.run_name), then the ablations
+    undistilled_dir: object = None  # where the undistilled baseline was saved (None: undistilled_name not set)
+
+
+def run_stage(params, progress=True):
+    """Stage 2 for a DistillParams, in this process (and in every process of a torchrun launch): the corpus
+    tokenized, the student built once, saved as the undistilled baseline (params.undistilled_name) before it is
+    distilled (params.run_name), then one run per ablation (params.ablations), all with the same corpus, masking
+    weights and teacher. Returns a DistillStage."""
     import transformers
     from accelerate import PartialState
     from transformers import AutoTokenizer, set_seed
 
-    from lib.results import pin_commit
     state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group (gloo on CPU)
     main = state.is_main_process
-    pin_commit()
+    results.pin_commit()
     transformers.logging.set_verbosity_error()
     set_seed(params.seed)
     say = print if main else (lambda *args, **kwargs: None)
-    say(f"distill: profile {params.profile}, {state.num_processes} process(es) on {state.device}", flush=True)
+    say(f"{config.DISTILL}: profile {params.profile}, {state.num_processes} process(es) on {state.device}", flush=True)
 
     with state.main_process_first():  # rank 0 downloads and tokenizes; the others then read its caches
         tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
-        teacher, _ = models.load_teacher(hub.resolve(params.teacher, params.mirror))
+        teacher, _ = load_teacher(hub.resolve(params.teacher, params.mirror))
         params.check_teacher_depth(teacher.config.num_hidden_layers)
         dataset = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
                                        min_length=params.min_length,
                                        cache_dir=params.path("run_dir") / "corpus" / config.DISTILL)
-    say(f"{len(dataset):,} sequences", flush=True)
-    counts = data.token_counts(dataset, teacher.config.vocab_size, progress=progress and main)
+    say(f"{len(dataset):,} sequences, {sum(dataset['length']):,} tokens", flush=True)
+    counts = data.token_counts(dataset, teacher.config.vocab_size, progress=progress and main)  # once, for every run
 
-    runs = {params.run_name: training.run_distillation(params, teacher, dataset, tokenizer, counts, progress)}
-    if params.undistilled_name:
+    student = build_student(params, teacher)
+    undistilled_dir = None
+    if params.undistilled_name:  # the same student as initialised, never distilled
+        undistilled_dir = params.path("run_dir") / params.undistilled_name
         if main:
-            baseline_dir = params.path("run_dir") / params.undistilled_name
-            models.save_model(models.build_student(teacher, layers=params.student_layers,
-                                                   n_layers=params.n_student_layers), baseline_dir, tokenizer)
-            print(f"[rank {state.process_index}] undistilled student saved: {baseline_dir}", flush=True)
+            models.save_model(student, undistilled_dir, tokenizer)
+            print(f"[rank {state.process_index}] undistilled student saved: {undistilled_dir}", flush=True)
         state.wait_for_everyone()
+    runs = {params.run_name: run_distillation(params, teacher, dataset, tokenizer, counts, progress, student)}
     for name in params.ablations:
         say(f"--- ablation {name}: {params.ablations[name]}", flush=True)
-        runs[name] = training.run_distillation(params.variant(name), teacher, dataset, tokenizer, counts,
-                                               progress)
+        runs[name] = run_distillation(params.variant(name), teacher, dataset, tokenizer, counts, progress)
     for name, summary in runs.items():  # every rank: equal digests mean the ranks ended with equal weights
         print(f"[rank {state.process_index}] {name}: steps {summary['steps']}, precision {summary['precision']}, "
               f"world size {summary['world_size']}, weights sha1 {summary['weights_sha1']}", flush=True)
-    return runs
+    return DistillStage(teacher, tokenizer, dataset, student, runs, undistilled_dir)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lib.pipeline import parse_overrides, stages_help
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=stages_help([config.DISTILL]))
     parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
     parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -77,7 +141,7 @@ def main(argv=None):
     except config.ParameterError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
-    run(params, progress=not args.no_progress)
+    run_stage(params, progress=not args.no_progress)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0

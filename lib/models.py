@@ -1,4 +1,4 @@
-"""Teacher loading and student construction.
+"""Student construction (the teacher is loaded by lib.teacher).
 
 The student is a ``DistilBertForMaskedLM`` initialised from a BERT teacher the way the authors'
 ``extract_distilbert.py`` did it: embeddings, then one teacher layer per student layer (by default the authors'
@@ -15,9 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
-
-from lib import hub
+from transformers import DistilBertConfig, DistilBertForMaskedLM
 
 AUTHORS_LAYERS = [0, 2, 4, 7, 9, 11]  # scripts/extract_distilbert.py, 12-layer BERT -> 6 layers
 # Below this many parameters (the smoke models: ~0.2M; MiniLM-L6, the cpu teacher: 22.7M) a matmul is too small
@@ -38,24 +36,6 @@ def evenly_spread_layers(n_teacher, n_student):
         return [0]
     # exact fractions: i * (n_teacher - 1) / (n_student - 1) rounded to nearest, half down (2.5 -> 2)
     return [math.ceil(Fraction(i * (n_teacher - 1), n_student - 1) - Fraction(1, 2)) for i in range(n_student)]
-
-
-def load_teacher(path, mirror=None):
-    """A BERT masked-LM teacher from a hub id or directory, in eval mode, and whether its MLM head was in the
-    checkpoint (an encoder-only checkpoint such as all-MiniLM-L6-v2 loads with a randomly initialised head)."""
-    config = hub.from_pretrained(AutoConfig, path, mirror=mirror)
-    if config.model_type != "bert":
-        raise ValueError(f"teacher {path!r} is a {config.model_type!r} model; the DistilBERT student is built from "
-                         f"BERT-architecture teachers (model_type 'bert') only")
-    teacher, info = hub.from_pretrained(BertForMaskedLM, path, mirror=mirror, output_loading_info=True)
-    missing = set(info["missing_keys"])
-    # decoder.weight is tied to the word embeddings, and decoder.bias to cls.predictions.bias (either name may
-    # hold the bias in a checkpoint): neither counts as missing on its own
-    head_missing = {k for k in missing if k.startswith("cls.predictions.")} - {"cls.predictions.decoder.weight"}
-    if {"cls.predictions.bias", "cls.predictions.decoder.bias"} - missing:
-        head_missing -= {"cls.predictions.bias", "cls.predictions.decoder.bias"}
-    teacher.eval()
-    return teacher, not head_missing
 
 
 def count_parameters(model):
@@ -141,12 +121,13 @@ def student_teacher_names(layers, tie_word_embeddings=True):
     return pairs
 
 
-def build_student(teacher, layers=None, n_layers=None, random_init=False):
+def build_student(teacher, layers=None, n_layers=None, random_init=False, seed=None):
     """A DistilBertForMaskedLM student of a BertForMaskedLM teacher.
 
     layers: teacher layer indices to copy (default: ``evenly_spread_layers`` for ``n_layers``, itself half the
     teacher's depth by default). random_init: keep DistilBERT's random initialisation (the ablation) instead of
-    copying; the architecture is the same.
+    copying; the architecture is the same. seed: draw that initialisation from this seed (the global RNG is left
+    as it was), so it does not depend on what ran before; None: from the global RNG.
     """
     n_teacher = teacher.config.num_hidden_layers
     if layers is None:
@@ -161,6 +142,10 @@ def build_student(teacher, layers=None, n_layers=None, random_init=False):
                          "DistilBERT has absolute position embeddings only")
 
     config = student_config(teacher.config, layers)
+    if random_init and seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return DistilBertForMaskedLM(config)
     student = DistilBertForMaskedLM(config)
     if random_init:
         return student

@@ -1,13 +1,15 @@
-"""Run the stage notebooks of a profile in order with papermill, then build the book.
+"""Run the stage notebooks of a profile in order with papermill (the book is built separately: make book).
 
-    python -m lib.pipeline --profile smoke                      # every stage, then the book
+    python -m lib.pipeline --profile smoke                      # every stage
     python -m lib.pipeline --profile cpu --stages distill,glue  # some stages
     python -m lib.pipeline -p max_steps=20 --stages distill     # override a parameter (YAML value syntax)
+    python -m lib.pipeline --help                               # every stage's parameters, with their help
 
 The notebooks' jupytext sources (notebooks/NN_stage.py) are converted in memory, so there is no second
 copy to keep in sync. Every stage's parameters are validated, and its inputs and output folders checked
-(lib.preflight), before the first stage starts. Executed
-notebooks go to book/stages/<profile>/ (one folder per profile, so a smoke run never overwrites a real one).
+(lib.preflight), before the first stage starts. Executed notebooks go to book/stages/<profile>/ (one folder
+per profile, so a smoke run never overwrites a real one). Stage 2 also runs without papermill, on several
+processes: ``torchrun -m lib.distill`` (lib/distill.py).
 """
 import argparse
 import dataclasses
@@ -32,7 +34,7 @@ class StageFailed(RuntimeError):
 
 def read_notebook(stage):
     import jupytext
-    source = NOTEBOOKS / f"{config.STAGES[stage][0]}.py"
+    source = NOTEBOOKS / f"{config.STAGES[stage].notebook}.py"
     if not source.is_file():
         raise FileNotFoundError(f"stage {stage!r}: notebook source {source} is missing")
     return jupytext.read(source)
@@ -44,11 +46,12 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
     from lib.results import git_commit
     parameters = {"profile": profile, **(overrides or {})}
     config.load_params(stage, **parameters)  # fail fast, before a kernel starts
-    # the commit a Colab user of this executed notebook should clone (read by the notebook's setup cell)
+    # the commit this stage runs from: the book's stage note links it (book/_ext/stage_pages.py). An executed
+    # notebook never clones (its _repository is None); the Colab copies get their commit from lib.colab
     parameters["_project_commit"] = git_commit().removesuffix("-dirty")
     output_dir = Path(output_dir or STAGES_OUT / profile)
     output_dir.mkdir(parents=True, exist_ok=True)
-    output = output_dir / f"{config.STAGES[stage][0]}.ipynb"
+    output = output_dir / f"{config.STAGES[stage].notebook}.ipynb"
     try:
         papermill.execute_notebook(read_notebook(stage), str(output), parameters=parameters, cwd=str(REPO_ROOT),
                                    kernel_name="python3", log_output=log_output, progress_bar=False)
@@ -66,7 +69,7 @@ def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_outpu
         preflight.check(params, output_dir or STAGES_OUT / profile, pending=stages[:i])
     outputs = []
     for i, stage in enumerate(stages, 1):
-        print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage][0]}), profile {profile}", flush=True)
+        print(f"\n=== [{i}/{len(stages)}] stage {stage} ({config.STAGES[stage].notebook}), profile {profile}", flush=True)
         start = time.perf_counter()
         outputs.append(run_stage(stage, profile, _for_stage(stage, overrides), output_dir, log_output))
         print(f"=== stage {stage} done in {time.perf_counter() - start:.0f} s -> {outputs[-1]}", flush=True)
@@ -76,12 +79,12 @@ def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_outpu
 def _for_stage(stage, overrides):
     """The overrides a stage accepts (a parameter given on the command line may belong to some stages only),
     numbers written as strings ("1e-3", which YAML 1.1 reads as a string) read as the number the field expects."""
-    hints = typing.get_type_hints(config.STAGES[stage][1])
+    hints = typing.get_type_hints(config.STAGES[stage].params)
     return {k: config.coerce_number(v, hints[k]) for k, v in (overrides or {}).items() if k in hints}
 
 
 def _names(stage):
-    return {f.name for f in dataclasses.fields(config.STAGES[stage][1])}
+    return {f.name for f in dataclasses.fields(config.STAGES[stage].params)}
 
 
 def parse_overrides(pairs):
@@ -94,8 +97,20 @@ def parse_overrides(pairs):
     return overrides
 
 
+def stages_help(stages):
+    """The parameters of ``stages`` with their defaults and help (lib.config.param), for --help."""
+    lines = ["stage parameters (the default below, else params/<profile>/<notebook>.yaml; override with -p):"]
+    for stage in stages:
+        spec = config.STAGES[stage]
+        lines.append(f"\n{stage} (notebooks/{spec.notebook}.py, params/<profile>/{spec.notebook}.yaml):")
+        for name, default, help in config.parameter_help(spec.params):
+            lines.append(f"  {name:<28}{help} [default: {default!r}]")
+    return "\n".join(lines)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=stages_help(config.STAGES))
     parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
     parser.add_argument("--stages", default=",".join(config.STAGES), help="comma-separated, default all")
     parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")

@@ -1,4 +1,10 @@
-"""Distillation training, the teacher's MLM-head adaptation and masked-LM evaluation.
+"""The distillation loop: ``distill``, in the authors' pieces without their class: a masking spec built once
+(``MaskingSpec``), ``prepare_batch``, ``train_step`` (their step: forward and backward of one optimizer step's
+micro-batches) and ``optimizer_step`` (their optimize), with a ``LogWindow`` summed between log records.
+Also the precision choice, the resume checks and ``estimate_memory``. (The teacher's MLM-head adaptation and
+masked-LM evaluation are in lib.teacher; a stage's runs, results files and ablations in lib.distill.)
+Over 400 lines because the loop, its resume and checkpoint checks and its precision choice are one unit that the
+resume, precision and DDP tests exercise together.
 
 One code path for CPU, one GPU and several: ``distill`` runs as is in a single process, or in every process of
 a DDP launch (gloo on CPU, NCCL on GPUs); the stage's command is ``torchrun --standalone --nproc_per_node N -m
@@ -15,11 +21,11 @@ import hashlib
 import json
 import math
 import time
+import typing
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
@@ -32,7 +38,7 @@ from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
 from lib.losses import distillation_loss, logit_rows
-from lib.models import build_student, count_parameters, save_model, set_torch_threads
+from lib.models import save_model, set_torch_threads
 from lib.models import layer_map as make_layer_map
 
 LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
@@ -228,6 +234,162 @@ def accumulation_steps(params, world_size):
     return params.effective_batch_size // per_round
 
 
+class StepPlan(typing.NamedTuple):
+    micro_per_epoch: int   # micro-batches each process takes per epoch
+    accum: int             # micro-batches per optimizer step on each process
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def plan_steps(params, n_sequences, world):
+    """How many micro-batches, optimizer steps and warmup steps a run of ``params`` takes on ``world`` processes."""
+    n_batches = n_sequences // params.batch_size
+    micro_per_epoch = n_batches // world
+    accum = accumulation_steps(params, world)
+    steps_per_epoch = micro_per_epoch // accum
+    if steps_per_epoch == 0:  # blame the knob that made one step too big for the corpus
+        culprit = "gradient_accumulation_steps" if n_batches >= world and accum > 1 else "batch_size"
+        if culprit == "gradient_accumulation_steps" and params.effective_batch_size:
+            culprit = "effective_batch_size"  # accumulation was derived from it
+        raise ParameterError(culprit, f"the corpus has {n_sequences} sequences (parameter 'corpus'), fewer than one "
+                             f"optimizer step needs: batch_size {params.batch_size} x {accum} accumulation x {world} "
+                             "processes; give a bigger corpus or a smaller step")
+    total_steps = params.max_steps or steps_per_epoch * params.n_epoch
+    return StepPlan(micro_per_epoch, accum, steps_per_epoch, total_steps, math.ceil(params.warmup_prop * total_steps))
+
+
+@dataclasses.dataclass
+class MaskingSpec:
+    """How every batch of a run is masked (built once): targets drawn with token_probs, never special_ids; each
+    becomes mask_token_id (word_mask), stays (word_keep) or a random token (word_rand). See lib.data.mask_tokens."""
+    token_probs: torch.Tensor
+    mask_token_id: int
+    special_ids: list
+    mlm_mask_prop: float = 0.15
+    word_mask: float = 0.8
+    word_keep: float = 0.1
+    word_rand: float = 0.1
+
+    def apply(self, batch, generator):
+        """(masked input_ids, labels) of a collated batch (CPU tensors)."""
+        return mask_tokens(batch["input_ids"], batch["attention_mask"], self.token_probs, self.mask_token_id,
+                           self.special_ids, self.mlm_mask_prop, self.word_mask, self.word_keep, self.word_rand,
+                           generator)
+
+
+def masking_spec(params, tokenizer, token_probs):
+    """The MaskingSpec of a DistillParams run."""
+    return MaskingSpec(token_probs, tokenizer.mask_token_id, special_token_ids(tokenizer), params.mlm_mask_prop,
+                       params.word_mask, params.word_keep, params.word_rand)
+
+
+@dataclasses.dataclass
+class LogWindow:
+    """What this process summed over the optimizer steps since the last log record."""
+    started: float           # time.perf_counter() at the window's start
+    losses: torch.Tensor     # each of LOSS_TERMS, the steps' means summed
+    tokens: torch.Tensor     # non-padding tokens
+    positions: torch.Tensor  # token positions, padding included
+    grad_norm: torch.Tensor  # the steps' gradient norms summed
+    steps: int = 0
+
+    @staticmethod
+    def empty(device, now):
+        return LogWindow(now, torch.zeros(len(LOSS_TERMS), device=device), torch.zeros((), device=device),
+                         torch.zeros((), device=device), torch.zeros((), device=device))
+
+
+# the loss weight that makes each logged term non-zero ("loss", the total, is always logged)
+TERM_WEIGHTS = {"loss_ce": "alpha_ce", "loss_mlm": "alpha_mlm", "loss_cos": "alpha_cos", "loss_mse": "alpha_mse"}
+
+
+def log_record(window, accelerator, weights, step, epoch, lr, tokens_seen, elapsed_s, now):
+    """A log record of ``window``'s steps, all processes together (losses averaged, counts summed); returns
+    (record, tokens the window saw on all processes)."""
+    world = accelerator.num_processes
+    losses = accelerator.reduce(window.losses, "mean") if world > 1 else window.losses
+    counts = torch.stack([window.tokens, window.positions, window.grad_norm])
+    tokens, positions, grad_norm = accelerator.reduce(counts, "sum") if world > 1 else counts
+    tokens_seen += int(tokens)
+    record = dict(step=step, epoch=epoch, lr=lr)
+    for name, value in zip(LOSS_TERMS, (losses / window.steps).tolist()):
+        if name == "loss" or weights[TERM_WEIGHTS[name]] > 0:
+            record[name] = value
+    record.update(grad_norm=float(grad_norm) / window.steps / world, tokens=tokens_seen,
+                  tokens_per_s=float(tokens) / (now - window.started), padding_share=1 - float(tokens / positions),
+                  elapsed_s=elapsed_s)
+    return record, tokens_seen
+
+
+def prepare_batch(batch, masking, generator, device):
+    """The authors' prepare_batch: a collated batch masked; (input_ids, attention_mask, labels) on ``device``."""
+    input_ids, labels = masking.apply(batch, generator)
+    return input_ids.to(device), batch["attention_mask"].to(device), labels.to(device)
+
+
+def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator, window,
+               generator):
+    """The authors' step for one optimizer step: forward and backward of each of its micro-batches (gradients
+    synchronised across processes on the last one only); counts their tokens into ``window`` and returns the
+    loss terms averaged over the micro-batches (LOSS_TERMS order; 0 for a term that is off)."""
+    device = window.losses.device
+    sums = torch.zeros(len(LOSS_TERMS), device=device)
+    for micro, batch in enumerate(micro_batches):
+        input_ids, attention_mask, labels = prepare_batch(batch, masking, generator, device)
+        last = micro == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            losses = forward_losses(teacher, model, input_ids, attention_mask, labels, weights, layers, dtype)
+            scaler.scale(losses["loss"] / len(micro_batches)).backward()
+        sums += torch.stack([losses[k].detach() if losses[k] is not None else sums.new_zeros(())
+                             for k in LOSS_TERMS]) / len(micro_batches)
+        window.tokens += attention_mask.sum()
+        window.positions += attention_mask.numel()
+    return sums
+
+
+def _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype):
+    """Raise the FloatingPointError of a non-finite loss at optimizer step step + 1, naming the checkpoint to resume
+    from; the newest one is set aside first when it holds the very weights that gave the non-finite loss."""
+    terms = {k: round(float(v), 4) for k, v in zip(LOSS_TERMS, sums)}
+    if main and last_checkpoint_step == step and last_checkpoint is not None:
+        set_aside(last_checkpoint, f"set aside: its weights gave a non-finite loss at step {step + 1}")
+        try:
+            last_checkpoint = find_checkpoint(output_dir)
+        except CheckpointError:
+            last_checkpoint = None
+        last_checkpoint_step = None if last_checkpoint is None else load_state(last_checkpoint)["step"]
+    raise FloatingPointError(nan_advice(step + 1, terms, last_checkpoint, last_checkpoint_step, params, dtype))
+
+
+def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan):
+    """Load a checkpoint's state into the run (refusing another data order, and trajectory changes unless
+    params.resume_with_changes); returns (step, tokens seen, elapsed s, segments, scheduler)."""
+    state = load_state(checkpoint)
+    changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+    if changed:
+        raise ParameterError("resume", f"the checkpoint in {checkpoint} was made with another data order "
+                             f"(name: (checkpoint, now)) {changed}; set resume=false or use another run_dir")
+    changed = resume_changes(state["params"], params, checkpoint)
+    saved = type(student).from_pretrained(checkpoint / "student")
+    student.load_state_dict(saved.state_dict())  # strict: same class, same names
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    step, segments = state["step"], state["segments"]
+    if changed:  # allowed by resume_with_changes: the new values hold from this step on
+        for group in optimizer.param_groups:  # load_state_dict restored the checkpoint's hyper-parameters
+            group.update(betas=tuple(params.adam_betas), eps=params.adam_epsilon, initial_lr=params.learning_rate)
+        optimizer.param_groups[0]["weight_decay"] = params.weight_decay
+        # the new schedule (learning_rate, warmup_prop, total steps), positioned at this step: the lr of step s
+        # is what a whole run with the new values would use at step s
+        scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps, last_epoch=step - 1)
+        segments = segments + [dict(start_step=step, params={k: v for k, (_, v) in changed.items()})]
+        print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
+              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
+    return step, state["tokens"], state["elapsed_s"], segments, scheduler
+
+
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
             device=None):
     """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
@@ -255,32 +417,20 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     if params.alpha_cos > 0 and student.config.dim != teacher.config.hidden_size:
         raise ParameterError("alpha_cos", f"the cosine loss needs equal widths: student {student.config.dim}, "
                                           f"teacher {teacher.config.hidden_size}")
-
-    special_ids = special_token_ids(tokenizer)
     if token_probs is None:
         counts = token_counts(dataset, student.config.vocab_size, progress=progress and main)
-        token_probs = mlm_token_probs(counts, params.mlm_smoothing, special_ids)
+        token_probs = mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
+    masking = masking_spec(params, tokenizer, token_probs)
     layers = make_layer_map(student, params.cos_layers)
 
     # data order: a function of (seed, epoch); each process takes every world-th micro-batch
     lengths = sequence_lengths(dataset)
-    n_batches = len(lengths) // params.batch_size
-    micro_per_epoch = n_batches // world
-    accum = accumulation_steps(params, world)
-    steps_per_epoch = micro_per_epoch // accum
-    if steps_per_epoch == 0:  # blame the knob that made one step too big for the corpus
-        culprit = "gradient_accumulation_steps" if n_batches >= world and accum > 1 else "batch_size"
-        if culprit == "gradient_accumulation_steps" and params.effective_batch_size:
-            culprit = "effective_batch_size"  # accumulation was derived from it
-        raise ParameterError(culprit, f"the corpus has {len(lengths)} sequences (parameter 'corpus'), fewer than one "
-                             f"optimizer step needs: batch_size {params.batch_size} x {accum} accumulation x {world} "
-                             "processes; give a bigger corpus or a smaller step")
-    total_steps = params.max_steps or steps_per_epoch * params.n_epoch
-    warmup_steps = math.ceil(params.warmup_prop * total_steps)
+    plan = plan_steps(params, len(lengths), world)
+    accum, steps_per_epoch, total_steps = plan.accum, plan.steps_per_epoch, plan.total_steps
 
     def epoch_batches(epoch):
         batches = length_grouped_batches(lengths, params.batch_size, params.seed + epoch)
-        return batches[rank:micro_per_epoch * world:world]
+        return batches[rank:plan.micro_per_epoch * world:world]
 
     teacher.to(device).eval()
     set_torch_threads(teacher)  # one thread for tiny models: robust on a busy machine
@@ -288,7 +438,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     model = accelerator.prepare_model(student)
     student = accelerator.unwrap_model(model)
     optimizer = adamw(student, params.learning_rate, params.adam_betas, params.adam_epsilon, params.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     # the data order: a resumed run must see the same batches (the trajectory parameters are checked on their own)
@@ -299,30 +449,9 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     segments = [dict(start_step=0, params=trajectory_params(params))]
     checkpoint = find_checkpoint(output_dir) if params.resume else None
     if checkpoint is not None:
-        state = load_state(checkpoint)
-        changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
-        if changed:
-            raise ParameterError("resume", f"the checkpoint in {checkpoint} was made with another data order "
-                                 f"(name: (checkpoint, now)) {changed}; set resume=false or use another run_dir")
-        changed = resume_changes(state["params"], params, checkpoint)
-        saved = type(student).from_pretrained(checkpoint / "student")
-        student.load_state_dict(saved.state_dict())  # strict: same class, same names
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, tokens_seen, elapsed = state["step"], state["tokens"], state["elapsed_s"]
+        step, tokens_seen, elapsed, segments, scheduler = _resume(checkpoint, run, params, student, optimizer,
+                                                                  scheduler, scaler, plan)
         resumed_from = step
-        segments = state["segments"]
-        if changed:  # allowed by resume_with_changes: the new values hold from this step on
-            for group in optimizer.param_groups:  # load_state_dict restored the checkpoint's hyper-parameters
-                group.update(betas=tuple(params.adam_betas), eps=params.adam_epsilon, initial_lr=params.learning_rate)
-            optimizer.param_groups[0]["weight_decay"] = params.weight_decay
-            # the new schedule (learning_rate, warmup_prop, total steps), positioned at this step: the lr of step s
-            # is what a whole run with the new values would use at step s
-            scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps, last_epoch=step - 1)
-            segments = segments + [dict(start_step=step, params={k: v for k, (_, v) in changed.items()})]
-            print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
-                  + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
 
     def checkpoint_state():
         return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, params=trajectory_params(params),
@@ -330,8 +459,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                     scaler=scaler.state_dict())
 
     last_checkpoint, last_checkpoint_step = checkpoint, resumed_from
-    window = dict(time=time.perf_counter(), steps=0, sums=torch.zeros(len(LOSS_TERMS), device=device),
-                  counts=torch.zeros(3, device=device))  # non-padding tokens, positions, grad-norm sum
+    window = LogWindow.empty(device, time.perf_counter())
     last_record = None
     lock = _lock_run(accelerator, output_dir)
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
@@ -354,63 +482,29 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 seed = _step_seed(params.seed, step, rank)
                 torch.manual_seed(seed)  # dropout
                 generator = torch.Generator().manual_seed(seed + 1)  # masking
-                sums = torch.zeros(len(LOSS_TERMS), device=device)
-                for micro in range(accum):
-                    batch = next(loader)
-                    input_ids, labels = mask_tokens(
-                        batch["input_ids"], batch["attention_mask"], token_probs, tokenizer.mask_token_id, special_ids,
-                        params.mlm_mask_prop, params.word_mask, params.word_keep, params.word_rand, generator)
-                    attention_mask = batch["attention_mask"].to(device)
-                    sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-                    with sync:
-                        losses = forward_losses(teacher, model, input_ids.to(device), attention_mask, labels.to(device),
-                                                weights, layers, dtype)
-                        scaler.scale(losses["loss"] / accum).backward()
-                    sums += torch.stack([losses[k].detach() if losses[k] is not None else sums.new_zeros(())
-                                         for k in LOSS_TERMS]) / accum
-                    window["counts"][0] += attention_mask.sum()
-                    window["counts"][1] += attention_mask.numel()
+                micro_batches = [next(loader) for _ in range(accum)]
+                sums = train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator,
+                                  window, generator)
                 bad = (~torch.isfinite(sums)).any().float()
                 if world > 1:
                     bad = accelerator.reduce(bad, "sum")  # every process stops together
                 if bad.item() > 0:
-                    terms = {k: round(float(v), 4) for k, v in zip(LOSS_TERMS, sums)}
-                    if main and last_checkpoint_step == step and last_checkpoint is not None:
-                        # the newest checkpoint holds the very weights whose loss is non-finite: useless to resume
-                        set_aside(last_checkpoint, f"set aside: its weights gave a non-finite loss at step {step + 1}")
-                        try:
-                            last_checkpoint = find_checkpoint(output_dir)
-                        except CheckpointError:
-                            last_checkpoint = None
-                        last_checkpoint_step = None if last_checkpoint is None else load_state(last_checkpoint)["step"]
-                    raise FloatingPointError(nan_advice(step + 1, terms, last_checkpoint, last_checkpoint_step,
-                                                        params, dtype))
+                    _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype)
                 grad_norm, lr = optimizer_step(optimizer, scheduler, scaler, model.parameters(), params.max_grad_norm)
                 step += 1
                 bar.update(1)
-                window["sums"] += sums
-                window["counts"][2] += grad_norm.float()
-                window["steps"] += 1
+                window.losses += sums
+                window.grad_norm += grad_norm.float()
+                window.steps += 1
 
                 if step % params.log_every == 0 or step % params.checkpoint_every == 0 or step == total_steps:
-                    sums_all = accelerator.reduce(window["sums"], "mean") if world > 1 else window["sums"]
-                    counts_all = accelerator.reduce(window["counts"], "sum") if world > 1 else window["counts"]
                     now = time.perf_counter()
-                    tokens_seen += int(counts_all[0])
-                    n = window["steps"]
-                    record = dict(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr)
-                    for name, value in zip(LOSS_TERMS, (sums_all / n).tolist()):
-                        if name == "loss" or weights["alpha" + name[4:]] > 0:
-                            record[name] = value
-                    record.update(grad_norm=float(counts_all[2]) / n / world, tokens=tokens_seen,
-                                  tokens_per_s=float(counts_all[0]) / (now - window["time"]),
-                                  padding_share=1 - float(counts_all[0] / counts_all[1]),
-                                  elapsed_s=round(now - started, 3))
+                    record, tokens_seen = log_record(window, accelerator, weights, step,
+                                                     round(step / steps_per_epoch, 4), lr, tokens_seen,
+                                                     round(now - started, 3), now)
                     if use_scaler:
                         record["grad_scale"] = scaler.get_scale()
-                    window.update(time=now, steps=0)
-                    window["sums"].zero_()
-                    window["counts"].zero_()
+                    window = LogWindow.empty(device, now)
                     last_record = record
                     if main:
                         with open(log_path, "a") as f:
@@ -433,7 +527,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
         # the state of the last completed optimizer step; no barrier: other processes may already be gone
         if main and step != last_checkpoint_step:
             elapsed = time.perf_counter() - started
-            tokens_seen += int(window["counts"][0]) * world  # not yet logged (exact on one process)
+            tokens_seen += int(window.tokens) * world  # not yet logged (exact on one process)
             slot = save_checkpoint(output_dir, student, tokenizer, checkpoint_state())
             print(f"interrupted: checkpoint of step {step} written to {slot}; run again to resume")
         raise
@@ -444,7 +538,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
 
     log = read_log(log_path)
     last_record = log[-1] if log else (last_record or {})
-    return dict(steps=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps,
+    return dict(steps=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_steps=plan.warmup_steps,
                 epochs=step / steps_per_epoch, tokens=tokens_seen, wall_time_s=elapsed,
                 tokens_per_s=tokens_seen / elapsed if elapsed else None, resumed_from=resumed_from,
                 precision=str(dtype).replace("torch.", ""), world_size=world,
@@ -460,162 +554,6 @@ def weights_digest(model):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True):
-    """One distillation run of a stage: the student of ``params`` built from ``teacher``, distilled into
-    run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written (by the main process only: every
-    process of a DDP run calls this and trains). counts: the corpus's token counts (lib.data.token_counts), to
-    count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
-    from accelerate import PartialState
-
-    from lib import results
-    started = time.perf_counter()
-    token_probs = None if counts is None else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
-    student = build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
-                            random_init=params.random_init)
-    summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
-                      tokenizer=tokenizer, token_probs=token_probs, progress=progress)
-    accum = accumulation_steps(params, summary["world_size"])
-    summary.update(weights_sha1=weights_digest(student), gradient_accumulation_steps=accum,
-                   effective_batch_size=params.batch_size * accum * summary["world_size"])
-    state = PartialState()
-    if state.is_main_process:
-        record = results.write_result(
-            params, "distill", time.perf_counter() - started, name=f"distill-{params.run_name}",
-            teacher=params.teacher, student_dir=results.repo_relative(summary["output_dir"]),
-            teacher_parameters=count_parameters(teacher), student_parameters=count_parameters(student),
-            student_layers=getattr(student.config, "teacher_layers", None),
-            **{k: summary[k] for k in ("steps", "total_steps", "steps_per_epoch", "warmup_steps", "epochs", "tokens",
-                                       "tokens_per_s", "resumed_from", "precision", "world_size", "final", "segments",
-                                       "weights_sha1", "gradient_accumulation_steps", "effective_batch_size")},
-            log_path=results.repo_relative(summary["log_path"]), checkpoint=results.repo_relative(summary["checkpoint"]),
-            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]])
-        path = params.path("results_dir") / f"{record.name}.json"
-        print(f"[rank {state.process_index}] results written: {path}", flush=True)
-    state.wait_for_everyone()
-    return summary
-
-
-def _mlm_batches(lengths, batch_size):
-    """Every index once, in batches of similar lengths (evaluation order, deterministic)."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-
-def _uniform_probs(model, tokenizer):
-    return mlm_token_probs(np.ones(model.config.vocab_size), 0.0, special_token_ids(tokenizer))
-
-
-@torch.no_grad()
-def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max_sequences=None, mlm_mask_prop=0.15,
-                 word_mask=0.8, word_keep=0.1, word_rand=0.1, seed=0, precision="auto", device=None, progress=True):
-    """Masked-token accuracy and perplexity (exp of the mean cross-entropy over masked targets) of a masked-LM
-    on held-out sequences. Masks are drawn as in training (token_probs None: uniformly over non-special
-    tokens) from a fixed seed, so two models evaluated on the same dataset see the same masks."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype, _ = select_precision(precision, device)
-    if max_sequences is not None:
-        dataset = dataset.select(range(min(max_sequences, len(dataset))))
-    token_probs = _uniform_probs(model, tokenizer) if token_probs is None else token_probs
-    special_ids = special_token_ids(tokenizer)
-    generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.to(device).eval()
-    set_torch_threads(model)
-    loss_sum, correct, n_targets = 0.0, 0, 0
-    batches = _mlm_batches(sequence_lengths(dataset), batch_size)
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
-    for batch in tqdm(loader, desc="evaluate MLM", disable=not progress):
-        input_ids, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], token_probs,
-                                        tokenizer.mask_token_id, special_ids, mlm_mask_prop, word_mask, word_keep,
-                                        word_rand, generator)
-        with autocast(device, dtype):
-            logits = model(input_ids=input_ids.to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        labels = labels.to(device)
-        targets = labels != -100
-        logits, labels = logits[targets].float(), labels[targets]
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        n_targets += int(labels.numel())
-    model.train(was_training)
-    if n_targets == 0:
-        raise ValueError("no masked targets: the evaluation dataset is empty")
-    return dict(mlm_accuracy=correct / n_targets, perplexity=math.exp(loss_sum / n_targets),
-                loss=loss_sum / n_targets, n_tokens=n_targets, n_sequences=len(dataset))
-
-
-def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_rate=1e-4, batch_size=32,
-                   token_probs=None, mlm_mask_prop=0.15, word_mask=0.8, word_keep=0.1, word_rand=0.1,
-                   warmup_prop=0.05, weight_decay=0.0, max_grad_norm=1.0, precision="auto", seed=56, device=None,
-                   log_every=10, progress=True):
-    """Adapt a BertForMaskedLM teacher to the corpus: train its MLM head (transform and output bias; the output
-    matrix is tied to the word embeddings and stays fixed) and, with top_layers > 0, its top encoder layers, by
-    plain masked-LM for ``steps`` optimizer steps. Everything else stays frozen. Returns dict(log, ...)."""
-    if steps <= 0:
-        raise ParameterError("adapt_steps", f"must be > 0 to adapt the MLM head, got {steps}")
-    n_layers = teacher.config.num_hidden_layers
-    if not 0 <= top_layers <= n_layers:
-        raise ParameterError("adapt_top_layers", f"must be in 0..{n_layers}, got {top_layers}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype, use_scaler = select_precision(precision, device)
-    token_probs = _uniform_probs(teacher, tokenizer) if token_probs is None else token_probs
-    special_ids = special_token_ids(tokenizer)
-
-    tied = teacher.cls.predictions.decoder.weight is teacher.get_input_embeddings().weight
-    trainable = [p for name, p in teacher.cls.predictions.named_parameters() if not (tied and name == "decoder.weight")]
-    trainable += [p for layer in teacher.bert.encoder.layer[n_layers - top_layers:] for p in layer.parameters()]
-    flags = {name: p.requires_grad for name, p in teacher.named_parameters()}
-    teacher.requires_grad_(False)
-    for p in trainable:
-        p.requires_grad_(True)
-    teacher.to(device).train()
-    set_torch_threads(teacher)
-    optimizer = adamw(teacher, learning_rate, (0.9, 0.999), 1e-6, weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_prop * steps), steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    lengths = sequence_lengths(dataset)
-    if len(lengths) < batch_size:
-        raise ParameterError("batch_size", f"{batch_size} is more than the {len(lengths)} sequences available")
-    collate_fn = partial(collate, pad_token_id=tokenizer.pad_token_id)
-
-    log, epoch, step, started = [], 0, 0, time.perf_counter()
-    bar = tqdm(total=steps, desc="adapt MLM head", disable=not progress)
-    try:
-        while step < steps:
-            for batch in DataLoader(dataset, batch_sampler=length_grouped_batches(lengths, batch_size, seed + epoch),
-                                    collate_fn=collate_fn):
-                input_ids, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], token_probs,
-                                                tokenizer.mask_token_id, special_ids, mlm_mask_prop, word_mask,
-                                                word_keep, word_rand, generator)
-                with autocast(device, dtype):
-                    logits = teacher(input_ids=input_ids.to(device),
-                                     attention_mask=batch["attention_mask"].to(device)).logits
-                labels = labels.to(device)
-                targets = labels != -100
-                loss = torch.nn.functional.cross_entropy(logits[targets].float(), labels[targets])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite MLM loss at step {step + 1}: lower adapt_learning_rate")
-                scaler.scale(loss).backward()
-                _, lr = optimizer_step(optimizer, scheduler, scaler, trainable, max_grad_norm)
-                step += 1
-                bar.update(1)
-                if step % log_every == 0 or step == steps:
-                    log.append(dict(step=step, loss=float(loss.detach()), lr=lr,
-                                    elapsed_s=round(time.perf_counter() - started, 3)))
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                if step >= steps:
-                    break
-            epoch += 1
-    finally:
-        bar.close()
-        for name, p in teacher.named_parameters():
-            p.requires_grad_(flags[name])
-        teacher.eval()
-    return dict(log=log, steps=step, wall_time_s=time.perf_counter() - started,
-                trainable_parameters=sum(p.numel() for p in trainable), top_layers=top_layers)
 
 
 def estimate_memory(teacher_config, student_config, batch_size, seq_length, precision="fp16", gpu_gib=16.0):

@@ -18,27 +18,28 @@
 # its size and checks it on held-out text (masked-token accuracy, perplexity, a few fill-mask examples).
 # A teacher without a masked-LM head — the offline mirror's `all-MiniLM-L6-v2` is a sentence encoder —
 # first gets one trained on the corpus (`adapt_mlm`), and the adapted teacher is saved as a model
-# directory for stage 2.
+# directory for stage 2. The work is done by `lib.teacher`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/01_teacher.yaml; see lib/config.py:TeacherParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-teacher = None
-corpus = None
-max_length = None
-heldout_fraction = None
-eval_sequences = None
-adapt_mlm = None
-adapt_steps = None
-adapt_top_layers = None
-adapt_learning_rate = None
-batch_size = None
-precision = None
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+# None = the value from params/<profile>/01_teacher.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+teacher = None  # masked-LM teacher (BERT architecture): hub id or path
+corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
+max_length = None  # tokens per sequence (longer text is cut into chunks)
+heldout_fraction = None  # share of corpus sequences kept aside for the masked-LM check
+eval_sequences = None  # held-out sequences for masked-token accuracy and perplexity
+adapt_mlm = None  # train the MLM head: auto (only when the checkpoint has none), always, never
+adapt_steps = None  # optimizer steps of the MLM-head adaptation
+adapt_top_layers = None  # top teacher layers trained along with the MLM head
+adapt_learning_rate = None  # learning rate of the MLM-head adaptation
+batch_size = None  # sequences per batch (adaptation and evaluation)
+precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a
@@ -63,53 +64,50 @@ os.chdir(_root)
 sys.path.insert(0, _root)
 
 # %%
-import time  # noqa: E402
-
 import lib  # noqa: E402
-from lib import colab, config, data, hub, models, results, training  # noqa: E402
-from transformers import AutoTokenizer, set_seed  # noqa: E402
+import lib.teacher  # noqa: E402  (as lib.teacher: the parameter `teacher` keeps its name)
+from lib import colab, config, models  # noqa: E402
 
 params = config.load_params("teacher", colab.notebook_parameters("teacher", _params_given))
 lib.notebook_setup(params)
-set_seed(params.seed)
 config.as_dict(params)
 
 # %% [markdown]
-# ## Load the teacher and the corpus
-# Both ids resolve against the offline mirror when one is configured (`lib.hub`), else the hub.
+# ## The teacher, checked and adapted
+# `lib.teacher.prepare_teacher` loads the teacher and its tokenizer (both ids resolve against the offline mirror
+# when one is configured, `lib.hub`), tokenizes the corpus and keeps `heldout_fraction` of it aside. It measures
+# masked-token accuracy and perplexity on the held-out sequences, trains the masked-LM head when `adapt_mlm` asks
+# for it (`auto`: only when the checkpoint has none), measures again, saves the teacher to `run_dir/teacher` for
+# stage 2 and writes `results/<profile>/teacher.json`.
 
 # %%
-started = time.perf_counter()
-tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
-teacher, has_mlm_head = models.load_teacher(hub.resolve(params.teacher, params.mirror))
-n_params = models.count_parameters(teacher)
-print(f"teacher {params.teacher}: {teacher.config.num_hidden_layers} layers, hidden {teacher.config.hidden_size}, "
-      f"{n_params / 1e6:.1f}M parameters, masked-LM head {'present' if has_mlm_head else 'MISSING'}")
-
-sequences = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
-                                 min_length=12, cache_dir=params.path("run_dir") / "corpus" / "teacher")
-split = sequences.train_test_split(test_size=params.heldout_fraction, seed=params.seed)
-train_set, heldout = split["train"], split["test"].select(range(min(params.eval_sequences, len(split["test"]))))
-print(f"{len(train_set):,} training sequences, {len(heldout):,} held out")
+prepared = lib.teacher.prepare_teacher(params)
+model = prepared.teacher
+print(f"teacher {params.teacher}: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
+      f"{models.count_parameters(model) / 1e6:.1f}M parameters, "
+      f"masked-LM head {'present' if prepared.has_mlm_head else 'MISSING'}")
+print(f"{len(prepared.train_set):,} training sequences, {len(prepared.heldout):,} held out")
+print(f"adapted: {prepared.adapted}; masked-token accuracy {prepared.mlm_before['mlm_accuracy']:.3f} -> "
+      f"{prepared.mlm_after['mlm_accuracy']:.3f}, perplexity {prepared.mlm_before['perplexity']:.1f} -> "
+      f"{prepared.mlm_after['perplexity']:.1f}")
 
 # %% [markdown]
-# ## Masked-LM sanity check, before and after adaptation
+# The adaptation's masked-LM loss (empty when the head was not trained).
 
 # %%
-before = training.evaluate_mlm(teacher, heldout, tokenizer, batch_size=params.batch_size, seed=params.seed)
-adapt = params.adapt_mlm == "always" or (params.adapt_mlm == "auto" and not has_mlm_head)
-if adapt:
-    adapt_log = training.train_mlm_head(teacher, train_set, tokenizer, steps=params.adapt_steps,
-                                        top_layers=params.adapt_top_layers, learning_rate=params.adapt_learning_rate,
-                                        batch_size=params.batch_size, seed=params.seed, precision=params.precision)
-after = training.evaluate_mlm(teacher, heldout, tokenizer, batch_size=params.batch_size, seed=params.seed) if adapt else before
-print(f"masked-token accuracy {before['mlm_accuracy']:.3f} -> {after['mlm_accuracy']:.3f}, "
-      f"perplexity {before['perplexity']:.1f} -> {after['perplexity']:.1f}")
+import pandas as pd  # noqa: E402
+
+pd.DataFrame(prepared.loss_log)
+
+# %% [markdown]
+# ## A few fill-mask examples
 
 # %%
 from transformers import pipeline  # noqa: E402
-fill = pipeline("fill-mask", model=teacher, tokenizer=tokenizer, device=teacher.device)
-examples = [tokenizer.decode(heldout[i]["input_ids"][1:13]) for i in range(3)]
+
+tokenizer = prepared.tokenizer
+fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=model.device)
+examples = [tokenizer.decode(prepared.heldout[i]["input_ids"][1:13]) for i in range(3)]
 for text in examples:
     words = text.split()
     words[len(words) // 2] = tokenizer.mask_token
@@ -117,29 +115,9 @@ for text in examples:
     print(masked, "->", [(p["token_str"], round(p["score"], 3)) for p in fill(masked, top_k=3)])
 
 # %% [markdown]
-# The teacher's logits at one masked position, kept for the Background chapter's temperature figure.
+# The teacher's logits at one masked position, kept for the Background chapter's temperature figure
+# (`results/<profile>/teacher_logits.json`).
 
 # %%
-import torch  # noqa: E402
-
-ids = list(heldout[0]["input_ids"][:32])
-position = len(ids) // 2
-ids[position] = tokenizer.mask_token_id
-with torch.no_grad():
-    logits = teacher(input_ids=torch.tensor([ids], device=teacher.device)).logits[0, position].float().cpu()
-top = torch.topk(logits, 10)
-results.write_result(params, "teacher_logits", 0.0, text=tokenizer.decode(ids[1:]), position=position,
-                     tokens=tokenizer.convert_ids_to_tokens(top.indices.tolist()), logits=top.values.tolist())
-
-# %% [markdown]
-# ## Save the (adapted) teacher and the result
-
-# %%
-teacher_dir = params.path("run_dir") / "teacher"
-teacher.save_pretrained(teacher_dir)
-tokenizer.save_pretrained(teacher_dir)
-results.write_result(params, "teacher", time.perf_counter() - started, teacher=params.teacher,
-                     saved_to=results.repo_relative(teacher_dir), parameters=n_params,
-                     layers=teacher.config.num_hidden_layers, hidden_size=teacher.config.hidden_size,
-                     had_mlm_head=has_mlm_head, adapted=adapt, heldout_sequences=len(heldout),
-                     mlm_before=before, mlm_after=after)
+logits = lib.teacher.write_teacher_logits(params, model, tokenizer, prepared.heldout[0])
+print(logits.text, "->", logits.tokens[:5])

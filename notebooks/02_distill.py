@@ -20,54 +20,56 @@
 # $$L = \alpha_{ce} \, T^2 \, \mathrm{KL}\big(p_t^{(T)} \,\|\, p_s^{(T)}\big) + \alpha_{mlm} \, L_{mlm} + \alpha_{cos} \, L_{cos}$$
 #
 # with the released weights 5 / 2 / 1 and $T = 2$ (`lib.losses`). Masking is dynamic, 15 % of tokens with
-# frequency smoothing (`lib.data`); training is resumable from checkpoints in `run_dir` (`lib.training`).
+# frequency smoothing (`lib.data`); training is resumable from checkpoints in `run_dir` (`lib.training`,
+# `lib.checkpoints`). The stage itself is `lib.distill.run_stage`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/02_distill.yaml; see lib/config.py:DistillParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-run_name = None
-teacher = None
-student_layers = None
-n_student_layers = None
-random_init = None
-corpus = None
-max_length = None
-min_length = None
-alpha_ce = None
-alpha_mlm = None
-alpha_cos = None
-alpha_mse = None
-temperature = None
-restrict_ce_to_mask = None
-cos_layers = None
-mlm_mask_prop = None
-word_mask = None
-word_keep = None
-word_rand = None
-mlm_smoothing = None
-learning_rate = None
-adam_betas = None
-adam_epsilon = None
-weight_decay = None
-warmup_prop = None
-n_epoch = None
-max_steps = None
-batch_size = None
-gradient_accumulation_steps = None
-effective_batch_size = None
-max_grad_norm = None
-precision = None
-checkpoint_every = None
-resume = None
-resume_with_changes = None
-log_every = None
-undistilled_name = None
-ablations = None
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+# None = the value from params/<profile>/02_distill.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+run_name = None  # the student is saved to <run_dir>/<run_name> (ablations use their own names)
+teacher = None  # the teacher: hub id or path ({run_dir}/teacher: stage 1's)
+student_layers = None  # teacher layers copied into the student; None: spread evenly
+n_student_layers = None  # student depth; None: half the teacher's layers
+random_init = None  # ablation: a random student (drawn from seed) instead of teacher layers
+corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
+max_length = None  # tokens per sequence (longer text is cut into chunks)
+min_length = None  # shorter sequences are dropped (the release drops <= 11 tokens)
+alpha_ce = None  # weight of the distillation loss (KL on temperature-softened outputs)
+alpha_mlm = None  # weight of the masked-LM loss
+alpha_cos = None  # weight of the cosine loss between hidden states
+alpha_mse = None  # extension: weight of an MSE loss on the logits
+temperature = None  # softmax temperature of the distillation loss
+restrict_ce_to_mask = None  # distillation loss on masked positions only (off in the release)
+cos_layers = None  # cosine loss on the last hidden layer, or all: every mapped layer (extension)
+mlm_mask_prop = None  # share of tokens that are prediction targets
+word_mask = None  # share of targets replaced by [MASK]
+word_keep = None  # share of targets kept unchanged
+word_rand = None  # share of targets replaced by a random token
+mlm_smoothing = None  # targets drawn with probability ~ max(count, 1) ** -mlm_smoothing
+learning_rate = None  # AdamW peak learning rate
+adam_betas = None  # AdamW betas
+adam_epsilon = None  # AdamW epsilon
+weight_decay = None  # AdamW weight decay (never on biases and LayerNorms)
+warmup_prop = None  # share of the steps with linear warmup, then linear decay
+n_epoch = None  # passes over the corpus
+max_steps = None  # optimizer steps; None: n_epoch passes over the corpus
+batch_size = None  # sequences per micro-batch per device
+gradient_accumulation_steps = None  # micro-batches per optimizer step per device
+effective_batch_size = None  # sequences per optimizer step, all devices (accumulation adapts)
+max_grad_norm = None  # gradient clipping norm
+precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
+checkpoint_every = None  # optimizer steps between checkpoints
+resume = None  # continue from the last checkpoint in run_dir/<run_name> when there is one
+resume_with_changes = None  # allow a resume with other lr, loss weights, ... (recorded per segment)
+log_every = None  # optimizer steps between log records
+undistilled_name = None  # also save the student as initialised (never distilled) to run_dir/<name>
+ablations = None  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a
@@ -96,13 +98,29 @@ import pandas as pd  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 import lib  # noqa: E402
-from lib import colab, config, data, hub, models, plots, training  # noqa: E402
-from transformers import AutoTokenizer, set_seed  # noqa: E402
+from lib import colab, config, distill, models, plots, training  # noqa: E402
 
 params = config.load_params("distill", colab.notebook_parameters("distill", _params_given))
 lib.notebook_setup(params)
-set_seed(params.seed)
 config.as_dict(params)
+
+# %% [markdown]
+# ## Run the stage
+# `lib.distill.run_stage` does the whole stage, the same function `python -m lib.distill` and `torchrun -m
+# lib.distill` call: it tokenizes the corpus once into memory-mapped Arrow, builds the student, saves it as the
+# undistilled baseline (`undistilled_name`), distils it into `run_dir/<run_name>` and writes
+# `results/<profile>/distill-<run_name>.json`, then runs each ablation the same way.
+#
+# Checkpoints go to two slots, `run_dir/<run_name>/checkpoint-a` and `checkpoint-b`, alternately, each with a
+# manifest of its files' checksums (`lib.checkpoints`), every `checkpoint_every` steps, at the end and on
+# interruption. With `resume=True` a re-run verifies them and continues from the newest good one, refusing changed
+# trajectory parameters (learning rate, loss weights, ...) unless `resume_with_changes=True`, in which case the new
+# values hold from the checkpoint's step on and the results record each segment.
+
+# %%
+stage = distill.run_stage(params)
+summary = stage.runs[params.run_name]
+{k: v for k, v in summary.items() if k != "log"}
 
 # %% [markdown]
 # ## Teacher and student
@@ -110,14 +128,12 @@ config.as_dict(params)
 # embeddings, since DistilBERT has no segment embeddings), the chosen layers and the MLM head, tensor by tensor.
 
 # %%
-tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
-teacher, _ = models.load_teacher(hub.resolve(params.teacher, params.mirror))
-params.check_teacher_depth(teacher.config.num_hidden_layers)
-student = models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers,
-                               random_init=params.random_init)
-print(f"teacher: {teacher.config.num_hidden_layers} layers, {models.count_parameters(teacher) / 1e6:.2f}M parameters")
-print(f"student: {student.config.n_layers} layers, {models.count_parameters(student) / 1e6:.2f}M parameters, "
-      f"{'random init' if params.random_init else 'from teacher layers ' + str(student.config.teacher_layers)}")
+teacher_config, student_config = stage.teacher.config, stage.student.config
+print(f"teacher: {teacher_config.num_hidden_layers} layers, "
+      f"{models.count_parameters(stage.teacher) / 1e6:.2f}M parameters")
+print(f"student: {student_config.n_layers} layers, {models.count_parameters(stage.student) / 1e6:.2f}M parameters, "
+      f"{'random init' if params.random_init else 'from teacher layers ' + str(student_config.teacher_layers)}")
+print(f"corpus: {len(stage.dataset):,} sequences, {sum(stage.dataset['length']):,} tokens")
 
 # %% [markdown]
 # ## Will it fit a 16 GB Colab T4?
@@ -125,29 +141,13 @@ print(f"student: {student.config.n_layers} layers, {models.count_parameters(stud
 # moments, activations and the vocabulary-sized logits, which dominate). The `t4` profile was sized with it.
 
 # %%
-memory = training.estimate_memory(teacher.config, student.config, params.batch_size, params.max_length, "fp16")
+memory = training.estimate_memory(teacher_config, student_config, params.batch_size, params.max_length, "fp16")
 print(f"micro-batch {params.batch_size} x {params.max_length} tokens, fp16: {memory['total_gib']:.1f} GiB "
       f"estimated, {'fits' if memory['fits'] else 'does NOT fit'} a 16 GB T4 (90% usable)")
 {k: round(v, 2) for k, v in memory["parts"].items()}
 
 # %% [markdown]
-# ## The corpus, tokenized once into memory-mapped Arrow
-
-# %%
-dataset = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
-                               min_length=params.min_length, cache_dir=params.path("run_dir") / "corpus" / "distill")
-print(f"{len(dataset):,} sequences, {sum(dataset['length']):,} tokens")
-
-# %% [markdown]
-# ## Train
-# Checkpoints are written every `checkpoint_every` steps and on interruption; with `resume=True` a re-run
-# continues from the last one. `lib.training.run_distillation` builds the student as above, distils it into
-# `run_dir/<run_name>` and writes `results/<profile>/distill-<run_name>.json`.
-
-# %%
-counts = data.token_counts(dataset, teacher.config.vocab_size)  # once, for the masking weights of every run
-summary = training.run_distillation(params, teacher, dataset, tokenizer, counts)
-{k: v for k, v in summary.items() if k != "log"}
+# ## The losses
 
 # %%
 plots.show(plots.loss_curves(summary["log"]), caption=f"Distillation losses ({params.profile} profile)")
@@ -158,28 +158,21 @@ plots.show(plots.loss_curves(summary["log"]), caption=f"Distillation losses ({pa
 # distilled one in the evaluation stages, it shows what distillation itself adds to the initialisation.
 
 # %%
-if params.undistilled_name:
-    baseline_dir = params.path("run_dir") / params.undistilled_name
-    models.save_model(models.build_student(teacher, layers=params.student_layers, n_layers=params.n_student_layers),
-                      baseline_dir, tokenizer)
-    print(f"undistilled student saved to {baseline_dir}")
+if stage.undistilled_dir:
+    print(f"undistilled student saved to {stage.undistilled_dir}")
 else:
     print("undistilled_name is not set: no undistilled baseline at this scale")
 
 # %% [markdown]
 # ## Ablations (the paper's Table 4)
 # Each ablation is a full distillation run with one change (a loss weight set to 0, or a random
-# initialisation) and the same budget, corpus, masking weights and teacher; the GLUE stage evaluates each.
+# initialisation drawn from `seed`) and the same budget, corpus, masking weights and teacher; the GLUE stage
+# evaluates each.
 
 # %%
-ablation_runs = {}
-for name in params.ablations:
-    variant = params.variant(name)
-    print(f"--- ablation {name}: {params.ablations[name]}")
-    ablation_runs[name] = training.run_distillation(variant, teacher, dataset, tokenizer, counts)
-if ablation_runs:
+if params.ablations:
     display(pd.DataFrame({name: {"change": str(params.ablations.get(name, "(triple loss)")), **run["final"],
                                  "tokens": run["tokens"], "wall time (s)": round(run["wall_time_s"])}
-                          for name, run in {params.run_name: summary, **ablation_runs}.items()}).T)
+                          for name, run in stage.runs.items()}).T)
 else:
     print("no ablations at this scale (set the ablations parameter)")

@@ -19,40 +19,41 @@
 # teacher already fine-tuned on SQuAD — the paper's "DistilBERT (D)".
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/04_imdb_squad.yaml; see lib/config.py:ImdbSquadParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-models = None
-seeds = None
-learning_rate = None
-n_epoch = None
-batch_size = None
-warmup_prop = None
-weight_decay = None
-max_train_samples = None
-max_eval_samples = None
-precision = None
-recompute = None
-task_overrides = None
-distill_teacher = None
-imdb_dataset = None
-squad_dataset = None
-run_imdb = None
-run_squad = None
-imdb_max_length = None
-imdb_truncation = None
-squad_max_length = None
-doc_stride = None
-max_answer_length = None
-n_best = None
-squad_distill = None
-squad_teacher = None
-squad_alpha = None
-temperature = None
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+# None = the value from params/<profile>/04_imdb_squad.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+models = None  # label -> model id or path, e.g. {teacher: ..., student: ...}
+seeds = None  # one fine-tuning run per seed
+learning_rate = None  # AdamW peak learning rate
+n_epoch = None  # epochs of fine-tuning
+batch_size = None  # sequences per batch
+warmup_prop = None  # share of the steps with linear warmup, then linear decay
+weight_decay = None  # AdamW weight decay
+max_train_samples = None  # training examples per task at most (None: all)
+max_eval_samples = None  # evaluation examples per task at most (None: all)
+precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
+recompute = None  # re-run (model, task, seed) results that already exist
+task_overrides = None  # task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}
+distill_teacher = None  # label in models whose fine-tuned copy teaches the (D) runs
+imdb_dataset = None  # IMDb dataset id
+squad_dataset = None  # SQuAD v1.1 dataset id
+run_imdb = None  # fine-tune and evaluate on IMDb
+run_squad = None  # fine-tune and evaluate on SQuAD
+imdb_max_length = None  # tokens per IMDb review
+imdb_truncation = None  # head | head+tail: which tokens of a long review are kept
+squad_max_length = None  # tokens per SQuAD window
+doc_stride = None  # tokens shared by consecutive windows of a long context
+max_answer_length = None  # longest answer span, in tokens
+n_best = None  # start and end candidates considered per window
+squad_distill = None  # the paper's DistilBERT (D): a second distillation step on SQuAD
+squad_teacher = None  # teacher already fine-tuned on SQuAD (for squad_distill)
+squad_alpha = None  # squad_distill: squad_alpha * CE + (1 - squad_alpha) * T^2 * KL
+temperature = None  # softmax temperature of squad_distill
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

@@ -20,27 +20,28 @@
 # by example, so both see the same machine state; the tokenizer is timed separately.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/05_latency.yaml; see lib/config.py:LatencyParams for meanings.
-profile = "smoke"  # "t4" on a Colab GPU runtime; smoke, cpu, t4, paper: params/<profile>/
-mirror = None
-seed = None
-run_dir = None
-results_dir = None
-models = None
-sentences_dataset = None
-sentences_task = None
-max_examples = None
-batch_size = None
-num_threads = None
-warmup = None
-repeats = None
-seq_lengths = None
-batch_sizes = None
-sweep_max_tokens = None
-precisions = None
-quantize = None
-device = None
-_project_commit = None  # set by lib.pipeline or the Colab copy: the commit a Colab run clones
+# None = the value from params/<profile>/05_latency.yaml. Each comment is the parameter's help
+# (lib/config.py, `python -m lib.pipeline --help`).
+profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
+mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
+seed = None  # random seed (56: the authors')
+run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
+results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
+models = None  # label -> model id or path (config-only ids are timed with random weights)
+sentences_dataset = None  # dataset of the timed sentences (the paper: STS-B dev)
+sentences_task = None  # its GLUE task
+max_examples = None  # sentence pairs timed; None: the whole dev set
+batch_size = None  # sentences per forward pass
+num_threads = None  # torch threads; 0: torch's default
+warmup = None  # untimed calls per model first
+repeats = None  # timed passes over the sentences (pass totals and per-example medians)
+seq_lengths = None  # sweep: sequence lengths
+batch_sizes = None  # sweep: batch sizes
+sweep_max_tokens = None  # skip sweep points with batch_size * seq_len above this
+precisions = None  # sweep precisions; fp16, bf16 on GPU only (bf16: capability >= 8)
+quantize = None  # also time the student with int8 dynamic quantization of its Linear layers
+device = None  # cpu or cuda
+_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
 # Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a

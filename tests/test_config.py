@@ -99,11 +99,28 @@ def shared_hub_or_none():
 
 
 @pytest.mark.parametrize("stage", list(config.STAGES))
-def test_notebook_parameters_cell_lists_exactly_the_stage_fields(stage):
+def test_notebook_parameters_cell_lists_exactly_the_stage_fields_with_their_help(stage):
     source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage].notebook}.py").read_text()
     cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
-    names = re.findall(r"^([a-z]\w*) = ", cell, flags=re.M)
-    assert names == [f.name for f in dataclasses.fields(config.STAGES[stage].params)]
+    found = re.findall(r"^([a-z]\w*) = (.*?)  # (.*)$", cell, flags=re.M)
+    expected = [(f.name, '"smoke"' if f.name == "profile" else "None", f.metadata["help"])
+                for f in dataclasses.fields(config.STAGES[stage].params)]
+    assert found == expected  # the comment is the field's help (lib.config.param), word for word
+    assert len(re.findall(r"^[a-z]\w* = ", cell, flags=re.M)) == len(expected)  # no line without its help
+
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_every_parameter_has_a_one_line_help(stage):
+    for name, default, help in config.parameter_help(config.STAGES[stage].params):
+        assert help and "\n" not in help and len(f"{name} = None  # {help}") <= 120, name
+    assert ("seed", 56, "random seed (56: the authors')") in config.parameter_help(config.STAGES[stage].params)
+
+
+def test_list_and_dict_defaults_are_not_shared_between_instances():
+    a, b = config.DistillParams(), config.DistillParams()
+    a.adam_betas.append(1.0)
+    a.ablations["x"] = {}
+    assert b.adam_betas == [0.9, 0.98] and b.ablations == {}
 
 
 def test_numbers_written_as_strings_are_read_as_numbers_only_for_numeric_fields():
@@ -131,3 +148,70 @@ def test_names_papermill_injected_must_be_stage_fields():
     assert err.value.name == "data" and "papermill -p" in str(err.value)
     history[2] = '# Parameters\nprofile = "smoke"\nmax_steps = 3\n'
     assert config.load_params("distill", {"profile": "smoke", "max_steps": 3, "In": history}).max_steps == 3
+
+
+# The authors' released recipe, as ../shared/REFERENCE.md ("The released recipe") states it: the loss weights and
+# temperature, the masking, AdamW and its schedule, the batch, the length limits, the seed and the layer map.
+RELEASED_RECIPE = {
+    "alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "temperature": 2.0, "restrict_ce_to_mask": False,
+    "mlm_mask_prop": 0.15, "word_mask": 0.8, "word_keep": 0.1, "word_rand": 0.1, "mlm_smoothing": 0.7,
+    "learning_rate": 5e-4, "adam_betas": [0.9, 0.98], "adam_epsilon": 1e-6, "weight_decay": 0.0, "warmup_prop": 0.05,
+    "n_epoch": 3, "max_grad_norm": 5.0, "batch_size": 5, "gradient_accumulation_steps": 50,
+    "effective_batch_size": 2000, "seed": 56, "max_length": 512, "min_length": 12,
+    "student_layers": [0, 2, 4, 7, 9, 11],
+}
+
+
+def test_the_paper_profile_spells_out_the_released_recipe():
+    written = config.profile_values("paper", config.DISTILL)
+    assert {k: written.get(k) for k in RELEASED_RECIPE} == RELEASED_RECIPE  # written in the file, not defaulted
+    params = config.load_params(config.DISTILL, profile="paper")
+    assert {k: getattr(params, k) for k in RELEASED_RECIPE} == RELEASED_RECIPE
+    defaults = config.DistillParams()  # the defaults are the recipe too (but the layer map, spread evenly)
+    assert {k: getattr(defaults, k) for k in RELEASED_RECIPE if k not in ("effective_batch_size", "student_layers")} \
+        == {k: v for k, v in RELEASED_RECIPE.items() if k not in ("effective_batch_size", "student_layers")}
+
+
+def _released_recipe_from_reference(text):
+    """RELEASED_RECIPE's values read from REFERENCE.md's prose (one regular expression per fact)."""
+    section = " ".join(text.split("## The released recipe", 1)[1].split("\n## ", 1)[0].split())
+    number = r"([0-9.e-]+)"
+
+    def find(pattern):
+        match = re.search(pattern, section)
+        assert match, f"REFERENCE.md no longer says {pattern!r}"
+        return match.groups()
+
+    ce, mlm, cos = map(float, find(rf"Loss = {number} \* L_ce \+ {number} \* L_mlm \+ {number} \* L_cos"))
+    masked, mask, rand, keep = map(float, find(rf"{number}% of tokens are prediction targets; of those {number}% -> "
+                                               rf"\[MASK\], {number}% random token, {number}% unchanged"))
+    lr, beta1, beta2, eps = map(float, find(rf"AdamW lr {number}, betas \({number}, {number}\), eps {number}"))
+    warmup, epochs, clip = find(rf"{number}% linear warmup then linear decay, {number} epochs, grad clip {number}")
+    batch, accum, per_step, gpus = find(rf"{number} sequences x {number} accumulation per GPU \(([0-9,]+) per step "
+                                        rf"on {number} GPUs\)")
+    layers = find(r"teacher layers \[([0-9, ]+)\]")[0]
+    return {
+        "alpha_ce": ce, "alpha_mlm": mlm, "alpha_cos": cos, "temperature": float(find(rf"T = {number}")[0]),
+        "restrict_ce_to_mask": not find(r"restricting it to masked positions was an option, (off) in the release")[0],
+        "mlm_mask_prop": masked / 100, "word_mask": mask / 100, "word_keep": keep / 100, "word_rand": rand / 100,
+        "mlm_smoothing": float(find(rf"max\(count, 1\)\^-{number}")[0]),
+        "learning_rate": lr, "adam_betas": [beta1, beta2], "adam_epsilon": eps,
+        "weight_decay": 0.0 if "no weight decay" in section else None, "warmup_prop": float(warmup) / 100,
+        "n_epoch": int(epochs), "max_grad_norm": float(clip), "batch_size": int(batch),
+        "gradient_accumulation_steps": int(accum), "effective_batch_size": int(per_step.replace(",", "")),
+        "seed": int(find(r"seed (\d+)")[0]), "max_length": int(find(r"max length (\d+)")[0]),
+        "min_length": int(find(r"sequences of <= (\d+) tokens dropped")[0]) + 1,
+        "student_layers": [int(x) for x in layers.split(",")],
+    } | {"_gpus": int(gpus)}
+
+
+def test_the_paper_profile_matches_reference_md():
+    reference = REPO_ROOT.parent / "shared" / "REFERENCE.md"
+    if not reference.is_file():
+        pytest.skip(f"{reference} is not present (the shared folder is outside the repository)")
+    stated = _released_recipe_from_reference(reference.read_text())
+    gpus = stated.pop("_gpus")
+    assert stated["effective_batch_size"] == stated["batch_size"] * stated["gradient_accumulation_steps"] * gpus
+    assert stated == RELEASED_RECIPE  # the table above is REFERENCE.md's
+    written = config.profile_values("paper", config.DISTILL)
+    assert {k: written.get(k) for k in stated} == stated

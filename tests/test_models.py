@@ -1,4 +1,4 @@
-"""lib.models: layer choice, tensor-by-tensor student initialisation, teacher loading, save/reload."""
+"""lib.models: layer choice, tensor-by-tensor student initialisation, the seeded random init, save/reload."""
 from pathlib import Path
 
 import pytest
@@ -6,6 +6,7 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
 from lib import models
+from lib.teacher import load_teacher
 
 MINILM = Path("/work/shared/data/hub/sentence-transformers/all-MiniLM-L6-v2")
 
@@ -130,28 +131,31 @@ def test_random_init_student():
         models.build_student(teacher, layers=[0, 1], n_layers=3)
 
 
+def test_random_init_drawn_from_its_seed_whatever_ran_before():
+    teacher = tiny_teacher()
+    torch.manual_seed(1)
+    a = models.build_student(teacher, random_init=True, seed=56)
+    torch.randn(1000)  # another earlier consumer of the global RNG
+    after = torch.get_rng_state()
+    b = models.build_student(teacher, random_init=True, seed=56)
+    assert torch.equal(torch.get_rng_state(), after)  # the global RNG is left as it was
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    c = models.build_student(teacher, random_init=True, seed=57)
+    word = "distilbert.transformer.layer.0.ffn.lin1.weight"
+    assert not torch.equal(a.state_dict()[word], c.state_dict()[word])
+    copied = models.build_student(teacher, seed=56)  # seed matters only for random_init
+    assert torch.equal(copied.state_dict()[word], teacher.state_dict()["bert.encoder.layer.0.intermediate.dense.weight"])
+
+
 def test_layer_map():
     student = models.build_student(tiny_teacher(), layers=[0, 2, 3])
     assert models.layer_map(student, "last") == [(-1, -1)]
     assert models.layer_map(student, "all") == [(1, 1), (2, 3), (3, 4)]
 
 
-def test_load_teacher_detects_missing_mlm_head(tmp_path):
-    teacher = tiny_teacher()
-    teacher.save_pretrained(tmp_path / "mlm")
-    loaded, has_head = models.load_teacher(str(tmp_path / "mlm"))
-    assert has_head
-    assert torch.equal(loaded.cls.predictions.transform.dense.weight, teacher.cls.predictions.transform.dense.weight)
-    encoder = BertModel(teacher.config)
-    encoder.save_pretrained(tmp_path / "encoder")
-    loaded, has_head = models.load_teacher(str(tmp_path / "encoder"))
-    assert not has_head
-    assert torch.equal(loaded.bert.encoder.layer[1].output.dense.weight, encoder.encoder.layer[1].output.dense.weight)
-
-
 @pytest.mark.skipif(not MINILM.is_dir(), reason="all-MiniLM-L6-v2 not available")
 def test_minilm_teacher():
-    teacher, has_head = models.load_teacher(str(MINILM))
+    teacher, has_head = load_teacher(str(MINILM))
     assert not has_head and teacher.config.num_hidden_layers == 6
     student = models.build_student(teacher).eval()
     assert student.config.teacher_layers == [0, 2, 5]

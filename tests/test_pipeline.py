@@ -43,7 +43,8 @@ def test_a_failing_stage_is_named(tmp_path):
         pipeline.run_stage("teacher", "smoke", {"teacher": "acme/no-such-model", "run_dir": str(tmp_path)},
                            output_dir=tmp_path, log_output=False)
     assert err.value.stage == "teacher"
-    assert "HubUnavailableError" in str(err.value) and "acme/no-such-model" in str(err.value)
+    # the notebook's preflight (lib.notebook_setup) names the parameter before any model loads
+    assert "ParameterError: parameter 'teacher'" in str(err.value) and "acme/no-such-model" in str(err.value)
 
 
 def test_papermill_itself_rejects_an_unknown_parameter_inside_the_notebook(tmp_path):

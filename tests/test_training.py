@@ -1,5 +1,6 @@
-"""lib.training: precision choice, the distillation loop (logs, checkpoints, resume, NaN stop, 2-process DDP),
-MLM evaluation and head adaptation, the memory estimate. Tiny models, CPU, one thread."""
+"""lib.training: precision choice, the distillation loop and its pieces (masking spec, log window, step; logs,
+checkpoints, resume, NaN stop, 2-process DDP), the memory estimate; lib.distill's runs. Tiny models, CPU, one
+thread."""
 import json
 import math
 import os
@@ -14,8 +15,8 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, checkpoints, data, models, training
-from lib.config import DistillParams, ParameterError, make_params
+from lib import REPO_ROOT, checkpoints, config, data, distill, models, training
+from lib.config import DistillParams, ParameterError, load_params, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -106,7 +107,7 @@ def test_run_distillation_writes_the_run_with_its_own_parameters(setup, tmp_path
     params = distill_params(run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_steps=2,
                             n_student_layers=2, ablations={"no-cos": {"alpha_cos": 0.0}})
     counts = data.token_counts(dataset, teacher.config.vocab_size, progress=False)
-    summary = training.run_distillation(params.variant("no-cos"), teacher, dataset, tokenizer, counts)
+    summary = distill.run_distillation(params.variant("no-cos"), teacher, dataset, tokenizer, counts)
     record = json.loads((tmp_path / "results" / "distill-no-cos.json").read_text())
     assert record["provenance"]["params"]["alpha_cos"] == 0 and record["provenance"]["params"]["run_name"] == "no-cos"
     assert record["student_layers"] == [0, 3] and record["steps"] == 2 == summary["steps"]
@@ -202,40 +203,6 @@ def test_ddp_two_processes_end_identical(tmp_path):
     # each optimizer step saw 2 processes x 2 micro-batches x 2 sequences: different data on the two ranks
     initial = models.build_student(tiny_setup()[0]).state_dict()
     assert any(not torch.equal(initial[k], rank0[k]) for k in rank0)
-
-
-def test_evaluate_mlm_same_masks_for_teacher_and_copy(setup):
-    teacher, tokenizer, dataset = setup
-    full_copy = models.build_student(teacher, layers=[0, 1, 2, 3])
-    a = training.evaluate_mlm(teacher, dataset, tokenizer, batch_size=16, progress=False)
-    b = training.evaluate_mlm(full_copy, dataset, tokenizer, batch_size=16, progress=False)
-    assert a["n_tokens"] == b["n_tokens"] and a["mlm_accuracy"] == pytest.approx(b["mlm_accuracy"])
-    assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
-    assert a["perplexity"] == pytest.approx(math.exp(a["loss"]))
-    lengths = data.sequence_lengths(dataset)
-    order = np.argsort(-lengths, kind="stable")
-    assert a["n_tokens"] == sum(math.ceil(0.15 * lengths[order[i:i + 16]].sum()) for i in range(0, len(order), 16))
-    # a random teacher over 125 tokens is near chance
-    assert 0.3 * 120 < a["perplexity"] < 3 * 120
-
-
-def test_train_mlm_head_only_touches_head_and_top_layers(setup):
-    _, tokenizer, dataset = setup
-    teacher = tiny_setup(seed=1)[0]
-    before = state(teacher)
-    eval_before = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
-    result = training.train_mlm_head(teacher, dataset, tokenizer, steps=40, top_layers=1, learning_rate=3e-3,
-                                     batch_size=16, progress=False, log_every=10)
-    eval_after = training.evaluate_mlm(teacher, dataset, tokenizer, progress=False)
-    assert [r["step"] for r in result["log"]] == [10, 20, 30, 40]
-    assert eval_after["loss"] < eval_before["loss"] - 0.3  # the Zipf corpus is learnable from unigrams alone
-    after = teacher.state_dict()
-    changed = {k for k in after if not torch.equal(before[k], after[k])}
-    assert "cls.predictions.transform.dense.weight" in changed and "cls.predictions.bias" in changed
-    assert "bert.encoder.layer.3.output.dense.weight" in changed
-    assert not any(k.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.2.")) for k in changed)
-    assert "cls.predictions.decoder.weight" not in changed  # tied to the word embeddings
-    assert all(p.requires_grad for p in teacher.parameters()) and not teacher.training
 
 
 def test_estimate_memory_counts_parameters(setup):
@@ -341,3 +308,61 @@ def test_trajectory_params_keep_run_dir_paths_relative_so_a_moved_run_resumes():
     other = make_params(DistillParams, dict(run_dir="runs/t4-other", teacher="runs/t4/teacher",
                                             corpus=[{"id": "smoke/corpus", "split": "train", "column": "text"}]))
     assert training.trajectory_params(other)["teacher"] == "runs/t4/teacher"
+
+
+def test_masking_spec_masks_as_mask_tokens_with_the_run_parameters(setup):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(mlm_mask_prop=0.3, word_mask=0.5, word_keep=0.2, word_rand=0.3)
+    probs = data.mlm_token_probs(np.ones(len(tokenizer)), 0.0, data.special_token_ids(tokenizer))
+    spec = training.masking_spec(params, tokenizer, probs)
+    assert (spec.mask_token_id, spec.mlm_mask_prop, spec.word_mask, spec.word_keep, spec.word_rand) == (
+        tokenizer.mask_token_id, 0.3, 0.5, 0.2, 0.3)
+    batch = data.collate([dataset[i] for i in range(4)], tokenizer.pad_token_id)
+    got = spec.apply(batch, torch.Generator().manual_seed(3))
+    want = data.mask_tokens(batch["input_ids"], batch["attention_mask"], probs, tokenizer.mask_token_id,
+                            data.special_token_ids(tokenizer), 0.3, 0.5, 0.2, 0.3, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_log_record_averages_the_window_by_name():
+    class OneProcess:
+        num_processes = 1
+    window = training.LogWindow.empty("cpu", now=10.0)
+    window.losses += torch.tensor([8.0, 1.0, 2.0, 0.5, 0.0])  # two steps' sums of loss, ce, mlm, cos, mse
+    window.tokens += 300
+    window.positions += 400
+    window.grad_norm += 3.0
+    window.steps = 2
+    weights = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=0.0, alpha_mse=0.0)
+    record, tokens = training.log_record(window, OneProcess(), weights, step=6, epoch=0.5, lr=1e-3, tokens_seen=100,
+                                         elapsed_s=1.5, now=12.0)
+    assert tokens == 400 and record["tokens"] == 400
+    assert record == dict(step=6, epoch=0.5, lr=1e-3, loss=4.0, loss_ce=0.5, loss_mlm=1.0, grad_norm=1.5,
+                          tokens=400, tokens_per_s=150.0, padding_share=0.25, elapsed_s=1.5)  # cos, mse: weight 0
+
+
+def test_plan_steps_names_the_knob_that_made_a_step_too_big():
+    plan = training.plan_steps(distill_params(max_steps=None, n_epoch=2, warmup_prop=0.1), n_sequences=100, world=1)
+    assert plan == training.StepPlan(micro_per_epoch=25, accum=2, steps_per_epoch=12, total_steps=24, warmup_steps=3)
+    with pytest.raises(ParameterError, match="gradient_accumulation_steps.*100 sequences"):
+        training.plan_steps(distill_params(gradient_accumulation_steps=30), n_sequences=100, world=1)
+    with pytest.raises(ParameterError, match="effective_batch_size"):
+        training.plan_steps(distill_params(effective_batch_size=200), n_sequences=100, world=1)
+
+
+def test_run_stage_builds_the_student_once_and_saves_its_initialisation(tmp_path):
+    params = load_params(config.DISTILL, profile="smoke", teacher="smoke/tiny-bert", run_dir=str(tmp_path / "runs"),
+                         results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
+                         undistilled_name="undistilled", ablations={"random": {"random_init": True}})
+    stage = distill.run_stage(params, progress=False)
+    assert list(stage.runs) == ["student", "random"] and stage.undistilled_dir == tmp_path / "runs" / "undistilled"
+    initial = distill.build_student(params, stage.teacher)
+    saved = AutoModelForMaskedLM.from_pretrained(stage.undistilled_dir)
+    assert training.weights_digest(saved) == training.weights_digest(initial)  # the main student before distillation
+    assert stage.runs["student"]["weights_sha1"] == training.weights_digest(stage.student) != training.weights_digest(saved)
+    assert json.loads((tmp_path / "results" / "distill-random.json").read_text())["provenance"]["params"]["random_init"]
+    # the random-init ablation starts from params.seed, whatever ran before it
+    torch.manual_seed(123)
+    a = distill.build_student(params.variant("random"), stage.teacher)
+    b = distill.build_student(params.variant("random"), stage.teacher)
+    assert training.weights_digest(a) == training.weights_digest(b)

@@ -1,0 +1,242 @@
+"""The teacher: loading, masked-LM evaluation, the MLM head's adaptation, and stage 1 (``prepare_teacher``).
+
+Stage 1 checks that the teacher can teach: its masked-token accuracy and perplexity on held-out text, before and
+after adaptation. A teacher without a masked-LM head (the offline mirror's all-MiniLM-L6-v2 is a sentence
+encoder) gets one trained on the corpus first; ``prepare_teacher`` holds that decision (adapt_mlm: auto, always,
+never), saves the (adapted) teacher to run_dir/teacher for stage 2 and writes results/<profile>/teacher.json;
+``write_teacher_logits`` writes the Background chapter's example logits. The notebook narrates and calls.
+"""
+import dataclasses
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM, get_linear_schedule_with_warmup, set_seed
+
+from lib import config, data, hub, results
+from lib.config import ParameterError
+from lib.data import collate, length_grouped_batches, mlm_token_probs, sequence_lengths, special_token_ids
+from lib.models import count_parameters, set_torch_threads
+from lib.training import MaskingSpec, adamw, autocast, optimizer_step, select_precision
+
+MIN_LENGTH = 12  # held-out and training sequences of <= 11 tokens are dropped, as in stage 2 (released recipe)
+LOGITS_TOP_K = 10  # teacher_logits.json: the top-k logits at the masked position
+
+
+def load_teacher(path, mirror=None):
+    """A BERT masked-LM teacher from a hub id or directory, in eval mode, and whether its MLM head was in the
+    checkpoint (an encoder-only checkpoint such as all-MiniLM-L6-v2 loads with a randomly initialised head)."""
+    config = hub.from_pretrained(AutoConfig, path, mirror=mirror)
+    if config.model_type != "bert":
+        raise ValueError(f"teacher {path!r} is a {config.model_type!r} model; the DistilBERT student is built from "
+                         f"BERT-architecture teachers (model_type 'bert') only")
+    teacher, info = hub.from_pretrained(BertForMaskedLM, path, mirror=mirror, output_loading_info=True)
+    missing = set(info["missing_keys"])
+    # decoder.weight is tied to the word embeddings, and decoder.bias to cls.predictions.bias (either name may
+    # hold the bias in a checkpoint): neither counts as missing on its own
+    head_missing = {k for k in missing if k.startswith("cls.predictions.")} - {"cls.predictions.decoder.weight"}
+    if {"cls.predictions.bias", "cls.predictions.decoder.bias"} - missing:
+        head_missing -= {"cls.predictions.bias", "cls.predictions.decoder.bias"}
+    teacher.eval()
+    return teacher, not head_missing
+
+
+def _mlm_batches(lengths, batch_size):
+    """Every index once, in batches of similar lengths (evaluation order, deterministic)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def _uniform_probs(model, tokenizer):
+    return mlm_token_probs(np.ones(model.config.vocab_size), 0.0, special_token_ids(tokenizer))
+
+
+@torch.no_grad()
+def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max_sequences=None, mlm_mask_prop=0.15,
+                 word_mask=0.8, word_keep=0.1, word_rand=0.1, seed=0, precision="auto", device=None, progress=True):
+    """Masked-token accuracy and perplexity (exp of the mean cross-entropy over masked targets) of a masked-LM
+    on held-out sequences. Masks are drawn as in training (token_probs None: uniformly over non-special
+    tokens) from a fixed seed, so two models evaluated on the same dataset see the same masks."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype, _ = select_precision(precision, device)
+    if max_sequences is not None:
+        dataset = dataset.select(range(min(max_sequences, len(dataset))))
+    token_probs = _uniform_probs(model, tokenizer) if token_probs is None else token_probs
+    masking = MaskingSpec(token_probs, tokenizer.mask_token_id, special_token_ids(tokenizer), mlm_mask_prop,
+                          word_mask, word_keep, word_rand)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.to(device).eval()
+    set_torch_threads(model)
+    loss_sum, correct, n_targets = 0.0, 0, 0
+    batches = _mlm_batches(sequence_lengths(dataset), batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
+    for batch in tqdm(loader, desc="evaluate MLM", disable=not progress):
+        input_ids, labels = masking.apply(batch, generator)
+        with autocast(device, dtype):
+            logits = model(input_ids=input_ids.to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        labels = labels.to(device)
+        targets = labels != -100
+        logits, labels = logits[targets].float(), labels[targets]
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+        n_targets += int(labels.numel())
+    model.train(was_training)
+    if n_targets == 0:
+        raise ValueError("no masked targets: the evaluation dataset is empty")
+    return dict(mlm_accuracy=correct / n_targets, perplexity=math.exp(loss_sum / n_targets),
+                loss=loss_sum / n_targets, n_tokens=n_targets, n_sequences=len(dataset))
+
+
+def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_rate=1e-4, batch_size=32,
+                   token_probs=None, mlm_mask_prop=0.15, word_mask=0.8, word_keep=0.1, word_rand=0.1,
+                   warmup_prop=0.05, weight_decay=0.0, max_grad_norm=1.0, precision="auto", seed=56, device=None,
+                   log_every=10, progress=True):
+    """Adapt a BertForMaskedLM teacher to the corpus: train its MLM head (transform and output bias; the output
+    matrix is tied to the word embeddings and stays fixed) and, with top_layers > 0, its top encoder layers, by
+    plain masked-LM for ``steps`` optimizer steps. Everything else stays frozen. Returns dict(log, ...)."""
+    if steps <= 0:
+        raise ParameterError("adapt_steps", f"must be > 0 to adapt the MLM head, got {steps}")
+    n_layers = teacher.config.num_hidden_layers
+    if not 0 <= top_layers <= n_layers:
+        raise ParameterError("adapt_top_layers", f"must be in 0..{n_layers}, got {top_layers}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype, use_scaler = select_precision(precision, device)
+    token_probs = _uniform_probs(teacher, tokenizer) if token_probs is None else token_probs
+    masking = MaskingSpec(token_probs, tokenizer.mask_token_id, special_token_ids(tokenizer), mlm_mask_prop,
+                          word_mask, word_keep, word_rand)
+
+    tied = teacher.cls.predictions.decoder.weight is teacher.get_input_embeddings().weight
+    trainable = [p for name, p in teacher.cls.predictions.named_parameters() if not (tied and name == "decoder.weight")]
+    trainable += [p for layer in teacher.bert.encoder.layer[n_layers - top_layers:] for p in layer.parameters()]
+    flags = {name: p.requires_grad for name, p in teacher.named_parameters()}
+    teacher.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    teacher.to(device).train()
+    set_torch_threads(teacher)
+    optimizer = adamw(teacher, learning_rate, (0.9, 0.999), 1e-6, weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_prop * steps), steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    lengths = sequence_lengths(dataset)
+    if len(lengths) < batch_size:
+        raise ParameterError("batch_size", f"{batch_size} is more than the {len(lengths)} sequences available")
+    collate_fn = partial(collate, pad_token_id=tokenizer.pad_token_id)
+
+    log, epoch, step, started = [], 0, 0, time.perf_counter()
+    bar = tqdm(total=steps, desc="adapt MLM head", disable=not progress)
+    try:
+        while step < steps:
+            for batch in DataLoader(dataset, batch_sampler=length_grouped_batches(lengths, batch_size, seed + epoch),
+                                    collate_fn=collate_fn):
+                input_ids, labels = masking.apply(batch, generator)
+                with autocast(device, dtype):
+                    logits = teacher(input_ids=input_ids.to(device),
+                                     attention_mask=batch["attention_mask"].to(device)).logits
+                labels = labels.to(device)
+                targets = labels != -100
+                loss = torch.nn.functional.cross_entropy(logits[targets].float(), labels[targets])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite MLM loss at step {step + 1}: lower adapt_learning_rate")
+                scaler.scale(loss).backward()
+                _, lr = optimizer_step(optimizer, scheduler, scaler, trainable, max_grad_norm)
+                step += 1
+                bar.update(1)
+                if step % log_every == 0 or step == steps:
+                    log.append(dict(step=step, loss=float(loss.detach()), lr=lr,
+                                    elapsed_s=round(time.perf_counter() - started, 3)))
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if step >= steps:
+                    break
+            epoch += 1
+    finally:
+        bar.close()
+        for name, p in teacher.named_parameters():
+            p.requires_grad_(flags[name])
+        teacher.eval()
+    return dict(log=log, steps=step, wall_time_s=time.perf_counter() - started,
+                trainable_parameters=sum(p.numel() for p in trainable), top_layers=top_layers)
+
+
+def needs_adaptation(adapt_mlm, has_mlm_head):
+    """Whether stage 1 trains the MLM head: always, never, or (auto) only when the checkpoint had none."""
+    if adapt_mlm not in config.ADAPT_MLM:
+        raise ParameterError("adapt_mlm", f"{adapt_mlm!r} is not one of {list(config.ADAPT_MLM)}")
+    return adapt_mlm == "always" or (adapt_mlm == "auto" and not has_mlm_head)
+
+
+@dataclasses.dataclass
+class PreparedTeacher:
+    """What stage 1 made: the (adapted) teacher, its tokenizer, the held-out split and the checks."""
+    teacher: BertForMaskedLM
+    tokenizer: object
+    train_set: object            # datasets.Dataset of tokenized corpus sequences (adaptation data)
+    heldout: object              # the held-out sequences of the masked-LM check
+    has_mlm_head: bool           # whether the checkpoint held a trained masked-LM head
+    adapted: bool
+    mlm_before: dict             # evaluate_mlm before adaptation
+    mlm_after: dict              # and after (mlm_before when not adapted)
+    loss_log: list               # train_mlm_head's log records (step, loss, lr, elapsed_s); [] when not adapted
+    saved_to: Path               # run_dir/teacher
+    record: results.TeacherResult
+
+
+def prepare_teacher(params, progress=True):
+    """Stage 1 for a TeacherParams: load the teacher and the corpus, evaluate the masked LM on held-out sequences,
+    adapt the MLM head when params.adapt_mlm says so and evaluate again, save the teacher to run_dir/teacher and
+    write results/<profile>/teacher.json. Returns a PreparedTeacher (its loss_log: the adaptation's)."""
+    started = time.perf_counter()
+    set_seed(params.seed)
+    tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
+    teacher, has_mlm_head = load_teacher(hub.resolve(params.teacher, params.mirror))
+    sequences = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
+                                     min_length=MIN_LENGTH,
+                                     cache_dir=params.path("run_dir") / "corpus" / config.TEACHER)
+    split = sequences.train_test_split(test_size=params.heldout_fraction, seed=params.seed)
+    train_set = split["train"]
+    heldout = split["test"].select(range(min(params.eval_sequences, len(split["test"]))))
+
+    evaluate = partial(evaluate_mlm, tokenizer=tokenizer, batch_size=params.batch_size, seed=params.seed,
+                       progress=progress)
+    before = evaluate(teacher, heldout)
+    adapted = needs_adaptation(params.adapt_mlm, has_mlm_head)
+    loss_log = []
+    if adapted:
+        loss_log = train_mlm_head(teacher, train_set, tokenizer, steps=params.adapt_steps,
+                                  top_layers=params.adapt_top_layers, learning_rate=params.adapt_learning_rate,
+                                  batch_size=params.batch_size, seed=params.seed, precision=params.precision,
+                                  progress=progress)["log"]
+    after = evaluate(teacher, heldout) if adapted else before
+
+    saved_to = params.path("run_dir") / config.TEACHER
+    teacher.save_pretrained(saved_to)
+    tokenizer.save_pretrained(saved_to)
+    record = results.write_result(
+        params, config.TEACHER, time.perf_counter() - started, teacher=params.teacher,
+        saved_to=results.repo_relative(saved_to), parameters=count_parameters(teacher),
+        layers=teacher.config.num_hidden_layers, hidden_size=teacher.config.hidden_size, had_mlm_head=has_mlm_head,
+        adapted=adapted, heldout_sequences=len(heldout), mlm_before=before, mlm_after=after)
+    return PreparedTeacher(teacher, tokenizer, train_set, heldout, has_mlm_head, adapted, before, after, loss_log,
+                           saved_to, record)
+
+
+@torch.no_grad()
+def write_teacher_logits(params, teacher, tokenizer, sequence, length=32, top_k=LOGITS_TOP_K):
+    """results/<profile>/teacher_logits.json: the teacher's top_k logits at the middle position of the first
+    ``length`` tokens of ``sequence`` (a tokenized row), that position masked (the Background chapter's
+    temperature figure). Returns the record."""
+    ids = list(sequence["input_ids"][:length])
+    position = len(ids) // 2
+    ids[position] = tokenizer.mask_token_id
+    logits = teacher(input_ids=torch.tensor([ids], device=teacher.device)).logits[0, position].float().cpu()
+    top = torch.topk(logits, top_k)
+    return results.write_result(params, config.TEACHER_LOGITS, 0.0, text=tokenizer.decode(ids[1:]), position=position,
+                                tokens=tokenizer.convert_ids_to_tokens(top.indices.tolist()),
+                                logits=top.values.tolist())

@@ -1,0 +1,111 @@
+"""lib.teacher: loading (MLM head present or not), masked-LM evaluation, MLM-head adaptation, the adapt decision
+and stage 1 (prepare_teacher, write_teacher_logits) on the smoke world. Tiny models, CPU, one thread."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertModel
+
+from lib import config, data, hub, models, results
+from lib.config import ParameterError
+from lib.teacher import (evaluate_mlm, load_teacher, needs_adaptation, prepare_teacher, train_mlm_head,
+                         write_teacher_logits)
+from test_models import tiny_teacher
+from test_training import one_thread, setup, state, tiny_setup  # noqa: F401  (fixtures: one thread, tiny world)
+
+
+def test_load_teacher_detects_missing_mlm_head(tmp_path):
+    teacher = tiny_teacher()
+    teacher.save_pretrained(tmp_path / "mlm")
+    loaded, has_head = load_teacher(str(tmp_path / "mlm"))
+    assert has_head
+    assert torch.equal(loaded.cls.predictions.transform.dense.weight, teacher.cls.predictions.transform.dense.weight)
+    encoder = BertModel(teacher.config)
+    encoder.save_pretrained(tmp_path / "encoder")
+    loaded, has_head = load_teacher(str(tmp_path / "encoder"))
+    assert not has_head
+    assert torch.equal(loaded.bert.encoder.layer[1].output.dense.weight, encoder.encoder.layer[1].output.dense.weight)
+
+
+
+def test_evaluate_mlm_same_masks_for_teacher_and_copy(setup):
+    teacher, tokenizer, dataset = setup
+    full_copy = models.build_student(teacher, layers=[0, 1, 2, 3])
+    a = evaluate_mlm(teacher, dataset, tokenizer, batch_size=16, progress=False)
+    b = evaluate_mlm(full_copy, dataset, tokenizer, batch_size=16, progress=False)
+    assert a["n_tokens"] == b["n_tokens"] and a["mlm_accuracy"] == pytest.approx(b["mlm_accuracy"])
+    assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
+    assert a["perplexity"] == pytest.approx(math.exp(a["loss"]))
+    lengths = data.sequence_lengths(dataset)
+    order = np.argsort(-lengths, kind="stable")
+    assert a["n_tokens"] == sum(math.ceil(0.15 * lengths[order[i:i + 16]].sum()) for i in range(0, len(order), 16))
+    # a random teacher over 125 tokens is near chance
+    assert 0.3 * 120 < a["perplexity"] < 3 * 120
+
+
+def test_train_mlm_head_only_touches_head_and_top_layers(setup):
+    _, tokenizer, dataset = setup
+    teacher = tiny_setup(seed=1)[0]
+    before = state(teacher)
+    eval_before = evaluate_mlm(teacher, dataset, tokenizer, progress=False)
+    result = train_mlm_head(teacher, dataset, tokenizer, steps=40, top_layers=1, learning_rate=3e-3,
+                            batch_size=16, progress=False, log_every=10)
+    eval_after = evaluate_mlm(teacher, dataset, tokenizer, progress=False)
+    assert [r["step"] for r in result["log"]] == [10, 20, 30, 40]
+    assert eval_after["loss"] < eval_before["loss"] - 0.3  # the Zipf corpus is learnable from unigrams alone
+    after = teacher.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert "cls.predictions.transform.dense.weight" in changed and "cls.predictions.bias" in changed
+    assert "bert.encoder.layer.3.output.dense.weight" in changed
+    assert not any(k.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.2.")) for k in changed)
+    assert "cls.predictions.decoder.weight" not in changed  # tied to the word embeddings
+    assert all(p.requires_grad for p in teacher.parameters()) and not teacher.training
+
+
+
+
+@pytest.mark.parametrize("adapt_mlm, has_head, expected", [
+    ("auto", True, False), ("auto", False, True), ("always", True, True), ("always", False, True),
+    ("never", True, False), ("never", False, False)])
+def test_the_adapt_decision(adapt_mlm, has_head, expected):
+    assert needs_adaptation(adapt_mlm, has_head) is expected
+
+
+def test_an_unknown_adapt_mode_is_named():
+    with pytest.raises(ParameterError, match="adapt_mlm.*'sometimes'"):
+        needs_adaptation("sometimes", True)
+
+
+def smoke_params(tmp_path, **overrides):
+    return config.load_params(config.TEACHER, profile="smoke", run_dir=str(tmp_path / "runs"),
+                              results_dir=str(tmp_path / "results"), eval_sequences=8, batch_size=8, **overrides)
+
+
+def test_prepare_teacher_adapts_saves_and_writes_its_result(tmp_path):
+    params = smoke_params(tmp_path, adapt_mlm="always", adapt_steps=3)
+    prepared = prepare_teacher(params, progress=False)
+    assert prepared.adapted and [r["step"] for r in prepared.loss_log] == [3]  # the adaptation's loss log
+    assert prepared.mlm_after != prepared.mlm_before and len(prepared.heldout) == 8
+    record = results.load(params.results_dir, config.TEACHER)
+    assert isinstance(record, results.TeacherResult) and record.adapted and record.had_mlm_head
+    assert record.mlm_before == prepared.mlm_before and record.mlm_after == prepared.mlm_after
+    assert record.parameters == models.count_parameters(prepared.teacher) and record.heldout_sequences == 8
+    saved, _ = load_teacher(str(prepared.saved_to))  # stage 2's teacher: the adapted weights
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in prepared.teacher.state_dict().items())
+
+    logits = write_teacher_logits(params, prepared.teacher, prepared.tokenizer, prepared.heldout[0])
+    stored = json.loads((tmp_path / "results" / "teacher_logits.json").read_text())
+    assert stored["tokens"] == logits.tokens and len(stored["logits"]) == 10
+    assert stored["logits"] == sorted(stored["logits"], reverse=True)
+    ids = list(prepared.heldout[0]["input_ids"][:32])
+    assert stored["position"] == len(ids) // 2 and "[MASK]" in stored["text"]
+
+
+def test_prepare_teacher_never_adapts_with_never(tmp_path):
+    params = smoke_params(tmp_path, adapt_mlm="never")
+    prepared = prepare_teacher(params, progress=False)
+    original, _ = load_teacher(hub.resolve(params.teacher, params.mirror))
+    assert not prepared.adapted and prepared.loss_log == [] and prepared.mlm_after == prepared.mlm_before
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in prepared.teacher.state_dict().items())
