@@ -149,7 +149,7 @@ class TeacherResult(StageResult):
     had_mlm_head: bool
     adapted: bool                # whether the masked-LM head was trained (adapt_mlm)
     heldout_sequences: int
-    mlm_before: dict             # lib.training.evaluate_mlm: mlm_accuracy, perplexity, loss, n_tokens, n_sequences
+    mlm_before: dict             # lib.teacher.evaluate_mlm: mlm_accuracy, perplexity, loss, n_tokens, n_sequences
     mlm_after: dict
 
 
