@@ -7,23 +7,10 @@ import sys
 
 import pytest
 import torch
-from test_training import distill_params, tiny_setup
+from test_training import distill_params, one_thread, setup, tiny_setup  # noqa: F401 (fixtures)
 
 from lib import checkpoints, models, training
 from lib.config import ParameterError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return tiny_setup()
 
 
 def disk_bytes(folder):
