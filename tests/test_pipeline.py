@@ -71,3 +71,16 @@ def test_the_runner_validates_every_stage_before_running_any(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing ran
     assert pipeline.main(["--stages", "distil"]) == 1
     assert pipeline.main(["-p", "not_a_parameter=1"]) == 1
+
+
+def test_the_glue_stage_runs_only_the_tasks_given(smoke_run):
+    # `python -m lib.pipeline --stages glue -p tasks=[cola]`: the notebook's `tasks` parameter used to be replaced
+    # by the `lib.tasks` module it imported, and the stage then ran all nine tasks
+    tmp, _ = smoke_run
+    results_dir = tmp / "results-cola-only"
+    assert pipeline.main(["--stages", "glue", "-p", "tasks=[cola]", "-p", f"run_dir={tmp / 'runs'}", "-p",
+                          f"results_dir={results_dir}", "--output-dir", str(tmp / "notebooks-cola-only")]) == 0
+    summary = json.loads((results_dir / "glue.json").read_text())["summary"]
+    assert {row["task"] for row in summary} <= {"cola", "glue"} and any(row["task"] == "cola" for row in summary)
+    assert sorted(p.name.split("-seed")[0] for p in (results_dir / "glue").rglob("*.json")) == \
+        ["cola"] * len(list((results_dir / "glue").rglob("*.json")))
