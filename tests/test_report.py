@@ -291,3 +291,13 @@ def test_teacher_logits_prefers_the_largest_scale(tmp_path):
     for profile in ("smoke", "t4"):
         _write(tmp_path, profile, "teacher_logits", {"tokens": ["a", "b"], "logits": [1.0, 0.5], "text": "x"})
     assert report.teacher_logits(tmp_path)[0] == "t4"
+
+
+def test_results_files_hold_no_nan(tmp_path):
+    import math
+    path = results.write_json(tmp_path / "x.json", {"retention": math.nan, "rows": [1.0, float("nan")]})
+    assert json.loads(path.read_text()) == {"retention": None, "rows": [1.0, None]}
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        results.write_json(tmp_path / "y.json", {"seconds": math.inf})
+    for path in report.RESULTS_ROOT.rglob("*.json"):  # the committed results: strict JSON
+        json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path}: {name}"))
