@@ -23,6 +23,7 @@ PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
 GLUE_SCORE = glue.SCORE  # its row in a summary (lib.finetune.summarize), its column in our tables
 TASK_COLUMNS = {GLUE_SCORE: "GLUE score", **{name: glue.TASKS[name].column for name in glue.PAPER_ORDER}}
 SINGLE_CLASS_COLUMN = "single-class runs (seeds)"
+FLOOR_ROW = "majority-class floor"  # Table 1's row of a constant answer's score per task (report.task_floors)
 DOWNSTREAM_COLUMNS = {"imdb_accuracy": "IMDb acc (test, %)", "squad_exact_match": "SQuAD EM (dev, %)",
                       "squad_f1": "SQuAD F1 (dev, %)"}
 
@@ -209,6 +210,9 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
     tasks = glue_tasks(record)
     columns = [GLUE_SCORE, *tasks]
     ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
+    counted = counted_tasks(profile, root=root, teacher=teacher)[0] if profile else tasks
+    for scores in ours.values():  # the GLUE score over the tasks that count, never over the others' zeros
+        scores[GLUE_SCORE] = _mean([scores.get(t) for t in counted]) if counted else None
     constant = single_class_runs(record, profile, root=root)
     marked = any(constant.get(m) for m in ours)
     rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns},
@@ -219,7 +223,13 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
     for model in others if teacher in ours else []:
         rows.append({"source": "this run", "model": f"{model} / {teacher} (%)",
                      **{c: retention_percent(ours[model].get(c), ours[teacher].get(c)) for c in columns}})
-    ref = paper_glue(tasks)
+    if profile:
+        floors = task_floors(profile, root=root)
+        floor = {t: floors[t][0] for t in tasks if t in floors}
+        rows.append({"source": "this run", "model": FLOOR_ROW, **floor,
+                     GLUE_SCORE: _mean([floor.get(t) for t in counted]) if counted else None})
+    ref = paper_glue(counted) if counted else {m: {GLUE_SCORE: None} for m in (paper.BERT_BASE, paper.DISTILBERT)}
+    ref = {m: {**{t: paper.TABLE1[m][t] for t in tasks}, GLUE_SCORE: ref[m][GLUE_SCORE]} for m in ref}
     rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
     rows.append({"source": "paper", "model": f"{paper.DISTILBERT} / {paper.BERT_BASE} (%)",
                  **{c: retention_percent(ref[paper.DISTILBERT][c], ref[paper.BERT_BASE][c]) for c in columns}})
@@ -377,36 +387,56 @@ def _ablation_kinds(runs, baseline_run):
 
 
 def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
-    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score and the change
-    against the triple-loss run (points), next to the paper's change. Rows with no GLUE result keep None."""
+    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score over the tasks that
+    count (counted_tasks; median over seeds of the macro score), the change against the triple-loss run (points),
+    the larger seed range of the two, whether the change is resolved (``resolved``), next to the paper's change.
+    Rows with no GLUE result keep None."""
     import pandas as pd
     runs = distill_runs(profile, root)
     glue = load(profile, config.GLUE, root)
-    scores = glue_scores(glue) if glue else {}
+    counted = counted_tasks(profile, root=root)[0] if glue else []
+    per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
     base = runs.get(baseline_run)
     base_params = _run_params(base) if base else {}
     base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
-    base_score = (scores.get(base_label) or {}).get(GLUE_SCORE)
+    medians = glue_scores(glue) if glue else {}
+
+    def score_and_range(label):
+        """Median and range over seeds of the counted macro score; without per-run files, the macro of the
+        summary's medians and no range."""
+        values = list((per_seed.get(label) or {}).values())
+        if values:
+            return spread(values)[0], seed_range(values)
+        known = [(medians.get(label) or {}).get(t) for t in counted]
+        return (_mean(known) if counted and None not in known else None), None
+
+    base_score, base_range = score_and_range(base_label)
+
+    def row(name, label, delta):
+        score, noise = score_and_range(label)
+        change = score - base_score if None not in (score, base_score) else None
+        ranges = [r for r in (noise, base_range) if r is not None]
+        ok = resolved(change, *ranges)
+        return {"run": name, "GLUE score": score, "change (points)": change,
+                "seed range (points)": max(ranges) if ranges else None,
+                "resolved": None if ok is None else ("yes" if ok else "no"), "paper change (points)": delta}
+
     kinds = _ablation_kinds(runs, baseline_run)
     rows, index = [], []
     for label, delta in paper.TABLE4.items():
         found = [(name, runs[name]) for name, kind in kinds.items() if kind == label]
         for name, rec in found or [(None, None)]:
-            glue_label = _glue_label_for(name, glue) if (rec and glue) else None
-            score = (scores.get(glue_label) or {}).get(GLUE_SCORE)
-            ours = score - base_score if score is not None and base_score is not None else None
             index.append(label)
-            rows.append({"run": name, "GLUE score": score, "change (points)": ours, "paper change (points)": delta})
+            rows.append(row(name, _glue_label_for(name, glue) if (rec and glue) else None, delta))
     undistilled = base_params.get("undistilled_name")
     undistilled_label = _glue_label_for(undistilled, glue) if (undistilled and glue) else None
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
-        score = (scores.get(undistilled_label) or {}).get(GLUE_SCORE)
         index.append("no distillation at all (teacher-layer init only)")
-        rows.append({"run": undistilled, "GLUE score": score, "paper change (points)": None,
-                     "change (points)": score - base_score if None not in (score, base_score) else None})
+        rows.append(row(undistilled, undistilled_label, None))
     index.append("triple loss (reference)")
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
-                 "change (points)": 0.0 if base_score is not None else None, "paper change (points)": 0.0})
+                 "change (points)": 0.0 if base_score is not None else None, "seed range (points)": base_range,
+                 "resolved": None, "paper change (points)": 0.0})
     return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
 
 
@@ -543,13 +573,14 @@ def scale_findings(profile, root=None):
                                    if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
     facts["parameters"] = retention_percent(run.student_parameters, run.teacher_parameters) if run else None
     glue = load(profile, config.GLUE, root)
-    facts["glue_tasks"] = glue_tasks(glue) if glue else []
-    facts["glue_student"] = glue_retention(glue).get(GLUE_SCORE) if glue else None
-    facts["glue_undistilled"] = glue_retention(glue, student="undistilled").get(GLUE_SCORE) if glue else None
-    facts["glue_paper"] = paper_glue_retention(facts["glue_tasks"])[GLUE_SCORE] if facts["glue_tasks"] else None
+    facts["glue_run_tasks"] = glue_tasks(glue) if glue else []
+    facts["glue_student"], facts["glue_tasks"], facts["glue_paper"] = counted_glue(profile, root)
+    facts["glue_excluded"] = counted_tasks(profile, root=root)[1] if glue else {}
+    facts["glue_undistilled"] = counted_glue(profile, root, student="undistilled")[0]
     scores = glue_scores(glue) if glue else {}
-    facts["glue_teacher_score"] = (scores.get(paper.TEACHER) or {}).get(GLUE_SCORE)
-    facts["seed_noise"] = seed_noise(glue) if glue else None
+    teacher = scores.get(paper.TEACHER) or {}
+    facts["glue_teacher_score"] = _mean([teacher.get(t) for t in facts["glue_tasks"]]) if facts["glue_tasks"] else None
+    facts["seed_noise"] = task_noise(profile, root=root) if glue else None
     down = load(profile, config.IMDB_SQUAD, root)
     facts["imdb_student"] = downstream_retention(down).get("imdb_accuracy") if down else None
     facts["imdb_undistilled"] = (downstream_retention(down, student="undistilled").get("imdb_accuracy")

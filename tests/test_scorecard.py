@@ -137,3 +137,19 @@ def test_smoke_alone_gives_no_verdict(tmp_path):
     card = report.scorecard(tmp_path)
     assert set(card["verdict"]) == {report.NOT_RUN}
     assert list(report.headline(tmp_path).columns) == ["paper"]
+
+
+def test_table4_and_table1_use_the_counted_tasks_and_the_rule(cpu_world):
+    table = report.ablation_table("cpu", cpu_world)
+    row = table.loc["without L_ce (distillation)"]
+    # SST-2 only: no-ce 71 against the student's 85; seed ranges 2 and 2 -> resolved
+    assert row["change (points)"] == pytest.approx(-14) and row["seed range (points)"] == 2
+    assert row["resolved"] == "yes"
+    init = table.loc["no distillation at all (teacher-layer init only)"]
+    assert init["change (points)"] == pytest.approx(0) and init["resolved"] == "no"
+    glue = report.glue_table(report.load("cpu", "glue", root=cpu_world), exclude=["no-ce"], profile="cpu",
+                             root=cpu_world)
+    floor = glue.loc[("this run", report.FLOOR_ROW)]
+    assert floor["SST-2 acc"] == 60 and floor["RTE acc"] == 52 and floor["GLUE score"] == 60
+    assert glue.loc[("this run", "teacher"), "GLUE score"] == 90  # SST-2 only: CoLA's and RTE's are left out
+    assert glue.loc[("paper", "DistilBERT"), "GLUE score"] == paper.TABLE1["DistilBERT"]["sst2"]
