@@ -12,11 +12,12 @@ from lib.results import SCALE_LABELS
 
 GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
               "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
-              "of the task columns shown.")
+              "of the tasks that count at that scale (paper rows: the paper's scores on the same tasks).")
 SINGLE_CLASS_NOTE = (f"'{report.SINGLE_CLASS_COLUMN}': per task, how many of the model's fine-tuning seeds predicted one class "
                      "for the whole dev set (STS-B: one value): such a model learned no more than a constant answer, "
                      "which scores the dev set's majority-class rate in accuracy (seed statistics: majority_rate) and "
-                     "0 in MCC. That row's GLUE score averages these runs in.")
+                     "0 in MCC. A task counts toward the GLUE score only when the teacher beats its majority-class floor (row "
+                     f"'{report.FLOOR_ROW}').")
 
 def scale_label(profile, record=None):
     """What a profile's numbers may be called: the scale its results file recorded, else the profile's label."""

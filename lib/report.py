@@ -514,13 +514,14 @@ def seed_noise(record):
     return statistics.median(ranges) if ranges else None
 
 
-def glue_gap(record, teacher=paper.TEACHER, student=paper.STUDENT):
-    """{task: points} each task adds to the teacher-minus-student GLUE score (its score gap / number of tasks);
-    the values sum to the gap of the macro scores. {} when either model is missing."""
+def glue_gap(record, teacher=paper.TEACHER, student=paper.STUDENT, tasks=None):
+    """{task: points} each task adds to the teacher-minus-student GLUE score over ``tasks`` (default: every task
+    run; the book passes the counted ones) (its score gap / number of tasks); the values sum to the gap of the
+    macro scores. {} when either model is missing."""
     scores = glue_scores(record)
     if teacher not in scores or student not in scores:
         return {}
-    tasks = glue_tasks(record)
+    tasks = list(tasks) if tasks is not None else glue_tasks(record)
     return {t: (scores[teacher][t] - scores[student][t]) / len(tasks) for t in tasks
             if None not in (scores[teacher][t], scores[student][t])}
 
@@ -717,8 +718,11 @@ def task_floors(profile, name=config.GLUE, root=None):
         spec = glue.TASKS.get(row.get("task"))
         if rate is not None and not _isnan(rate) and (spec is None or spec.metrics == ("accuracy",)):
             floors[row["task"]] = (float(rate), "majority class")
+    analytic = set(floors)
     for model, tasks in _runs(profile, name, root).items():
         for task, seeds in tasks.items():
+            if task in analytic:
+                continue
             for run in seeds.values():
                 split = next(iter(run.predictions.values()), None) or {}
                 floor = _constant_score(task, run.majority_rate, split.get("majority_label"))
@@ -1006,3 +1010,95 @@ def scorecard(root=None):
         row["verdict"] = UNRESOLVED if not ok else (CONFIRMED if change > 0 else CONTRADICTED)
     rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- figure data
+
+def _retention_spans(per_seed_scores, teacher_median):
+    """(low, high) retention from a model's per-seed scores and the teacher's median."""
+    values = [v for v in per_seed_scores if v is not None]
+    if not values or not teacher_median:
+        return None
+    return retention_percent(min(values), teacher_median), retention_percent(max(values), teacher_median)
+
+
+def glue_retention_figure(profile, root=None, models=(paper.STUDENT, "undistilled")):
+    """(series, errors) of one scale's GLUE retention figure (plots.grouped_bars): per counted task and the GLUE
+    score over the counted tasks, each model's median / the teacher's median (%), with min-max over seeds as the
+    error bar, beside the paper's retention on the same tasks. One scale per figure: scales have different
+    teachers. ({}, {}) when no task counts."""
+    record = load(profile, config.GLUE, root)
+    counted = counted_tasks(profile, root=root)[0] if record else []
+    if not counted:
+        return {}, {}
+    label = {t: paper.TASK_NAMES.get(t, t) for t in counted}
+    glue_label = f"GLUE ({len(counted)} counted tasks)"
+    ref = paper_glue_retention(counted)
+    series = {"paper: DistilBERT / BERT-base, same tasks": {**{label[t]: ref[t] for t in counted},
+                                                             glue_label: ref[GLUE_SCORE]}}
+    errors = {}
+    scores = glue_scores(record)
+    runs = _runs(profile, config.GLUE, root)
+    macro = seed_scores(profile, root=root, tasks=counted)
+    teacher = scores.get(paper.TEACHER) or {}
+    teacher_glue = _mean([teacher.get(t) for t in counted])
+    for model in models:
+        if model not in scores or not teacher:
+            continue
+        name = f"{profile}: {model} / teacher"
+        series[name] = {label[t]: retention_percent(scores[model].get(t), teacher.get(t)) for t in counted}
+        series[name][glue_label] = retention_percent(_mean([scores[model].get(t) for t in counted]), teacher_glue)
+        errors[name] = {label[t]: _retention_spans([r.score for r in (runs.get(model) or {}).get(t, {}).values()],
+                                                   teacher.get(t)) for t in counted}
+        errors[name][glue_label] = _retention_spans(list((macro.get(model) or {}).values()), teacher_glue)
+    return series, errors
+
+
+def downstream_retention_figure(profile, root=None, models=(paper.STUDENT, "undistilled")):
+    """(series, errors) of one scale's IMDb / SQuAD retention figure, as glue_retention_figure."""
+    record = load(profile, config.IMDB_SQUAD, root)
+    if record is None:
+        return {}, {}
+    labels = {"imdb_accuracy": "IMDb acc", "squad_exact_match": "SQuAD EM", "squad_f1": "SQuAD F1"}
+    ours = downstream_scores(record)
+    teacher = ours.get(paper.TEACHER) or {}
+    present = [c for c in labels if teacher.get(c) is not None]
+    if not present:
+        return {}, {}
+    ref = paper_downstream_retention()
+    series = {"paper: DistilBERT / BERT-base": {labels[c]: ref[c] for c in present}}
+    errors = {}
+    rows = _summary_rows(record)
+    task_metric = {"imdb_accuracy": ("imdb", "accuracy"), "squad_exact_match": ("squad", "exact_match"),
+                   "squad_f1": ("squad", "f1")}
+    for model in models:
+        if model not in ours:
+            continue
+        name = f"{profile}: {model} / teacher"
+        series[name] = {labels[c]: retention_percent(ours[model][c], teacher[c]) for c in present}
+        errors[name] = {labels[c]: _retention_spans([_value(rows, model, *task_metric[c], "min"),
+                                                     _value(rows, model, *task_metric[c], "max")], teacher[c])
+                        for c in present}
+    return series, errors
+
+
+def ablation_figure(profile, root=None):
+    """(series, errors) of one scale's Table 4 figure: each variant's change in counted GLUE score against the
+    triple loss, min-max over seeds of the variant's score minus the triple loss's median as error bar, beside the
+    paper's change."""
+    table = ablation_table(profile, root)
+    counted = counted_tasks(profile, root=root)[0]
+    macro = seed_scores(profile, root=root, tasks=counted) if counted else {}
+    glue = load(profile, config.GLUE, root)
+    base = table.loc["triple loss (reference)", "GLUE score"]
+    values, spans = {}, {}
+    for variant, row in table.iterrows():
+        change = row["change (points)"]
+        if variant not in paper.TABLE4 or change is None or change != change:
+            continue
+        values[variant] = change
+        seeds = list((macro.get(_glue_label_for(row["run"], glue) if glue else None) or {}).values())
+        spans[variant] = (min(seeds) - base, max(seeds) - base) if seeds else None
+    if not values:
+        return {}, {}
+    return {"paper": dict(paper.TABLE4), profile: values}, {profile: spans}
