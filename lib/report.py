@@ -994,6 +994,10 @@ def scorecard(root=None):
         run = next((name for name, kind in kinds.items() if kind == label), None)
         variant = _glue_label_for(run, glue) if (run and glue) else None
         note = "" if run else "no such distillation run at any real scale"
+        constant = {t: kn for t, kn in (single_class_runs(glue, ablation_profile, root=root).get(variant) or {})
+                    .items() if t in counted} if variant else {}
+        if constant:  # a constant answer scores the floor: the change is then the distance to the floor
+            note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
         rows.append(_change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta,
                                 ablation_profile if run else None, per_seed, variant, paper.STUDENT, note))
     base = _run_params(distill_runs(ablation_profile, root).get(paper.STUDENT)) if ablation_profile and \
