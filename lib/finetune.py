@@ -136,7 +136,7 @@ def _training_args(output_dir, seed, hp, params, **extra):
         learning_rate=hp["learning_rate"], num_train_epochs=hp["n_epoch"], weight_decay=hp["weight_decay"],
         per_device_train_batch_size=hp["batch_size"], per_device_eval_batch_size=2 * hp["batch_size"],
         warmup_steps=float(hp["warmup_prop"]),  # a float in [0, 1) is a fraction of the total steps
-        lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_steps=50, report_to=[],
+        lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
         remove_unused_columns=False,  # we choose the columns: teacher logits must reach compute_loss
         dataloader_num_workers=0,
         disable_tqdm=True,  # the sweep shows one bar over runs; per-run bars would flood the executed notebooks
@@ -174,8 +174,14 @@ def _make_trainer(model, args, train_dataset, collator, tokenizer, distill):
                 loss = distill["alpha"] * loss + (1 - distill["alpha"]) * soft
             return (loss, outputs) if return_outputs else loss
 
+    from transformers.trainer_callback import PrinterCallback
     cls = DistillTrainer if distill else Trainer
-    return cls(model=model, args=args, train_dataset=train_dataset, data_collator=collator, processing_class=tokenizer)
+    trainer = cls(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
+                  processing_class=tokenizer)
+    # with disable_tqdm, Trainer prints every log dict instead ({'loss': ...}, {'train_runtime': ...}): hundreds
+    # of lines per sweep in the executed notebooks; the result records the training loss and time itself
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def soft_loss(student_logits, teacher_logits, temperature, regression=False):

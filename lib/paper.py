@@ -90,7 +90,8 @@ COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
 
 # The authors' distillation README (huggingface/transformers, examples/research_projects/distillation/README.md):
 # same as Table 1 except MNLI, BERT-base 84.7 (paper 86.7) and DistilBERT 82.1 (paper 82.2).
-README_URL = ("https://github.com/huggingface/transformers/blob/main/"
+# a permalink: the folder was removed from the main branch (its last versions live at commits like this one)
+README_URL = ("https://github.com/huggingface/transformers/blob/c8dfc84ee87d238ad88090d677fe5f1bae4739cf/"
               "examples/research_projects/distillation/README.md")
 README_GLUE = {
     BERT_BASE: {**TABLE1[BERT_BASE], glue.MNLI: 84.7},

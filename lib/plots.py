@@ -27,13 +27,22 @@ def show(fig, caption=None):
     display({"text/html": html, PLOTLY_JSON: fig.to_plotly_json()}, raw=True)
 
 
+# what lib.training logs: 'loss' is the weighted sum that is minimised, each loss_<term> its term before weighting
+LOSS_LABELS = {"loss": "total: \u03a3 \u03b1\u00b7L (weighted sum)", "loss_ce": "L_ce = T\u00b2\u00b7KL (unweighted; \u00d7 alpha_ce in the total)",
+               "loss_mlm": "L_mlm (unweighted; \u00d7 alpha_mlm in the total)",
+               "loss_cos": "L_cos (unweighted; \u00d7 alpha_cos in the total)",
+               "loss_mse": "L_mse (unweighted; \u00d7 alpha_mse in the total)"}
+
+
 def loss_curves(log, keys=("loss", "loss_ce", "loss_mlm", "loss_cos"), x="step", title="Distillation losses"):
-    """Lines of each logged loss term against ``x`` from a list of log dicts."""
+    """Lines of each logged loss term against ``x`` from a list of log dicts, each named as weighted (the total)
+    or unweighted (a term, as logged)."""
     fig = go.Figure()
     for key in keys:
         points = [(row[x], row[key]) for row in log if row.get(key) is not None]
         if points:
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", name=key))
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
+                                     name=LOSS_LABELS.get(key, key)))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="loss", height=380)
     return fig
 
@@ -96,14 +105,23 @@ def kd_gradient_figure(teacher_logits, student_logits, temperatures, title="Grad
     return fig
 
 
-def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=False):
-    """One bar group per category; ``series``: name -> {category: value} (None values are left out)."""
+def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=False, errors=None):
+    """One bar group per category; ``series``: name -> {category: value} (None values are left out);
+    ``errors``: name -> {category: (low, high)}, drawn as error bars from low to high (e.g. min-max over seeds)."""
     fig = go.Figure()
+    errors = errors or {}
     for name, values in series.items():
         points = [(k, v) for k, v in values.items() if v is not None]
         cats, vals = [p[0] for p in points], [p[1] for p in points]
+        spans = errors.get(name) or {}
+        bar = {}
+        if spans:
+            low = [v - spans[k][0] if spans.get(k) and None not in spans[k] else 0 for k, v in points]
+            high = [spans[k][1] - v if spans.get(k) and None not in spans[k] else 0 for k, v in points]
+            bar["error_x" if horizontal else "error_y"] = dict(type="data", symmetric=False, array=high,
+                                                               arrayminus=low, visible=True)
         fig.add_trace(go.Bar(x=vals if horizontal else cats, y=cats if horizontal else vals, name=name,
-                             orientation="h" if horizontal else "v"))
+                             orientation="h" if horizontal else "v", **bar))
     if reference_line is not None:
         line = dict(type="line", line=dict(dash="dot", color="grey"))
         if horizontal:

@@ -12,11 +12,12 @@ from lib.results import SCALE_LABELS
 
 GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
               "P/S: mean of Pearson and Spearman correlations; MNLI-m: matched dev set. GLUE score: macro average "
-              "of the task columns shown.")
+              "of the tasks that count at that scale (paper rows: the paper's scores on the same tasks).")
 SINGLE_CLASS_NOTE = (f"'{report.SINGLE_CLASS_COLUMN}': per task, how many of the model's fine-tuning seeds predicted one class "
                      "for the whole dev set (STS-B: one value): such a model learned no more than a constant answer, "
                      "which scores the dev set's majority-class rate in accuracy (seed statistics: majority_rate) and "
-                     "0 in MCC. That row's GLUE score averages these runs in.")
+                     "0 in MCC. A task counts toward the GLUE score only when the teacher beats its majority-class floor (row "
+                     f"'{report.FLOOR_ROW}').")
 
 def scale_label(profile, record=None):
     """What a profile's numbers may be called: the scale its results file recorded, else the profile's label."""
@@ -123,3 +124,32 @@ def stage_link_html(profile, stem):
     if url is None:
         return ""
     return f'<p class="report-note">Executed notebook: <a href="{url}">{html.escape(stem)} ({profile})</a>.</p>'
+
+
+SCORECARD_COLUMNS = ("claim", "paper (reference)", "measured", "scale", "seeds", "floor", "noise", "verdict", "note")
+
+
+def scorecard_html(card, caption="Scorecard: each claim of the paper, as measured here"):
+    """lib.report.scorecard as an HTML table: the verdict coloured by class, the evidence as a link, and notes
+    stating the resolution rule and the verdict rules once."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (*SCORECARD_COLUMNS, "evidence"))
+    body = []
+    for row in card.to_dict("records"):
+        cells = []
+        for column in SCORECARD_COLUMNS:
+            value = row.get(column)
+            text = "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+                f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
+            css = f' class="verdict-{text.split()[0]}"' if column == "verdict" else ""
+            cells.append(f"<td{css}>{html.escape(text)}</td>")
+        cells.append(f'<td><a href="{html.escape(row["evidence"])}">evidence</a></td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    notes = [f"Resolution rule: {report.RESOLUTION_RULE}", f"Verdicts: {report.VERDICT_RULES}",
+             f"Tasks that count: {report.COUNTED_RULE}",
+             "Scale: the largest real scale with results (paper, then t4, then cpu); smoke-scale runs never enter "
+             "this table. Seeds: fine-tuning seeds per model. Floor: the score of a constant (majority-class) "
+             "answer, and the undistilled student (teacher-layer initialisation, never trained). Noise: the larger "
+             "seed range (max - min) of the two sides compared.", PAPER_NOTE]
+    notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes)
+    return (f'<div class="report-block"><table class="report-table scorecard"><caption>{html.escape(caption)}'
+            f'</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes_html}</div>')

@@ -23,6 +23,7 @@ PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
 GLUE_SCORE = glue.SCORE  # its row in a summary (lib.finetune.summarize), its column in our tables
 TASK_COLUMNS = {GLUE_SCORE: "GLUE score", **{name: glue.TASKS[name].column for name in glue.PAPER_ORDER}}
 SINGLE_CLASS_COLUMN = "single-class runs (seeds)"
+FLOOR_ROW = "majority-class floor"  # Table 1's row of a constant answer's score per task (report.task_floors)
 DOWNSTREAM_COLUMNS = {"imdb_accuracy": "IMDb acc (test, %)", "squad_exact_match": "SQuAD EM (dev, %)",
                       "squad_f1": "SQuAD F1 (dev, %)"}
 
@@ -209,6 +210,9 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
     tasks = glue_tasks(record)
     columns = [GLUE_SCORE, *tasks]
     ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
+    counted = counted_tasks(profile, root=root, teacher=teacher)[0] if profile else tasks
+    for scores in ours.values():  # the GLUE score over the tasks that count, never over the others' zeros
+        scores[GLUE_SCORE] = _mean([scores.get(t) for t in counted]) if counted else None
     constant = single_class_runs(record, profile, root=root)
     marked = any(constant.get(m) for m in ours)
     rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns},
@@ -219,7 +223,13 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
     for model in others if teacher in ours else []:
         rows.append({"source": "this run", "model": f"{model} / {teacher} (%)",
                      **{c: retention_percent(ours[model].get(c), ours[teacher].get(c)) for c in columns}})
-    ref = paper_glue(tasks)
+    if profile:
+        floors = task_floors(profile, root=root)
+        floor = {t: floors[t][0] for t in tasks if t in floors}
+        rows.append({"source": "this run", "model": FLOOR_ROW, **floor,
+                     GLUE_SCORE: _mean([floor.get(t) for t in counted]) if counted else None})
+    ref = paper_glue(counted) if counted else {m: {GLUE_SCORE: None} for m in (paper.BERT_BASE, paper.DISTILBERT)}
+    ref = {m: {**{t: paper.TABLE1[m][t] for t in tasks}, GLUE_SCORE: ref[m][GLUE_SCORE]} for m in ref}
     rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
     rows.append({"source": "paper", "model": f"{paper.DISTILBERT} / {paper.BERT_BASE} (%)",
                  **{c: retention_percent(ref[paper.DISTILBERT][c], ref[paper.BERT_BASE][c]) for c in columns}})
@@ -377,36 +387,56 @@ def _ablation_kinds(runs, baseline_run):
 
 
 def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
-    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score and the change
-    against the triple-loss run (points), next to the paper's change. Rows with no GLUE result keep None."""
+    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score over the tasks that
+    count (counted_tasks; median over seeds of the macro score), the change against the triple-loss run (points),
+    the larger seed range of the two, whether the change is resolved (``resolved``), next to the paper's change.
+    Rows with no GLUE result keep None."""
     import pandas as pd
     runs = distill_runs(profile, root)
     glue = load(profile, config.GLUE, root)
-    scores = glue_scores(glue) if glue else {}
+    counted = counted_tasks(profile, root=root)[0] if glue else []
+    per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
     base = runs.get(baseline_run)
     base_params = _run_params(base) if base else {}
     base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
-    base_score = (scores.get(base_label) or {}).get(GLUE_SCORE)
+    medians = glue_scores(glue) if glue else {}
+
+    def score_and_range(label):
+        """Median and range over seeds of the counted macro score; without per-run files, the macro of the
+        summary's medians and no range."""
+        values = list((per_seed.get(label) or {}).values())
+        if values:
+            return spread(values)[0], seed_range(values)
+        known = [(medians.get(label) or {}).get(t) for t in counted]
+        return (_mean(known) if counted and None not in known else None), None
+
+    base_score, base_range = score_and_range(base_label)
+
+    def row(name, label, delta):
+        score, noise = score_and_range(label)
+        change = score - base_score if None not in (score, base_score) else None
+        ranges = [r for r in (noise, base_range) if r is not None]
+        ok = resolved(change, *ranges)
+        return {"run": name, "GLUE score": score, "change (points)": change,
+                "seed range (points)": max(ranges) if ranges else None,
+                "resolved": None if ok is None else ("yes" if ok else "no"), "paper change (points)": delta}
+
     kinds = _ablation_kinds(runs, baseline_run)
     rows, index = [], []
     for label, delta in paper.TABLE4.items():
         found = [(name, runs[name]) for name, kind in kinds.items() if kind == label]
         for name, rec in found or [(None, None)]:
-            glue_label = _glue_label_for(name, glue) if (rec and glue) else None
-            score = (scores.get(glue_label) or {}).get(GLUE_SCORE)
-            ours = score - base_score if score is not None and base_score is not None else None
             index.append(label)
-            rows.append({"run": name, "GLUE score": score, "change (points)": ours, "paper change (points)": delta})
+            rows.append(row(name, _glue_label_for(name, glue) if (rec and glue) else None, delta))
     undistilled = base_params.get("undistilled_name")
     undistilled_label = _glue_label_for(undistilled, glue) if (undistilled and glue) else None
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
-        score = (scores.get(undistilled_label) or {}).get(GLUE_SCORE)
         index.append("no distillation at all (teacher-layer init only)")
-        rows.append({"run": undistilled, "GLUE score": score, "paper change (points)": None,
-                     "change (points)": score - base_score if None not in (score, base_score) else None})
+        rows.append(row(undistilled, undistilled_label, None))
     index.append("triple loss (reference)")
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
-                 "change (points)": 0.0 if base_score is not None else None, "paper change (points)": 0.0})
+                 "change (points)": 0.0 if base_score is not None else None, "seed range (points)": base_range,
+                 "resolved": None, "paper change (points)": 0.0})
     return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
 
 
@@ -437,7 +467,8 @@ def headline(root=None):
         _pct(retention_percent(distilbert["seconds"], bert["seconds"])),
         _pct(pd_ret["imdb_accuracy"]), _pct(pd_ret["squad_f1"])]}
     for profile in profiles(root):
-        columns[profile] = _headline_column(profile, root)
+        if profile != "smoke":  # the smoke scale checks the pipeline: never beside the paper (its own pages show it)
+            columns[profile] = _headline_column(profile, root)
     return pd.DataFrame(columns, index=pd.Index(rows, name="measure"))
 
 
@@ -460,8 +491,9 @@ def _headline_column(profile, root):
     else:
         pair, params = "not run", "not run"
     glue = load(profile, config.GLUE, root)
-    glue_ret = glue_retention(glue).get(GLUE_SCORE) if glue else None
-    glue_text = _pct(glue_ret, f"{len(glue_tasks(glue))} tasks") if glue_ret is not None else "not run"
+    glue_ret, counted, same_tasks = counted_glue(profile, root)
+    glue_text = (_pct(glue_ret, f"{len(counted)} counted tasks; paper on the same: {same_tasks:.1f} %")
+                 if glue_ret is not None else ("no task counts" if glue else "not run"))
     latency = load(profile, config.LATENCY, root)
     ratio = latency_ratio(latency) if latency else None
     time_text = _pct(ratio[2], f"{ratio[0]} / {ratio[1]}") if ratio else "not run"
@@ -482,13 +514,14 @@ def seed_noise(record):
     return statistics.median(ranges) if ranges else None
 
 
-def glue_gap(record, teacher=paper.TEACHER, student=paper.STUDENT):
-    """{task: points} each task adds to the teacher-minus-student GLUE score (its score gap / number of tasks);
-    the values sum to the gap of the macro scores. {} when either model is missing."""
+def glue_gap(record, teacher=paper.TEACHER, student=paper.STUDENT, tasks=None):
+    """{task: points} each task adds to the teacher-minus-student GLUE score over ``tasks`` (default: every task
+    run; the book passes the counted ones) (its score gap / number of tasks); the values sum to the gap of the
+    macro scores. {} when either model is missing."""
     scores = glue_scores(record)
     if teacher not in scores or student not in scores:
         return {}
-    tasks = glue_tasks(record)
+    tasks = list(tasks) if tasks is not None else glue_tasks(record)
     return {t: (scores[teacher][t] - scores[student][t]) / len(tasks) for t in tasks
             if None not in (scores[teacher][t], scores[student][t])}
 
@@ -541,13 +574,14 @@ def scale_findings(profile, root=None):
                                    if len(curve) >= 2 * quarter + 1 and len(curve) >= 4 else None)
     facts["parameters"] = retention_percent(run.student_parameters, run.teacher_parameters) if run else None
     glue = load(profile, config.GLUE, root)
-    facts["glue_tasks"] = glue_tasks(glue) if glue else []
-    facts["glue_student"] = glue_retention(glue).get(GLUE_SCORE) if glue else None
-    facts["glue_undistilled"] = glue_retention(glue, student="undistilled").get(GLUE_SCORE) if glue else None
-    facts["glue_paper"] = paper_glue_retention(facts["glue_tasks"])[GLUE_SCORE] if facts["glue_tasks"] else None
+    facts["glue_run_tasks"] = glue_tasks(glue) if glue else []
+    facts["glue_student"], facts["glue_tasks"], facts["glue_paper"] = counted_glue(profile, root)
+    facts["glue_excluded"] = counted_tasks(profile, root=root)[1] if glue else {}
+    facts["glue_undistilled"] = counted_glue(profile, root, student="undistilled")[0]
     scores = glue_scores(glue) if glue else {}
-    facts["glue_teacher_score"] = (scores.get(paper.TEACHER) or {}).get(GLUE_SCORE)
-    facts["seed_noise"] = seed_noise(glue) if glue else None
+    teacher = scores.get(paper.TEACHER) or {}
+    facts["glue_teacher_score"] = _mean([teacher.get(t) for t in facts["glue_tasks"]]) if facts["glue_tasks"] else None
+    facts["seed_noise"] = task_noise(profile, root=root) if glue else None
     down = load(profile, config.IMDB_SQUAD, root)
     facts["imdb_student"] = downstream_retention(down).get("imdb_accuracy") if down else None
     facts["imdb_undistilled"] = (downstream_retention(down, student="undistilled").get("imdb_accuracy")
@@ -624,3 +658,451 @@ def teacher_logits(root=None):
     return found[-1] if found else None
 
 
+
+
+# ------------------------------------------------------------------------------------------- uncertainty
+
+RESOLUTION_RULE = ("A difference between two seeded results is called resolved when its size exceeds the larger of "
+                   "the two results' seed ranges (max - min across fine-tuning seeds, degenerate single-class runs "
+                   "left out); otherwise it is not resolved at that scale. One rule, lib.report.resolved, is used "
+                   "on every page that says 'resolved'.")
+
+
+def resolved(difference, *ranges):
+    """The book's one rule for "resolved" (RESOLUTION_RULE): |difference| > the largest of ``ranges`` (seed ranges,
+    same units). None when the difference or every range is unknown (a single seed has no noise estimate)."""
+    known = [r for r in ranges if r is not None and not _isnan(r)]
+    if difference is None or _isnan(difference) or not known:
+        return None
+    return abs(difference) > max(known)
+
+
+def _runs(profile, name, root=None):
+    """{model: {task: {seed: FinetuneRun}}} of results/<profile>/<name>/ (empty when the folder is absent)."""
+    table = {}
+    for run in results.read_runs(root_dir(root) / profile / name):
+        table.setdefault(run.model, {}).setdefault(run.task, {})[run.seed] = run
+    return table
+
+
+def _constant_score(task, rate, label):
+    """The task score (x100) of always answering the majority label, whose rate (percent) is ``rate``: accuracy
+    tasks score the rate, acc/F1 tasks the mean of the rate and the F1 of that answer (0 when the majority label is
+    the negative class 0), MCC and correlations 0."""
+    spec = glue.TASKS.get(task)
+    if spec is None:  # IMDb: accuracy
+        return rate
+    if spec.regression or spec.metrics == ("matthews",):
+        return 0.0
+    if rate is None:
+        return None
+    if spec.metrics == ("accuracy",):
+        return rate
+    if label is None:
+        return None
+    p = rate / 100.0
+    f1 = 2 * p / (1 + p) if label == 1 else 0.0
+    return (rate + 100.0 * f1) / 2
+
+
+def task_floors(profile, name=config.GLUE, root=None):
+    """{task: (floor, how)}: the score of a constant (majority-class) answer on each task's dev set. From the runs'
+    majority_rate / majority_label when recorded (lib.finetune); for results written before those fields, the best
+    score any run that predicted a single class reached (a constant answer's score, so at most the majority
+    floor); MCC and correlations: 0. A task with none of these is absent (floor unknown)."""
+    floors = {t: (0.0, "a constant answer's MCC / correlation") for t, spec in glue.TASKS.items()
+              if spec.regression or spec.metrics == ("matthews",)}
+    record = load(profile, name, root)
+    for row in _summary_rows(record) if record else []:  # summaries from lib.finetune.summarize with majority_rate
+        rate = row.get("majority_rate")
+        spec = glue.TASKS.get(row.get("task"))
+        if rate is not None and not _isnan(rate) and (spec is None or spec.metrics == ("accuracy",)):
+            floors[row["task"]] = (float(rate), "majority class")
+    analytic = set(floors)
+    for model, tasks in _runs(profile, name, root).items():
+        for task, seeds in tasks.items():
+            if task in analytic:
+                continue
+            for run in seeds.values():
+                split = next(iter(run.predictions.values()), None) or {}
+                floor = _constant_score(task, run.majority_rate, split.get("majority_label"))
+                if floor is not None:
+                    floors[task] = (floor, "majority class")
+                elif task not in floors or floors[task][1] != "majority class":
+                    if _run_single_class(run):
+                        best = max(run.score, floors.get(task, (run.score, ""))[0])
+                        floors[task] = (best, "best single-class run (majority rate not recorded)")
+    return floors
+
+
+COUNTED_RULE = ("a GLUE task counts toward a scale's GLUE score only when the teacher's median dev score beats the "
+                "task's majority-class floor (a constant answer's score; MCC 0 on CoLA, correlation 0 on STS-B) by "
+                "at least 5 points; the other tasks are listed with the reason and never averaged in, and the "
+                "paper's score is then taken on the same tasks.")
+
+
+def counted_tasks(profile, name=config.GLUE, root=None, teacher=paper.TEACHER, margin=5.0):
+    """Which tasks count toward a scale's GLUE score, and why the others do not: (counted, {task: reason}).
+
+    The rule: a task counts when the teacher's median score beats the task's majority-class floor (task_floors)
+    by at least ``margin`` points (5); on CoLA the floor is MCC 0, so the teacher must reach MCC > 0 and, with
+    the margin, at least 5. A task whose floor is unknown, or the teacher did not run, does not count. Zeros of
+    tasks nobody learned are thus never averaged into the score."""
+    record = load(profile, name, root)
+    if record is None:
+        return [], {}
+    floors = task_floors(profile, name, root)
+    scores = glue_scores(record).get(teacher, {})
+    counted, excluded = [], {}
+    for task in glue_tasks(record):
+        score, (floor, how) = scores.get(task), floors.get(task, (None, None))
+        label = paper.TASK_NAMES.get(task, task)
+        if score is None:
+            excluded[task] = f"{label}: the teacher was not fine-tuned on it"
+        elif floor is None:
+            excluded[task] = f"{label}: majority-class floor unknown (no single-class run, rate not recorded)"
+        elif score - floor < margin:
+            excluded[task] = (f"{label}: teacher {score:.1f} against a floor of {floor:.1f} ({how}): "
+                              f"less than {margin:g} points above it")
+        else:
+            counted.append(task)
+    return counted, excluded
+
+
+def counted_glue(profile, root=None, student=paper.STUDENT, teacher=paper.TEACHER):
+    """(student / teacher GLUE retention in %, counted tasks, the paper's retention on those tasks): the macro
+    average of per-task medians over the tasks that count (counted_tasks), never over the others. Retention None
+    when no task counts or a model is missing."""
+    record = load(profile, config.GLUE, root)
+    counted = counted_tasks(profile, root=root, teacher=teacher)[0] if record else []
+    if not counted:
+        return None, [], None
+    scores = glue_scores(record)
+    macro = {m: _mean([(scores.get(m) or {}).get(t) for t in counted]) for m in (student, teacher)}
+    return retention_percent(macro[student], macro[teacher]), counted, paper_glue_retention(counted)[GLUE_SCORE]
+
+
+def seed_scores(profile, name=config.GLUE, root=None, tasks=None):
+    """{model: {seed: score}}: each seed's macro average over ``tasks`` (default: every task a model ran), from the
+    per-run files; a seed missing a task is left out."""
+    out = {}
+    for model, per_task in _runs(profile, name, root).items():
+        wanted = list(tasks) if tasks is not None else list(per_task)
+        if not wanted or any(t not in per_task for t in wanted):
+            continue
+        seeds = set.intersection(*(set(per_task[t]) for t in wanted))
+        out[model] = {s: sum(per_task[t][s].score for t in wanted) / len(wanted) for s in sorted(seeds)}
+    return out
+
+
+def spread(values):
+    """(median, min, max) of a list of numbers, or (None, None, None) when empty."""
+    import statistics
+    values = [v for v in values if v is not None]
+    return (statistics.median(values), min(values), max(values)) if values else (None, None, None)
+
+
+def seed_range(values):
+    median, low, high = spread(values)
+    return high - low if median is not None and len(values) > 1 else None
+
+
+def task_noise(profile, name=config.GLUE, root=None):
+    """Median over (model, task) of a task score's seed range (points), leaving out every (model, task) where some
+    seed predicted a single class: a constant answer's zero range would pull the noise down. None: no such pair
+    with several seeds."""
+    import statistics
+    ranges = []
+    for model, per_task in _runs(profile, name, root).items():
+        for task, seeds in per_task.items():
+            if any(_run_single_class(r) for r in seeds.values()):
+                continue
+            r = seed_range([run.score for run in seeds.values()])
+            if r is not None:
+                ranges.append(r)
+    return statistics.median(ranges) if ranges else None
+
+
+# ------------------------------------------------------------------------------------------- scorecard (intro)
+
+REAL_SCALES = ("paper", "t4", "cpu")  # largest first; the smoke scale checks the pipeline and never gives a verdict
+CONFIRMED, CONTRADICTED, UNRESOLVED, NOT_RUN = ("confirmed", "contradicted", "not resolved at this scale", "not run")
+TIMING_TOLERANCE = 5.0  # points of a time ratio: one timing pass has no seeds, so no seed range to compare with
+PARAMS_TOLERANCE = 1.0  # points of a parameter ratio: the paper prints its counts rounded to the million
+VERDICT_RULES = (
+    "Retention (student / teacher): contradicted when ours is below the paper's on the same tasks by more than the "
+    "seed noise (the rule above, in points of retention); confirmed when it is not and the noise is no larger than "
+    "the loss the paper reports (100 % minus its retention: a noisier run cannot tell the claim from a worse "
+    "student); otherwise, or when no task counts or a side has a single seed, not resolved. Table 4 and the initialisation: confirmed when "
+    "the change is resolved and has the paper's sign, contradicted when resolved with the other sign, else not "
+    f"resolved. Parameters: confirmed within {PARAMS_TOLERANCE:g} point of the paper's ratio (its counts are rounded "
+    f"to the million), on the paper's shapes only. Inference time: one timing pass has no seed noise, so a fixed "
+    f"tolerance of {TIMING_TOLERANCE:g} points of the time ratio stands in for it.")
+EVIDENCE = {"glue": "table1_glue.html", "params": "table3_speed.html", "time": "table3_speed.html",
+            "imdb": "table2_downstream.html", "squad": "table2_downstream.html", "ablation": "table4_ablation.html"}
+
+
+def _largest(name, root=None):
+    """(profile, record) of the largest real scale (REAL_SCALES) with results/<profile>/<name>.json, else (None, None)."""
+    for profile in REAL_SCALES:
+        record = load(profile, name, root)
+        if record is not None:
+            return profile, record
+    return None, None
+
+
+def _row(claim, evidence, reference, profile=None, measured=None, seeds=None, floor=None, noise=None,
+         verdict=NOT_RUN, note=""):
+    return {"claim": claim, "paper (reference)": reference, "measured": measured, "scale": profile or "\u2014",
+            "seeds": seeds, "floor": floor, "noise": noise, "verdict": verdict, "note": note, "evidence": evidence}
+
+
+def _fmt(value, unit=" %"):
+    return "\u2014" if value is None else f"{value:.1f}{unit}"
+
+
+def _retention_verdict(ours, reference, noise):
+    """VERDICT_RULES for a retention: contradicted when resolved below the paper's; confirmed when not, provided the
+    noise is no larger than the loss the paper reports (100 - its retention), else not resolved."""
+    if ours is None or reference is None or noise is None:
+        return UNRESOLVED
+    difference = ours - reference
+    if difference < 0 and resolved(difference, noise):
+        return CONTRADICTED
+    return CONFIRMED if noise <= 100.0 - reference else UNRESOLVED
+
+
+def _retention_row(claim, evidence, reference, profile, per_seed, floor_text, student, teacher, baseline=None):
+    """A retention row from {model: {seed: score}}: medians, the seed ranges turned into points of retention."""
+    if student not in per_seed or teacher not in per_seed:
+        return _row(claim, evidence, _fmt(reference), profile, note="student or teacher missing at this scale")
+    s_med, t_med = spread(per_seed[student].values())[0], spread(per_seed[teacher].values())[0]
+    ours = retention_percent(s_med, t_med)
+    ranges = [seed_range(list(per_seed[m].values())) for m in (student, teacher)]
+    noise = max(ranges) * 100.0 / t_med if None not in ranges and t_med else None
+    seeds = min(len(per_seed[student]), len(per_seed[teacher]))
+    base = per_seed.get(baseline) if baseline else None
+    floor = floor_text
+    if base:
+        floor += f"; undistilled {_fmt(retention_percent(spread(base.values())[0], t_med))}"
+    return _row(claim, evidence, _fmt(reference), profile, _fmt(ours), seeds, floor, _fmt(noise, " pts"),
+                _retention_verdict(ours, reference, noise))
+
+
+def _change_row(claim, evidence, reference, profile, per_seed, variant, base, note=""):
+    """A change row: median(variant) - median(base) in GLUE points, judged by ``resolved`` and the paper's sign."""
+    if variant not in per_seed or base not in per_seed:
+        return _row(claim, evidence, _fmt(reference, " pts"), profile if per_seed else None,
+                    note=note or "this run was not evaluated at this scale")
+    a, b = per_seed[variant], per_seed[base]
+    change = spread(a.values())[0] - spread(b.values())[0]
+    ra, rb = seed_range(list(a.values())), seed_range(list(b.values()))
+    ok = resolved(change, ra, rb)
+    if ok is None or not ok:
+        verdict = UNRESOLVED
+    else:
+        verdict = CONFIRMED if (change > 0) == (reference > 0) else CONTRADICTED
+    noise = max(r for r in (ra, rb) if r is not None) if (ra, rb) != (None, None) else None
+    return _row(claim, evidence, _fmt(reference, " pts"), profile, _fmt(change, " pts"), min(len(a), len(b)),
+                "\u2014", _fmt(noise, " pts"), verdict, note)
+
+
+def scorecard(root=None):
+    """One row per claim of the paper: what was measured, at the largest real scale with results (paper > t4 >
+    cpu, never smoke), over how many seeds, the floor, the seed noise, a verdict (VERDICT_RULES, with the one
+    rule of ``resolved``) and the page with the evidence. Every value is read from results files or lib.paper."""
+    import pandas as pd
+    rows = []
+    # GLUE retention, on the tasks that count at that scale, against the paper's retention on the same tasks
+    profile, record = _largest(config.GLUE, root)
+    claim = f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"
+    counted = []
+    if record is None:
+        rows.append(_row(claim, EVIDENCE["glue"], _fmt(paper_glue_retention()[GLUE_SCORE])))
+    else:
+        counted, excluded = counted_tasks(profile, root=root)
+        per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
+        reference = paper_glue_retention(counted)[GLUE_SCORE] if counted else None
+        names = ", ".join(paper.TASK_NAMES.get(t, t) for t in counted) or "none"
+        if not counted:
+            rows.append(_row(claim, EVIDENCE["glue"], _fmt(paper_glue_retention()[GLUE_SCORE]), profile,
+                             verdict=UNRESOLVED, note=f"no task counts: {'; '.join(excluded.values())}"))
+        else:
+            floors = task_floors(profile, root=root)
+            floor = _mean([floors[t][0] for t in counted])
+            teacher = spread((per_seed.get(paper.TEACHER) or {}).values())[0]
+            floor_text = f"constant answer {_fmt(retention_percent(floor, teacher))}"
+            row = _retention_row(claim, EVIDENCE["glue"], reference, profile, per_seed, floor_text,
+                                 paper.STUDENT, paper.TEACHER, "undistilled")
+            ours = counted_glue(profile, root)[0]
+            row["measured"] = _fmt(ours)
+            noise = float(row["noise"].split()[0]) if row["noise"] != "\u2014" else None
+            row["verdict"] = _retention_verdict(ours, reference, noise)
+            row["note"] = (f"macro average of per-task medians; {len(counted)} counted tasks ({names}); paper's retention on the same tasks"
+                           + (f"; left out: {len(excluded)} ({', '.join(paper.TASK_NAMES.get(t, t) for t in excluded)})"
+                              if excluded else ""))
+            rows.append(row)
+    # parameters and inference time: the paper's shapes, timed by stage 5
+    lat_profile, latency = _largest(config.LATENCY, root)
+    timed = latency_models(latency) if latency else {}
+    params_ref = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
+    claim = f"{paper.CLAIM['smaller_percent']} % fewer parameters (student / teacher)"
+    if paper.DISTILBERT in timed and paper.BERT_BASE in timed:
+        ours = retention_percent(timed[paper.DISTILBERT]["params_m"], timed[paper.BERT_BASE]["params_m"])
+        verdict = CONFIRMED if abs(ours - params_ref) <= PARAMS_TOLERANCE else CONTRADICTED
+        rows.append(_row(claim, EVIDENCE["params"], _fmt(params_ref), lat_profile, _fmt(ours), None, "\u2014",
+                         "none (a count)", verdict, "BERT-base and DistilBERT shapes, without the MLM head"))
+    else:
+        rows.append(_row(claim, EVIDENCE["params"], _fmt(params_ref), lat_profile,
+                         verdict=NOT_RUN if latency is None else UNRESOLVED,
+                         note="" if latency is None else "the paper's shapes were not counted at this scale"))
+    time_ref = retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
+    claim = f"{paper.CLAIM['faster_percent']} % faster (inference time student / teacher)"
+    ratio = latency_ratio(latency) if latency else None
+    if ratio:
+        difference = ratio[2] - time_ref
+        verdict = CONFIRMED if difference <= TIMING_TOLERANCE else CONTRADICTED
+        n = (timed.get(ratio[0]) or {}).get("n_examples")
+        rows.append(_row(claim, EVIDENCE["time"], _fmt(time_ref), lat_profile, _fmt(ratio[2]), None, "\u2014",
+                         f"tolerance {TIMING_TOLERANCE:g} pts", verdict,
+                         f"{ratio[0]} / {ratio[1]}, CPU batch 1, {n} timed STS-B dev examples"))
+    else:
+        rows.append(_row(claim, EVIDENCE["time"], _fmt(time_ref), lat_profile,
+                         verdict=NOT_RUN if latency is None else UNRESOLVED))
+    # IMDb and SQuAD retention
+    down_profile, down = _largest(config.IMDB_SQUAD, root)
+    pdr = paper_downstream_retention()
+    for task, column, claim in (("imdb", "imdb_accuracy", "IMDb accuracy retained"),
+                                ("squad", "squad_f1", "SQuAD 1.1 F1 retained")):
+        per_seed = seed_scores(down_profile, config.IMDB_SQUAD, root, tasks=[task]) if down else {}
+        if not per_seed:
+            rows.append(_row(claim, EVIDENCE[task], _fmt(pdr[column]), None,
+                             note="not fine-tuned at any real scale with results"))
+            continue
+        floor = task_floors(down_profile, config.IMDB_SQUAD, root).get(task)
+        floor_text = f"majority class {_fmt(floor[0])} (accuracy)" if floor else "majority class not recorded"
+        rows.append(_retention_row(claim, EVIDENCE[task], pdr[column], down_profile, per_seed, floor_text,
+                                   paper.STUDENT, paper.TEACHER, "undistilled"))
+    # Table 4 and the initialisation, on the counted GLUE tasks
+    ablation_profile = next((p for p in REAL_SCALES if distill_runs(p, root)), None)
+    glue = load(ablation_profile, config.GLUE, root) if ablation_profile else None
+    if glue is not None:
+        counted, _ = counted_tasks(ablation_profile, root=root)
+    per_seed = seed_scores(ablation_profile, root=root, tasks=counted) if (glue is not None and counted) else {}
+    kinds = _ablation_kinds(distill_runs(ablation_profile, root), paper.STUDENT) if ablation_profile else {}
+    for label, delta in paper.TABLE4.items():
+        run = next((name for name, kind in kinds.items() if kind == label), None)
+        variant = _glue_label_for(run, glue) if (run and glue) else None
+        note = "" if run else "no such distillation run at any real scale"
+        constant = {t: kn for t, kn in (single_class_runs(glue, ablation_profile, root=root).get(variant) or {})
+                    .items() if t in counted} if variant else {}
+        if constant:  # a constant answer scores the floor: the change is then the distance to the floor
+            note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
+        rows.append(_change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta,
+                                ablation_profile if run else None, per_seed, variant, paper.STUDENT, note))
+    base = _run_params(distill_runs(ablation_profile, root).get(paper.STUDENT)) if ablation_profile and \
+        paper.STUDENT in distill_runs(ablation_profile, root) else {}
+    undistilled = _glue_label_for(base.get("undistilled_name"), glue) if (glue and base.get("undistilled_name")) else None
+    row = _change_row("distillation adds to the teacher-layer initialisation (distilled - undistilled)",
+                      EVIDENCE["ablation"], None, ablation_profile if undistilled else None, per_seed,
+                      paper.STUDENT, undistilled, "" if undistilled else "no undistilled baseline evaluated")
+    row["paper (reference)"] = "implied > 0 (not printed)"
+    if row["verdict"] != NOT_RUN and row["measured"] != "\u2014":
+        change = spread(per_seed[paper.STUDENT].values())[0] - spread(per_seed[undistilled].values())[0]
+        ok = resolved(change, seed_range(list(per_seed[paper.STUDENT].values())),
+                      seed_range(list(per_seed[undistilled].values())))
+        row["verdict"] = UNRESOLVED if not ok else (CONFIRMED if change > 0 else CONTRADICTED)
+    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- figure data
+
+def _retention_spans(per_seed_scores, teacher_median):
+    """(low, high) retention from a model's per-seed scores and the teacher's median."""
+    values = [v for v in per_seed_scores if v is not None]
+    if not values or not teacher_median:
+        return None
+    return retention_percent(min(values), teacher_median), retention_percent(max(values), teacher_median)
+
+
+def glue_retention_figure(profile, root=None, models=(paper.STUDENT, "undistilled")):
+    """(series, errors) of one scale's GLUE retention figure (plots.grouped_bars): per counted task and the GLUE
+    score over the counted tasks, each model's median / the teacher's median (%), with min-max over seeds as the
+    error bar, beside the paper's retention on the same tasks. One scale per figure: scales have different
+    teachers. ({}, {}) when no task counts."""
+    record = load(profile, config.GLUE, root)
+    counted = counted_tasks(profile, root=root)[0] if record else []
+    if not counted:
+        return {}, {}
+    label = {t: paper.TASK_NAMES.get(t, t) for t in counted}
+    glue_label = f"GLUE ({len(counted)} counted tasks)"
+    ref = paper_glue_retention(counted)
+    series = {"paper: DistilBERT / BERT-base, same tasks": {**{label[t]: ref[t] for t in counted},
+                                                             glue_label: ref[GLUE_SCORE]}}
+    errors = {}
+    scores = glue_scores(record)
+    runs = _runs(profile, config.GLUE, root)
+    macro = seed_scores(profile, root=root, tasks=counted)
+    teacher = scores.get(paper.TEACHER) or {}
+    teacher_glue = _mean([teacher.get(t) for t in counted])
+    for model in models:
+        if model not in scores or not teacher:
+            continue
+        name = f"{profile}: {model} / teacher"
+        series[name] = {label[t]: retention_percent(scores[model].get(t), teacher.get(t)) for t in counted}
+        series[name][glue_label] = retention_percent(_mean([scores[model].get(t) for t in counted]), teacher_glue)
+        errors[name] = {label[t]: _retention_spans([r.score for r in (runs.get(model) or {}).get(t, {}).values()],
+                                                   teacher.get(t)) for t in counted}
+        errors[name][glue_label] = _retention_spans(list((macro.get(model) or {}).values()), teacher_glue)
+    return series, errors
+
+
+def downstream_retention_figure(profile, root=None, models=(paper.STUDENT, "undistilled")):
+    """(series, errors) of one scale's IMDb / SQuAD retention figure, as glue_retention_figure."""
+    record = load(profile, config.IMDB_SQUAD, root)
+    if record is None:
+        return {}, {}
+    labels = {"imdb_accuracy": "IMDb acc", "squad_exact_match": "SQuAD EM", "squad_f1": "SQuAD F1"}
+    ours = downstream_scores(record)
+    teacher = ours.get(paper.TEACHER) or {}
+    present = [c for c in labels if teacher.get(c) is not None]
+    if not present:
+        return {}, {}
+    ref = paper_downstream_retention()
+    series = {"paper: DistilBERT / BERT-base": {labels[c]: ref[c] for c in present}}
+    errors = {}
+    rows = _summary_rows(record)
+    task_metric = {"imdb_accuracy": ("imdb", "accuracy"), "squad_exact_match": ("squad", "exact_match"),
+                   "squad_f1": ("squad", "f1")}
+    for model in models:
+        if model not in ours:
+            continue
+        name = f"{profile}: {model} / teacher"
+        series[name] = {labels[c]: retention_percent(ours[model][c], teacher[c]) for c in present}
+        errors[name] = {labels[c]: _retention_spans([_value(rows, model, *task_metric[c], "min"),
+                                                     _value(rows, model, *task_metric[c], "max")], teacher[c])
+                        for c in present}
+    return series, errors
+
+
+def ablation_figure(profile, root=None):
+    """(series, errors) of one scale's Table 4 figure: each variant's change in counted GLUE score against the
+    triple loss, min-max over seeds of the variant's score minus the triple loss's median as error bar, beside the
+    paper's change."""
+    table = ablation_table(profile, root)
+    counted = counted_tasks(profile, root=root)[0]
+    macro = seed_scores(profile, root=root, tasks=counted) if counted else {}
+    glue = load(profile, config.GLUE, root)
+    base = table.loc["triple loss (reference)", "GLUE score"]
+    values, spans = {}, {}
+    for variant, row in table.iterrows():
+        change = row["change (points)"]
+        if variant not in paper.TABLE4 or change is None or change != change:
+            continue
+        values[variant] = change
+        seeds = list((macro.get(_glue_label_for(row["run"], glue) if glue else None) or {}).values())
+        spans[variant] = (min(seeds) - base, max(seeds) - base) if seeds else None
+    if not values:
+        return {}, {}
+    return {"paper": dict(paper.TABLE4), profile: values}, {profile: spans}

@@ -102,11 +102,25 @@ def write_json(path, payload):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=False, default=_jsonable)
+    with os.fdopen(fd, "w") as f:  # allow_nan=False: no NaN/Infinity in a results file (not JSON; see _missing)
+        json.dump(_missing(payload), f, indent=1, sort_keys=False, default=_jsonable, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def _missing(value):
+    """NaN (a missing value, e.g. a retention with no teacher, pandas' empty cell) as None, recursively; an
+    infinity is left for json.dump to refuse, since it is a bug rather than a gap."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _missing(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_missing(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy / torch values
+        return _missing(value.tolist())
+    return value
 
 
 def _jsonable(value):

@@ -166,8 +166,10 @@ def built_site(tmp_path_factory):
     """The book built (warnings as errors) from a synthetic results tree with cpu-scale results only."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_report import write_example_results
+    from test_scorecard import _plant_smoke
     base = tmp_path_factory.mktemp("book")
     results = write_example_results(base / "results")
+    _plant_smoke(results)  # smoke results whose every number is test_scorecard.SENTINEL: none may leak
     out = base / "out"
     env = {**os.environ, "DISTILBERT_RESULTS_DIR": str(results)}
     done = subprocess.run(["jupyter-book", "build", "book/", "-W", "--keep-going", "--path-output", str(out)],
@@ -187,11 +189,17 @@ def test_built_site_pages_tables_and_plotly_setup(built_site):
         assert text.count("const THEBE_JS_URL") <= 1, page.name
     glue = (built_site / "table1_glue.html").read_text()
     assert "Table 1 at cpu scale" in glue and "Provenance: no GPU; 2 CPU cores" in glue
-    for profile in ("smoke", "t4", "paper"):
+    for profile in ("t4", "paper"):
         assert f"results/{profile}/glue.json" in glue  # the 'not run at this scale yet' notes
-    assert glue.count("Not run at this scale yet") == 3
+    assert glue.count("Not run at this scale yet") == 2
     intro = (built_site / "intro.html").read_text()
     assert "Headline ratios" in intro and "96.9 % (9 tasks)" in intro
+    assert intro.index("Scorecard") < intro.index("Headline ratios") and "verdict-" in intro
+    from test_scorecard import SENTINEL
+    for page in built_site.rglob("*.html"):  # smoke numbers only on the smoke stage pages
+        if "stages/smoke" not in page.as_posix():
+            text = page.read_text()
+            assert f"{SENTINEL:.1f}" not in text and str(SENTINEL) not in text, page.name
     for notebook in BOOK.glob("stages/*/*.ipynb"):
         entry = notebook.relative_to(BOOK).with_suffix("").as_posix()
         page = (built_site / f"{entry}.html").read_text()
@@ -227,3 +235,26 @@ def test_browser_check_fails_without_the_local_plotly_js(built_site, tmp_path):
     (broken / "_static" / "plotly.min.js").unlink()
     report = check_site.check_site(broken, chromium, pages=["table1_glue.html"])
     assert any("drawn" in p for p in report["table1_glue.html"]["problems"])
+
+
+# ------------------------------------------------------------------------------------------- clean output
+
+def test_no_stale_text_and_permalinks_to_the_removed_distillation_folder():
+    files = [*BOOK.glob("*.md"), REPO_ROOT / "README.md", *(REPO_ROOT / "lib").glob("*.py")]
+    for path in files:
+        text = path.read_text()
+        assert "MathJax CDN" not in text and "loads from its CDN" not in text, path.name
+        # the folder is gone from main: a link must name a commit or tag that still has it
+        for link in re.findall(r"https://github.com/huggingface/transformers/(?:blob|tree)/([^/\s]+)/"
+                               r"examples/research_projects", text):
+            assert link not in ("main", "master"), f"{path.name}: unpinned link to research_projects"
+
+
+def test_intro_leads_with_the_scorecard_and_results_pages_leave_smoke_to_its_pages():
+    intro = (BOOK / "intro.md").read_text()
+    assert re.findall(r"^## (.+)$", intro, re.M)[0] == "Scorecard"
+    assert "render.scorecard_html(report.scorecard())" in intro
+    for page in [*RESULTS_PAGES, "discussion", "cpu_reproduction", "intro"]:
+        text = (BOOK / f"{page}.md").read_text()
+        assert 'show_scale("smoke")' not in text, page
+        assert "report.available(" not in text, page  # every profile with results, smoke included

@@ -52,3 +52,14 @@ def test_stage_link_only_for_pages_in_the_toc(tmp_path):
     toc.write_text("- file: stages/cpu/03_glue\n")
     assert render.stage_page("cpu", "03_glue", toc) == "stages/cpu/03_glue.html"
     assert render.stage_page("t4", "03_glue", toc) is None and render.stage_page("cpu", "x", tmp_path / "none") is None
+
+
+def test_scorecard_html_links_each_row_and_states_the_rules():
+    import pandas as pd
+    card = pd.DataFrame([{"claim": "a <claim>", "paper (reference)": "97.0 %", "measured": None, "scale": "cpu",
+                          "seeds": 3.0, "floor": "\u2014", "noise": "1.0 pts", "verdict": "not run", "note": "",
+                          "evidence": "table1_glue.html"}])
+    html = render.scorecard_html(card)
+    assert "a &lt;claim&gt;" in html and '<td class="verdict-not">not run</td>' in html
+    assert '<td>3</td>' in html and '<a href="table1_glue.html">evidence</a>' in html
+    assert report.RESOLUTION_RULE in html.replace("&#x27;", "'") and "majority-class floor" in html

@@ -1,0 +1,155 @@
+"""The scorecard (lib.report.scorecard), the resolution rule, the tasks that count, and the rule that smoke-scale
+numbers never reach a non-smoke page: values against hand-computed ones on a small synthetic results tree."""
+import pytest
+from test_report import _run, _summary, _table3_row, _write
+
+from lib import paper, render, report
+
+SENTINEL = 13.579  # a smoke-scale score no other number here can produce; its text must never leave smoke pages
+MODELS = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce",
+          "undistilled": "runs/cpu/undistilled"}
+BASE = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False, "run_name": "student",
+        "undistilled_name": "undistilled"}
+
+
+def _glue(root, profile, scores, single=(), majority=None, models=MODELS):
+    """glue.json (summary) and its per-run files from {model: {task: [score per seed]}}; ``single``: (model, task)
+    pairs whose every seed predicted one class; ``majority``: {task: majority-class rate}."""
+    majority = majority or {}
+    for model, per_task in scores.items():
+        for task, values in per_task.items():
+            for seed, value in enumerate(values, 1):
+                constant = (model, task) in single
+                counts = {"1": 100} if constant else {"0": 40, "1": 60}
+                _run(root, profile, model, task, seed, score=value, metrics={"score": value},
+                     single_class=constant, majority_rate=majority.get(task),
+                     predictions={"validation": {"n": 100, "predicted_label_counts": counts, "majority_label": 1}})
+    _write(root, profile, "glue", {"summary": _summary(scores), "runs": 1}, params={"models": models})
+
+
+def _distill(root, profile, run="student", **params):
+    _write(root, profile, f"distill-{run}", {"teacher": "runs/x/teacher", "teacher_parameters": 20_000_000,
+                                             "student_parameters": 10_000_000},
+           params={**BASE, "run_name": run, **params})
+
+
+@pytest.fixture
+def cpu_world(tmp_path):
+    # SST-2: teacher 90 against a majority rate of 60 -> counts; RTE: teacher 55 against 52 -> does not;
+    # CoLA: the teacher's MCC is 0 -> does not (a constant answer scores 0 there)
+    _glue(tmp_path, "cpu", {
+        "teacher": {"sst2": [88, 90, 92], "rte": [54, 55, 56], "cola": [0, 0, 0]},
+        "student": {"sst2": [84, 86, 85], "rte": [52, 52, 52], "cola": [0, 0, 0]},
+        "no-ce": {"sst2": [70, 71, 72], "rte": [52, 52, 52], "cola": [0, 0, 0]},
+        "undistilled": {"sst2": [85, 84, 86], "rte": [52, 52, 52], "cola": [0, 0, 0]},
+    }, single={("student", "rte"), ("no-ce", "rte"), ("undistilled", "rte"), ("teacher", "cola"),
+               ("student", "cola"), ("no-ce", "cola"), ("undistilled", "cola")},
+        majority={"sst2": 60.0, "rte": 52.0, "cola": 69.0})
+    _distill(tmp_path, "cpu")
+    _distill(tmp_path, "cpu", "no-ce", alpha_ce=0.0)
+    _write(tmp_path, "cpu", "latency", {"table3": [_table3_row("BERT-base", 100.0, 300, 110.0),
+                                                   _table3_row("DistilBERT", 70.0, 300, 66.0)], "sweep": []})
+    return tmp_path
+
+
+def _plant_smoke(root):
+    """A smoke tree whose every score is SENTINEL, with every stage's file, so that a leak would show."""
+    _glue(root, "smoke", {m: {"sst2": [SENTINEL] * 3} for m in ("teacher", "student", "no-ce", "undistilled")},
+          majority={"sst2": 1.0})
+    _distill(root, "smoke")
+    _distill(root, "smoke", "no-ce", alpha_ce=0.0)
+    down = _summary({"teacher": {"imdb": [SENTINEL, SENTINEL]}, "student": {"imdb": [SENTINEL, 2 * SENTINEL]}})
+    _write(root, "smoke", "imdb_squad", {"summary": down, "runs": 4})
+    _write(root, "smoke", "latency", {"table3": [_table3_row("BERT-base", SENTINEL, 3, SENTINEL),
+                                                 _table3_row("DistilBERT", 2 * SENTINEL, 3, 2 * SENTINEL)],
+                                      "sweep": []})
+
+
+def test_resolved_is_the_larger_seed_range():
+    assert report.resolved(2.1, 1.0, 2.0) is True
+    assert report.resolved(-2.0, 1.0, 2.0) is False  # equal to the noise: not resolved
+    assert report.resolved(-2.5, None, 2.0) is True
+    assert report.resolved(5.0, None, None) is None  # single seeds: no noise, no verdict
+    assert report.resolved(None, 1.0) is None
+
+
+def test_counted_tasks_need_the_teacher_five_points_above_the_floor(cpu_world):
+    counted, excluded = report.counted_tasks("cpu", root=cpu_world)
+    assert counted == ["sst2"]
+    assert set(excluded) == {"cola", "rte"}
+    assert "55.0 against a floor of 52.0" in excluded["rte"]
+    assert "CoLA: teacher 0.0 against a floor of 0.0" in excluded["cola"]
+    # MRPC's floor (acc/F1) for a majority rate of 68 % on the positive class: (68 + 100 * 2*0.68/1.68) / 2
+    assert report._constant_score("mrpc", 68.0, 1) == pytest.approx((68 + 100 * 1.36 / 1.68) / 2)
+    assert report._constant_score("qqp", 63.0, 0) == pytest.approx(31.5)
+
+
+def test_floor_from_single_class_runs_when_the_rate_was_not_recorded(tmp_path):
+    _glue(tmp_path, "cpu", {"teacher": {"rte": [60, 61, 62]}, "student": {"rte": [53, 52.7, 52.7]}},
+          single={("student", "rte")})
+    assert report.task_floors("cpu", root=tmp_path)["rte"][0] == pytest.approx(53)
+    assert report.counted_tasks("cpu", root=tmp_path)[0] == ["rte"]
+
+
+def test_seed_noise_leaves_out_single_class_runs(cpu_world):
+    # ranges of the pairs with no single-class seed: teacher sst2 4, rte 2; student sst2 2; no-ce sst2 2;
+    # undistilled sst2 2 -> median 2 (the zero ranges of the constant RTE and CoLA runs would give 0)
+    assert report.task_noise("cpu", root=cpu_world) == 2
+
+
+def test_scorecard_rows_and_verdicts(cpu_world):
+    card = report.scorecard(cpu_world).set_index("claim")
+    glue_row = card.loc[f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"]
+    # SST-2 only: student 85 / teacher 90; the paper's SST-2 retention 91.3 / 92.7; noise 4 / 90 points
+    assert glue_row["measured"] == f"{100 * 85 / 90:.1f} %"
+    assert glue_row["paper (reference)"] == f"{100 * 91.3 / 92.7:.1f} %"
+    assert glue_row["noise"] == f"{100 * 4 / 90:.1f} pts" and glue_row["scale"] == "cpu"
+    # 4.1 points below the paper's, within the 4.4-point noise, and that noise exceeds the paper's 1.5-point loss
+    assert glue_row["verdict"] == report.UNRESOLVED
+    assert glue_row["floor"] == f"constant answer {100 * 60 / 90:.1f} %; undistilled {100 * 85 / 90:.1f} %"
+    ablation = card.loc["Table 4: without L_ce (distillation)"]
+    assert ablation["measured"] == "-14.0 pts" and ablation["verdict"] == report.CONFIRMED
+    assert card.loc["Table 4: without L_cos (cosine)", "verdict"] == report.NOT_RUN
+    init = card.loc["distillation adds to the teacher-layer initialisation (distilled - undistilled)"]
+    assert init["measured"] == "0.0 pts" and init["verdict"] == report.UNRESOLVED
+    params = card.filter(like="fewer parameters", axis=0).iloc[0]
+    assert params["measured"] == f"{100 * 66 / 110:.1f} %" and params["verdict"] == report.CONFIRMED
+    time = card.filter(like="faster", axis=0).iloc[0]
+    assert time["measured"] == "70.0 %" and time["verdict"] == report.CONTRADICTED  # 70 > 61.4 + 5
+    assert card.loc["SQuAD 1.1 F1 retained", "verdict"] == report.NOT_RUN
+    html = render.scorecard_html(report.scorecard(cpu_world))
+    assert html.count('href="table4_ablation.html"') == 5 and report.RESOLUTION_RULE[:40] in html
+
+
+def test_no_smoke_number_reaches_a_non_smoke_page(cpu_world):
+    _plant_smoke(cpu_world)
+    sentinel = f"{SENTINEL:.1f}"  # how the tables would print it
+    outputs = [render.scorecard_html(report.scorecard(cpu_world)), report.headline(cpu_world).to_string()]
+    outputs.append(report.scorecard(cpu_world).to_string())
+    assert "smoke" not in report.headline(cpu_world).columns
+    assert set(report.scorecard(cpu_world)["scale"]) <= {"cpu", "\u2014"}
+    for text in outputs:
+        assert sentinel not in text and str(SENTINEL) not in text
+
+
+def test_smoke_alone_gives_no_verdict(tmp_path):
+    _plant_smoke(tmp_path)
+    card = report.scorecard(tmp_path)
+    assert set(card["verdict"]) == {report.NOT_RUN}
+    assert list(report.headline(tmp_path).columns) == ["paper"]
+
+
+def test_table4_and_table1_use_the_counted_tasks_and_the_rule(cpu_world):
+    table = report.ablation_table("cpu", cpu_world)
+    row = table.loc["without L_ce (distillation)"]
+    # SST-2 only: no-ce 71 against the student's 85; seed ranges 2 and 2 -> resolved
+    assert row["change (points)"] == pytest.approx(-14) and row["seed range (points)"] == 2
+    assert row["resolved"] == "yes"
+    init = table.loc["no distillation at all (teacher-layer init only)"]
+    assert init["change (points)"] == pytest.approx(0) and init["resolved"] == "no"
+    glue = report.glue_table(report.load("cpu", "glue", root=cpu_world), exclude=["no-ce"], profile="cpu",
+                             root=cpu_world)
+    floor = glue.loc[("this run", report.FLOOR_ROW)]
+    assert floor["SST-2 acc"] == 60 and floor["RTE acc"] == 52 and floor["GLUE score"] == 60
+    assert glue.loc[("this run", "teacher"), "GLUE score"] == 90  # SST-2 only: CoLA's and RTE's are left out
+    assert glue.loc[("paper", "DistilBERT"), "GLUE score"] == paper.TABLE1["DistilBERT"]["sst2"]
