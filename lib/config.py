@@ -148,7 +148,7 @@ class DistillParams(StageParams):
     resume_with_changes: bool = param(False, "allow a resume with other lr, loss weights, ... (recorded per segment)")
     log_every: int = param(10, "optimizer steps between log records")
     # intrinsic measures of every run (main, undistilled, ablations) on the same held-out sequences and masks
-    heldout_sequences: int = param(0, "corpus sequences held out of training for masked-token accuracy and KL to the teacher; 0: none")
+    heldout_sequences: int = param(0, "sequences held out of training for masked-token accuracy and KL to the teacher; 0: none")
     eval_every: int = param(0, "optimizer steps between held-out evaluations (the learning curve); 0: at the end only")
     # more runs of the same stage (after the main one, same corpus and teacher)
     undistilled_name: str | None = param(None, "also save the student as initialised (never distilled) to run_dir/<name>")
