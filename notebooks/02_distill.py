@@ -178,3 +178,19 @@ if params.ablations:
                           for name, run in stage.runs.items()}).T)
 else:
     print("no ablations at this scale (set the ablations parameter)")
+
+# %% [markdown]
+# ## Held-out intrinsic measures
+# Every model of the stage on the same `heldout_sequences` sequences, never trained on, with the same masks:
+# masked-token accuracy, and KL(teacher || student) at temperature 1 per masked token (nats). The teacher is the
+# ceiling (KL 0), the undistilled student the floor; `mlm-only` (no teacher signal) shows what the teacher adds.
+
+# %%
+if stage.heldout is not None:
+    measured = {**(stage.heldout_reference or {}),
+                **{name: run["heldout_curve"][-1] for name, run in stage.runs.items() if run["heldout_curve"]}}
+    display(pd.DataFrame({name: {"tokens seen": m.get("tokens", 0), "masked-token accuracy": m["mlm_accuracy"],
+                                 "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
+                          for name, m in measured.items()}).T)
+else:
+    print("heldout_sequences is 0: no held-out measures at this scale")
