@@ -189,7 +189,7 @@ else:
 if stage.heldout is not None:
     measured = {**(stage.heldout_reference or {}),
                 **{name: run["heldout_curve"][-1] for name, run in stage.runs.items() if run["heldout_curve"]}}
-    display(pd.DataFrame({name: {"tokens seen": m.get("tokens", 0), "masked-token accuracy": m["mlm_accuracy"],
+    display(pd.DataFrame({name: {"tokens seen": m.get("tokens"), "masked-token accuracy": m["mlm_accuracy"],
                                  "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
                           for name, m in measured.items()}).T)
 else:
