@@ -147,6 +147,9 @@ class DistillParams(StageParams):
     resume: bool = param(True, "continue from the last checkpoint in run_dir/<run_name> when there is one")
     resume_with_changes: bool = param(False, "allow a resume with other lr, loss weights, ... (recorded per segment)")
     log_every: int = param(10, "optimizer steps between log records")
+    # intrinsic measures of every run (main, undistilled, ablations) on the same held-out sequences and masks
+    heldout_sequences: int = param(0, "sequences held out of training for masked-token accuracy and KL to the teacher; 0: none")
+    eval_every: int = param(0, "optimizer steps between held-out evaluations (the learning curve); 0: at the end only")
     # more runs of the same stage (after the main one, same corpus and teacher)
     undistilled_name: str | None = param(None, "also save the student as initialised (never distilled) to run_dir/<name>")
     ablations: dict = param({}, "run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each")
@@ -158,7 +161,7 @@ class DistillParams(StageParams):
         _one_of("cos_layers", self.cos_layers, ("last", "all"))
         _positive(self, "max_length", "min_length", "temperature", "learning_rate", "n_epoch", "batch_size",
                   "gradient_accumulation_steps", "max_grad_norm", "checkpoint_every", "log_every")
-        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse"):
+        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse", "heldout_sequences", "eval_every"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse == 0:
@@ -192,11 +195,12 @@ class DistillParams(StageParams):
         changes = self.ablations[name]
         if not isinstance(changes, dict) or not changes:
             raise ParameterError("ablations", f"{name!r}: give the changed parameters as a mapping, got {changes!r}")
-        fixed = {"run_name", "undistilled_name", "ablations", "profile", "run_dir", "results_dir", "teacher", "corpus"}
+        fixed = {"run_name", "undistilled_name", "ablations", "profile", "run_dir", "results_dir", "teacher", "corpus",
+                 "heldout_sequences"}
         for key in changes:
             if key in fixed:
                 raise ParameterError("ablations", f"{name!r} cannot change {key!r}: ablations share the stage's "
-                                                  "teacher, corpus and folders")
+                                                  "teacher, corpus, held-out sequences and folders")
         values = {**dataclasses.asdict(self), **changes, "run_name": name, "undistilled_name": None, "ablations": {}}
         try:
             return make_params(DistillParams, values)

@@ -22,12 +22,15 @@ import argparse
 import dataclasses
 import sys
 import time
+from functools import partial
 
+import numpy as np
 import torch
 
 from lib import config, data, hub, models, results
+from lib.config import ParameterError
 from lib.data import mlm_token_probs, special_token_ids
-from lib.teacher import load_teacher
+from lib.teacher import evaluate_mlm, load_teacher
 from lib.training import LOSS_TERMS, accumulation_steps, distill, weights_digest
 
 
@@ -38,11 +41,43 @@ def build_student(params, teacher):
                                 random_init=params.random_init, seed=params.seed)
 
 
-def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True, student=None):
+def split_heldout(dataset, params):
+    """(training sequences, held-out sequences) of the tokenized corpus: params.heldout_sequences rows drawn from
+    params.seed, the same for every run of the stage and never trained on; the training rows keep the corpus's
+    order. heldout_sequences 0: (dataset, None)."""
+    n = params.heldout_sequences
+    if not n:
+        return dataset, None
+    if n >= len(dataset):
+        raise ParameterError("heldout_sequences", f"{n} held-out sequences leave none of the corpus's "
+                                                  f"{len(dataset)} to train on")
+    heldout = np.sort(np.random.default_rng(params.seed).permutation(len(dataset))[:n])
+    train = np.setdiff1d(np.arange(len(dataset)), heldout)
+    return dataset.select(train), dataset.select(heldout)
+
+
+def heldout_evaluator(params, teacher, heldout, tokenizer, progress=False):
+    """The held-out measures of a student (lib.teacher.evaluate_mlm with the teacher): masked-token accuracy,
+    perplexity and KL(teacher || student) at temperature 1 over the masked targets, the masks drawn uniformly
+    over non-special tokens with the run's masking shares from params.seed, so every model of the stage (every
+    run, every step, the undistilled student, the teacher) is measured on the same positions. None without
+    held-out sequences."""
+    if heldout is None:
+        return None
+    return partial(evaluate_mlm, dataset=heldout, tokenizer=tokenizer, teacher=teacher, batch_size=params.batch_size,
+                   mlm_mask_prop=params.mlm_mask_prop, word_mask=params.word_mask, word_keep=params.word_keep,
+                   word_rand=params.word_rand, seed=params.seed, precision=params.precision, progress=progress)
+
+
+def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=True, student=None, heldout=None,
+                     heldout_reference=None):
     """One distillation run of a stage: ``student`` (default: build_student(params, teacher)) distilled into
     run_dir/<run_name>, and results/<profile>/distill-<run_name>.json written (by the main process only: every
     process of a DDP run calls this and trains). counts: the corpus's token counts (lib.data.token_counts), to
-    count once for several runs. Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
+    count once for several runs. heldout: the stage's held-out sequences (split_heldout; None: no held-out
+    measures), evaluated every params.eval_every steps and at the end (heldout_curve, heldout in the record).
+    heldout_reference: {model name: held-out measures} recorded with this run (the main run's: the teacher's and
+    the undistilled student's). Returns the summary of ``distill`` with weights_sha1, the final student's digest."""
     from accelerate import PartialState
 
     started = time.perf_counter()
@@ -50,7 +85,8 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
                    else mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer)))
     student = build_student(params, teacher) if student is None else student
     summary = distill(teacher, student, dataset, params, output_dir=params.path("run_dir") / params.run_name,
-                      tokenizer=tokenizer, token_probs=token_probs, progress=progress)
+                      tokenizer=tokenizer, token_probs=token_probs, progress=progress,
+                      evaluate=heldout_evaluator(params, teacher, heldout, tokenizer))
     accum = accumulation_steps(params, summary["world_size"])
     summary.update(weights_sha1=weights_digest(student), gradient_accumulation_steps=accum,
                    effective_batch_size=params.batch_size * accum * summary["world_size"])
@@ -65,7 +101,9 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
                                        "tokens_per_s", "resumed_from", "precision", "world_size", "final", "segments",
                                        "weights_sha1", "gradient_accumulation_steps", "effective_batch_size")},
             log_path=results.repo_relative(summary["log_path"]), checkpoint=results.repo_relative(summary["checkpoint"]),
-            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]])
+            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
+            heldout=summary["heldout_curve"][-1] if summary["heldout_curve"] else None,
+            heldout_curve=summary["heldout_curve"] or None, heldout_reference=heldout_reference)
         path = params.path("results_dir") / f"{record.name}.json"
         print(f"[rank {state.process_index}] results written: {path}", flush=True)
     state.wait_for_everyone()
@@ -77,10 +115,12 @@ class DistillStage:
     """What stage 2 made."""
     teacher: object    # the BertForMaskedLM teacher
     tokenizer: object
-    dataset: object    # the tokenized corpus (datasets.Dataset)
+    dataset: object    # the tokenized corpus's training sequences (datasets.Dataset)
     student: object    # the main run's student, distilled
     runs: dict         # run name -> run_distillation's summary: the main run (params.run_name), then the ablations
     undistilled_dir: object = None  # where the undistilled baseline was saved (None: undistilled_name not set)
+    heldout: object = None          # the held-out sequences (None: heldout_sequences 0)
+    heldout_reference: dict = None  # {teacher / undistilled_name: held-out measures} (main process; else None)
 
 
 def run_stage(params, progress=True):
@@ -108,24 +148,36 @@ def run_stage(params, progress=True):
                                        min_length=params.min_length,
                                        cache_dir=params.path("run_dir") / "corpus" / config.DISTILL)
     say(f"{len(dataset):,} sequences, {sum(dataset['length']):,} tokens", flush=True)
+    dataset, heldout = split_heldout(dataset, params)  # before anything trains or counts tokens
+    if heldout is not None:
+        say(f"{len(heldout):,} sequences held out ({sum(heldout['length']):,} tokens), "
+            f"{len(dataset):,} left to train on", flush=True)
     counts = data.token_counts(dataset, teacher.config.vocab_size, progress=progress and main)  # once, for every run
 
     student = build_student(params, teacher)
-    undistilled_dir = None
+    undistilled_dir, reference = None, None
     if params.undistilled_name:  # the same student as initialised, never distilled
         undistilled_dir = params.path("run_dir") / params.undistilled_name
         if main:
             models.save_model(student, undistilled_dir, tokenizer)
             print(f"[rank {state.process_index}] undistilled student saved: {undistilled_dir}", flush=True)
         state.wait_for_everyone()
-    runs = {params.run_name: run_distillation(params, teacher, dataset, tokenizer, counts, progress, student)}
+    if heldout is not None and main:  # what the runs are measured against: the teacher, and no training at all
+        evaluate = heldout_evaluator(params, teacher, heldout, tokenizer)
+        reference = {config.TEACHER: evaluate(teacher)}
+        if params.undistilled_name:
+            reference[params.undistilled_name] = evaluate(student)
+    state.wait_for_everyone()
+    runs = {params.run_name: run_distillation(params, teacher, dataset, tokenizer, counts, progress, student,
+                                              heldout, reference)}
     for name in params.ablations:
         say(f"--- ablation {name}: {params.ablations[name]}", flush=True)
-        runs[name] = run_distillation(params.variant(name), teacher, dataset, tokenizer, counts, progress)
+        runs[name] = run_distillation(params.variant(name), teacher, dataset, tokenizer, counts, progress,
+                                      heldout=heldout)
     for name, summary in runs.items():  # every rank: equal digests mean the ranks ended with equal weights
         print(f"[rank {state.process_index}] {name}: steps {summary['steps']}, precision {summary['precision']}, "
               f"world size {summary['world_size']}, weights sha1 {summary['weights_sha1']}", flush=True)
-    return DistillStage(teacher, tokenizer, dataset, student, runs, undistilled_dir)
+    return DistillStage(teacher, tokenizer, dataset, student, runs, undistilled_dir, heldout, reference)
 
 
 def main(argv=None):

@@ -200,6 +200,13 @@ class DistillResult(StageResult):
     gradient_accumulation_steps: int | None
     effective_batch_size: int | None
     loss_curve: list             # {step, tokens, loss, loss_<term>...} per logged step
+    # held-out intrinsic measures (params.heldout_sequences > 0; else None), lib.distill.heldout_evaluator: the
+    # same sequences and masks for every run and model of the stage. A measure: {mlm_accuracy, kl_to_teacher (KL(
+    # teacher || student) at T = 1, nats per masked token), perplexity, loss, n_tokens (masked targets),
+    # n_sequences}; a curve point adds step, tokens (seen so far) and seconds (the evaluation's).
+    heldout: dict | None         # the final student's measures (the last point of heldout_curve)
+    heldout_curve: list | None   # a point at step 0 (as initialised) and every eval_every steps (eval_every > 0), and the end
+    heldout_reference: dict | None  # main run only: {"teacher": ..., <undistilled_name>: ...} measured alike
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -258,7 +265,8 @@ KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, co
 
 # The one legacy shape the reader converts: results written before these fields existed (results/cpu and
 # results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
-_ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"),
+_ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size",
+                                  "heldout", "heldout_curve", "heldout_reference"),
                 "finetune_run": ("single_class", "majority_rate")}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 

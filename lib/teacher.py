@@ -56,12 +56,30 @@ def _uniform_probs(model, tokenizer):
     return mlm_token_probs(np.ones(model.config.vocab_size), 0.0, special_token_ids(tokenizer))
 
 
+def _masked_logits(model, input_ids, attention_mask, targets):
+    """The model's MLM logits at the ``targets`` positions only, (n_targets, vocab): its head (BERT's cls,
+    DistilBERT's vocab_transform on) takes the target rows alone, as in training (lib.training.forward_losses):
+    the vocabulary projection over every position would dominate the evaluation's time."""
+    head = getattr(model, "cls", None) or getattr(model, "vocab_transform", None)
+    if head is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[targets]
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][targets],))
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max_sequences=None, mlm_mask_prop=0.15,
-                 word_mask=0.8, word_keep=0.1, word_rand=0.1, seed=0, precision="auto", device=None, progress=True):
+                 word_mask=0.8, word_keep=0.1, word_rand=0.1, seed=0, precision="auto", device=None, progress=True,
+                 teacher=None):
     """Masked-token accuracy and perplexity (exp of the mean cross-entropy over masked targets) of a masked-LM
     on held-out sequences. Masks are drawn as in training (token_probs None: uniformly over non-special
-    tokens) from a fixed seed, so two models evaluated on the same dataset see the same masks."""
+    tokens) from a fixed seed with a generator of their own, so two models evaluated on the same dataset see the
+    same masks and the global RNG is untouched. With ``teacher`` (same vocabulary) also kl_to_teacher: the mean over
+    the masked targets of KL(teacher || model) at temperature 1, in nats. The model is evaluated in eval mode
+    (no dropout) and put back in the mode it was in."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype, _ = select_precision(precision, device)
     if max_sequences is not None:
@@ -70,27 +88,38 @@ def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max
     masking = MaskingSpec(token_probs, tokenizer.mask_token_id, special_token_ids(tokenizer), mlm_mask_prop,
                           word_mask, word_keep, word_rand)
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.to(device).eval()
+    models = [model] + ([teacher] if teacher is not None else [])
+    modes = [m.training for m in models]
+    for m in models:
+        m.to(device).eval()
     set_torch_threads(model)
-    loss_sum, correct, n_targets = 0.0, 0, 0
+    loss_sum, kl_sum, correct, n_targets = 0.0, 0.0, 0, 0
     batches = _mlm_batches(sequence_lengths(dataset), batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=partial(collate, pad_token_id=tokenizer.pad_token_id))
     for batch in tqdm(loader, desc="evaluate MLM", disable=not progress):
         input_ids, labels = masking.apply(batch, generator)
-        with autocast(device, dtype):
-            logits = model(input_ids=input_ids.to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        labels = labels.to(device)
+        input_ids, attention_mask, labels = input_ids.to(device), batch["attention_mask"].to(device), labels.to(device)
         targets = labels != -100
-        logits, labels = logits[targets].float(), labels[targets]
+        with autocast(device, dtype):
+            logits = _masked_logits(model, input_ids, attention_mask, targets).float()
+            teacher_logits = (None if teacher is None
+                              else _masked_logits(teacher, input_ids, attention_mask, targets).float())
+        labels = labels[targets]
         loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(-1) == labels).sum())
         n_targets += int(labels.numel())
-    model.train(was_training)
+        if teacher is not None:
+            kl_sum += float(torch.nn.functional.kl_div(logits.log_softmax(-1), teacher_logits.log_softmax(-1),
+                                                       log_target=True, reduction="sum"))
+    for m, mode in zip(models, modes):
+        m.train(mode)
     if n_targets == 0:
         raise ValueError("no masked targets: the evaluation dataset is empty")
-    return dict(mlm_accuracy=correct / n_targets, perplexity=math.exp(loss_sum / n_targets),
-                loss=loss_sum / n_targets, n_tokens=n_targets, n_sequences=len(dataset))
+    result = dict(mlm_accuracy=correct / n_targets, perplexity=math.exp(loss_sum / n_targets),
+                  loss=loss_sum / n_targets, n_tokens=n_targets, n_sequences=len(dataset))
+    if teacher is not None:
+        result["kl_to_teacher"] = kl_sum / n_targets
+    return result
 
 
 def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_rate=1e-4, batch_size=32,

@@ -141,10 +141,10 @@ def read_log(path):
 
 # DistillParams fields that do not shape the trajectory (folders, names, bookkeeping)
 BOOKKEEPING = {"profile", "mirror", "run_dir", "results_dir", "run_name", "checkpoint_every", "resume",
-               "resume_with_changes", "log_every", "undistilled_name", "ablations"}
+               "resume_with_changes", "log_every", "undistilled_name", "ablations", "eval_every"}
 # of the rest, the ones a resumed run cannot change at all: the data order and the student's shape
 FIXED_ON_RESUME = {"seed", "batch_size", "gradient_accumulation_steps", "effective_batch_size", "corpus", "max_length", "min_length",
-                   "teacher", "student_layers", "n_student_layers", "random_init"}
+                   "teacher", "student_layers", "n_student_layers", "random_init", "heldout_sequences"}
 
 
 def trajectory_params(params):
@@ -391,7 +391,7 @@ def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan
 
 
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
-            device=None):
+            device=None, evaluate=None):
     """Distil ``teacher`` into ``student`` on ``dataset`` (input_ids [+ length] rows, see lib.data.tokenize_corpus)
     with the hyper-parameters of ``params`` (a DistillParams).
 
@@ -401,8 +401,14 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     end and on KeyboardInterrupt; a resume verifies them and refuses changed trajectory parameters unless
     params.resume_with_changes), and run.lock while it runs (one run per folder). token_probs: masking
     weights (default: from the dataset's token counts with params.mlm_smoothing). on_log: called with each log
-    record. device: "cpu" forces the CPU; default: CUDA when available. Returns a summary dict (steps, tokens,
-    wall_time_s, final losses, log: the list of log records, output_dir, ...).
+    record. device: "cpu" forces the CPU; default: CUDA when available. evaluate: a function of the (unwrapped)
+    student returning a dict of held-out measures (lib.distill.heldout_evaluator), called by the main process alone
+    (the others wait) before the first step (when params.eval_every > 0), every params.eval_every optimizer steps and
+    at the end; each result, with step and tokens seen, is appended to output_dir/heldout.jsonl (kept on resume like
+    the log). It must leave the trajectory alone: its masks come from a generator of its own, the student is
+    evaluated without dropout and put back in train mode, and each step reseeds the global RNG anyway.
+    Returns a summary dict (steps, tokens, wall_time_s, final losses, log: the list of log records, heldout_curve:
+    the held-out records, output_dir, ...).
     """
     output_dir = Path(output_dir).expanduser()
     weights = loss_weights(params)
@@ -444,7 +450,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     # the data order: a resumed run must see the same batches (the trajectory parameters are checked on their own)
     run = dict(seed=params.seed, batch_size=params.batch_size, gradient_accumulation_steps=accum, world_size=world,
                n_sequences=len(lengths))
-    log_path = output_dir / "log.jsonl"
+    log_path, heldout_path = output_dir / "log.jsonl", output_dir / "heldout.jsonl"
     step, tokens_seen, elapsed, resumed_from = 0, 0, 0.0, None
     segments = [dict(start_step=0, params=trajectory_params(params))]
     checkpoint = find_checkpoint(output_dir) if params.resume else None
@@ -461,6 +467,18 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     last_checkpoint, last_checkpoint_step = checkpoint, resumed_from
     window = LogWindow.empty(device, time.perf_counter())
     last_record = None
+
+    def evaluate_heldout():
+        """Evaluate (main process), and return the seconds it took: they are left out of the training's time."""
+        began = time.perf_counter()
+        if main:
+            record = dict(step=step, tokens=tokens_seen, **evaluate(student))
+            record["seconds"] = round(time.perf_counter() - began, 3)
+            with open(heldout_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        accelerator.wait_for_everyone()
+        return time.perf_counter() - began
+
     lock = _lock_run(accelerator, output_dir)
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
@@ -470,7 +488,11 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 clear_checkpoints(output_dir)  # starting over: older checkpoints here no longer count
             kept = [r for r in read_log(log_path) if r["step"] <= step] if resumed_from is not None else []
             log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            kept = [r for r in read_log(heldout_path) if r["step"] <= step] if resumed_from is not None else []
+            heldout_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         accelerator.wait_for_everyone()
+        if evaluate is not None and params.eval_every and resumed_from is None:
+            started += evaluate_heldout()  # the learning curve's first point: the student as initialised
         while step < total_steps:
             epoch, step_in_epoch = divmod(step, steps_per_epoch)
             batches = epoch_batches(epoch)[step_in_epoch * accum:steps_per_epoch * accum]
@@ -497,7 +519,10 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 window.grad_norm += grad_norm.float()
                 window.steps += 1
 
-                if step % params.log_every == 0 or step % params.checkpoint_every == 0 or step == total_steps:
+                eval_due = evaluate is not None and (step == total_steps or
+                                                     (params.eval_every and step % params.eval_every == 0))
+                if (step % params.log_every == 0 or step % params.checkpoint_every == 0 or step == total_steps
+                        or eval_due):  # an evaluation needs the tokens seen up to its step
                     now = time.perf_counter()
                     record, tokens_seen = log_record(window, accelerator, weights, step,
                                                      round(step / steps_per_epoch, 4), lr, tokens_seen,
@@ -512,6 +537,10 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                         if on_log is not None:
                             on_log(record)
+                if eval_due:
+                    spent = evaluate_heldout()
+                    started += spent
+                    window.started += spent
 
                 if step % params.checkpoint_every == 0 or step == total_steps:
                     elapsed = time.perf_counter() - started
@@ -543,6 +572,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 tokens_per_s=tokens_seen / elapsed if elapsed else None, resumed_from=resumed_from,
                 precision=str(dtype).replace("torch.", ""), world_size=world,
                 final={k: last_record[k] for k in LOSS_TERMS if k in last_record}, log=log,
+                heldout_curve=read_log(heldout_path) if evaluate is not None else [],
                 log_path=str(log_path), checkpoint=str(last_checkpoint) if last_checkpoint else None,
                 segments=segments, output_dir=str(output_dir))
 

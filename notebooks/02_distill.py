@@ -67,6 +67,8 @@ checkpoint_every = None  # optimizer steps between checkpoints
 resume = None  # continue from the last checkpoint in run_dir/<run_name> when there is one
 resume_with_changes = None  # allow a resume with other lr, loss weights, ... (recorded per segment)
 log_every = None  # optimizer steps between log records
+heldout_sequences = None  # sequences held out of training for masked-token accuracy and KL to the teacher; 0: none
+eval_every = None  # optimizer steps between held-out evaluations (the learning curve); 0: at the end only
 undistilled_name = None  # also save the student as initialised (never distilled) to run_dir/<name>
 ablations = None  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each
 _project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
@@ -176,3 +178,19 @@ if params.ablations:
                           for name, run in stage.runs.items()}).T)
 else:
     print("no ablations at this scale (set the ablations parameter)")
+
+# %% [markdown]
+# ## Held-out intrinsic measures
+# Every model of the stage on the same `heldout_sequences` sequences, never trained on, with the same masks:
+# masked-token accuracy, and KL(teacher || student) at temperature 1 per masked token (nats). The teacher is the
+# ceiling (KL 0), the undistilled student the floor; `mlm-only` (no teacher signal) shows what the teacher adds.
+
+# %%
+if stage.heldout is not None:
+    measured = {**(stage.heldout_reference or {}),
+                **{name: run["heldout_curve"][-1] for name, run in stage.runs.items() if run["heldout_curve"]}}
+    display(pd.DataFrame({name: {"tokens seen": m.get("tokens"), "masked-token accuracy": m["mlm_accuracy"],
+                                 "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
+                          for name, m in measured.items()}).T)
+else:
+    print("heldout_sequences is 0: no held-out measures at this scale")

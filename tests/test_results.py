@@ -26,7 +26,14 @@ FIELDS = {
                     log_path="runs/cpu/student/log.jsonl", checkpoint="runs/cpu/student/checkpoint-40",
                     segments=[{"start_step": 0, "params": {"alpha_ce": 5.0}}], weights_sha1="ab" * 20,
                     gradient_accumulation_steps=50, effective_batch_size=250,
-                    loss_curve=[{"step": 10, "tokens": 12_800, "loss": 10.5, "loss_ce": 4.5}]),
+                    loss_curve=[{"step": 10, "tokens": 12_800, "loss": 10.5, "loss_ce": 4.5}],
+                    heldout={"step": 40, "tokens": 51_200, "mlm_accuracy": 0.31, "kl_to_teacher": 1.25,
+                             "perplexity": 40.1, "loss": 3.69, "n_tokens": 19_200, "n_sequences": 1000, "seconds": 20.5},
+                    heldout_curve=[{"step": 0, "tokens": 0, "mlm_accuracy": 0.2, "kl_to_teacher": 2.5,
+                                    "perplexity": 90.0, "loss": 4.5, "n_tokens": 19_200, "n_sequences": 1000,
+                                    "seconds": 20.1}],
+                    heldout_reference={"teacher": {"mlm_accuracy": 0.42, "kl_to_teacher": 0.0, "n_tokens": 19_200},
+                                       "undistilled": {"mlm_accuracy": 0.2, "kl_to_teacher": 2.5, "n_tokens": 19_200}}),
     "glue": dict(summary=[_SUMMARY_ROW], runs=3),
     "imdb_squad": dict(summary=[{**_SUMMARY_ROW, "task": "imdb", "metric": "accuracy"}], runs=2),
     "latency": dict(table3=[{"model": "teacher", "extrapolated_total_s": 20.3, "parameters": 22_713_216,
@@ -103,12 +110,14 @@ def test_unknown_missing_or_mistyped_fields_name_the_file_and_the_field(tmp_path
 
 def test_older_files_read_through_the_one_legacy_conversion(tmp_path):
     data = results.to_dict(example_record("distill"))
-    for name in ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size"):
+    for name in ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size", "heldout",
+                 "heldout_curve", "heldout_reference"):
         del data[name]
     data["checkpoint_dir"] = data.pop("checkpoint")
     results.write_json(tmp_path / "cpu" / "distill-student.json", data)
     record = results.read(tmp_path / "cpu" / "distill-student.json")
     assert record.checkpoint == "runs/cpu/student/checkpoint-40" and record.weights_sha1 is None
+    assert record.heldout is record.heldout_curve is record.heldout_reference is None  # before held-out measures
 
 
 def test_paths_are_stored_relative_to_the_repository():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import BertModel
 
-from lib import config, data, hub, models, results
+from lib import config, data, hub, models, results, training
+from lib import teacher as teacher_module
 from lib.config import ParameterError
 from lib.teacher import (evaluate_mlm, load_teacher, needs_adaptation, prepare_teacher, train_mlm_head,
                          write_teacher_logits)
@@ -43,6 +44,35 @@ def test_evaluate_mlm_same_masks_for_teacher_and_copy(setup):
     assert a["n_tokens"] == sum(math.ceil(0.15 * lengths[order[i:i + 16]].sum()) for i in range(0, len(order), 16))
     # a random teacher over 125 tokens is near chance
     assert 0.3 * 120 < a["perplexity"] < 3 * 120
+
+
+def test_kl_to_teacher_is_zero_for_the_teacher_and_the_hand_computed_value_for_a_student(setup):
+    teacher, tokenizer, dataset = setup
+    rows = dataset.select(range(6))
+    student = models.build_student(teacher, layers=[0, 3]).train()  # in train mode: evaluated without dropout
+    with torch.no_grad():  # the random tiny teacher is near uniform: move the student's outputs away from it
+        student.vocab_projector.bias.copy_(torch.randn(student.vocab_projector.bias.shape, generator=torch.Generator().manual_seed(0)))
+    itself = evaluate_mlm(teacher, rows, tokenizer, batch_size=8, seed=3, progress=False, teacher=teacher)
+    assert itself["kl_to_teacher"] == pytest.approx(0.0, abs=1e-6)
+    result = evaluate_mlm(student, rows, tokenizer, batch_size=8, seed=3, progress=False, teacher=teacher)
+    assert student.training and result["n_tokens"] == itself["n_tokens"]  # mode restored; same masks
+    assert "kl_to_teacher" not in evaluate_mlm(student, rows, tokenizer, batch_size=8, seed=3, progress=False)
+
+    # by hand: the same masks (one batch of 6, the generator of seed 3), full logits, sum p_t (log p_t - log p_s)
+    masking = training.MaskingSpec(teacher_module._uniform_probs(teacher, tokenizer), tokenizer.mask_token_id,
+                                   data.special_token_ids(tokenizer))
+    order = teacher_module._mlm_batches(data.sequence_lengths(rows), 8)[0]
+    batch = data.collate([rows[i] for i in order], pad_token_id=tokenizer.pad_token_id)
+    input_ids, labels = masking.apply(batch, torch.Generator().manual_seed(3))
+    targets = labels != -100
+    student.eval()
+    with torch.no_grad():
+        log_p_s = student(input_ids=input_ids, attention_mask=batch["attention_mask"]).logits[targets].log_softmax(-1)
+        log_p_t = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"]).logits[targets].log_softmax(-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()
+    assert result["n_tokens"] == int(targets.sum()) and result["kl_to_teacher"] == pytest.approx(float(kl), rel=1e-4)
+    assert result["kl_to_teacher"] > 0.1
+    assert result["mlm_accuracy"] == pytest.approx(float((log_p_s.argmax(-1) == labels[targets]).float().mean()))
 
 
 def test_train_mlm_head_only_touches_head_and_top_layers(setup):

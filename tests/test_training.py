@@ -15,7 +15,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, checkpoints, config, data, distill, models, training
+from lib import REPO_ROOT, checkpoints, config, data, distill, models, results, training
 from lib.config import DistillParams, ParameterError, load_params, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -366,3 +366,55 @@ def test_run_stage_builds_the_student_once_and_saves_its_initialisation(tmp_path
     a = distill.build_student(params.variant("random"), stage.teacher)
     b = distill.build_student(params.variant("random"), stage.teacher)
     assert training.weights_digest(a) == training.weights_digest(b)
+
+
+def test_heldout_split_is_disjoint_from_training_and_the_same_every_time(setup):
+    _, _, dataset = setup
+    params = distill_params(heldout_sequences=10)
+    train, heldout = distill.split_heldout(dataset, params)
+    again = distill.split_heldout(dataset, params)[1]
+    rows = lambda d: [tuple(r) for r in d["input_ids"]]  # noqa: E731
+    assert len(heldout) == 10 and len(train) == len(dataset) - 10 and rows(again) == rows(heldout)
+    assert sorted(rows(train) + rows(heldout)) == sorted(rows(dataset))
+    assert not set(rows(train)) & set(rows(heldout)) or len(set(rows(dataset))) < len(dataset)
+    assert distill.split_heldout(dataset, distill_params())[1] is None
+    with pytest.raises(ParameterError, match="heldout_sequences"):
+        distill.split_heldout(dataset, distill_params(heldout_sequences=len(dataset)))
+
+
+def test_heldout_evaluations_leave_the_trajectory_alone(setup, tmp_path):
+    teacher, tokenizer, full = setup
+    dataset, heldout = distill.split_heldout(full, distill_params(heldout_sequences=12))
+    finals = {}
+    for eval_every in (0, 2):
+        params = distill_params(heldout_sequences=12, eval_every=eval_every, log_every=3, checkpoint_every=100)
+        student = models.build_student(teacher)
+        summary = training.distill(teacher, student, dataset, params, tmp_path / f"every{eval_every}", tokenizer,
+                                   progress=False, evaluate=distill.heldout_evaluator(params, teacher, heldout, tokenizer))
+        finals[eval_every] = (state(student), summary)
+    (a, plain), (b, curved) = finals[0], finals[2]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same final weights with and without evaluations
+    assert [r["step"] for r in plain["heldout_curve"]] == [6] and [r["step"] for r in curved["heldout_curve"]] == [0, 2, 4, 6]
+    assert curved["heldout_curve"][0]["tokens"] == 0 and curved["heldout_curve"][-1]["tokens"] == curved["tokens"]
+    # the evaluation steps are logged, so each point knows its tokens
+    assert [r["tokens"] for r in curved["heldout_curve"][1:]] == [r["tokens"] for r in curved["log"] if r["step"] in (2, 4, 6)]
+    assert {k: v for k, v in plain["heldout_curve"][-1].items() if k != "seconds"} == pytest.approx(
+        {k: v for k, v in curved["heldout_curve"][-1].items() if k != "seconds"})
+
+
+def test_run_stage_measures_every_run_and_the_references_on_the_same_heldout_set(tmp_path):
+    params = load_params(config.DISTILL, profile="smoke", teacher="smoke/tiny-bert", run_dir=str(tmp_path / "runs"),
+                         results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
+                         heldout_sequences=8, eval_every=1, undistilled_name="undistilled",
+                         ablations={"mlm-only": {"alpha_ce": 0.0, "alpha_cos": 0.0}})
+    stage = distill.run_stage(params, progress=False)
+    main = results.read(tmp_path / "results" / "distill-student.json")
+    mlm_only = results.read(tmp_path / "results" / "distill-mlm-only.json")
+    assert len(stage.heldout) == 8 and main.heldout == main.heldout_curve[-1]
+    assert [r["step"] for r in main.heldout_curve] == [0, 1, 2] == [r["step"] for r in mlm_only.heldout_curve]
+    assert main.heldout["n_tokens"] == mlm_only.heldout["n_tokens"] == main.heldout_reference["teacher"]["n_tokens"]
+    assert main.heldout_reference["teacher"]["kl_to_teacher"] == pytest.approx(0.0, abs=1e-6)
+    # step 0 of the main run is the undistilled student, measured alike
+    assert main.heldout_curve[0]["mlm_accuracy"] == main.heldout_reference["undistilled"]["mlm_accuracy"]
+    assert main.heldout_curve[0]["kl_to_teacher"] == pytest.approx(main.heldout_reference["undistilled"]["kl_to_teacher"])
+    assert mlm_only.heldout_reference is None and "loss_ce" not in mlm_only.final
