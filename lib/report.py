@@ -359,11 +359,19 @@ def classify_run(params, baseline):
     run's: one term's weight set to 0, or random initialisation. None: not one of them (e.g. the baseline)."""
     if params.get("random_init") and not baseline.get("random_init"):
         return "random student initialisation"
+    if mlm_only(params) and not mlm_only(baseline):
+        return None  # no teacher signal at all: not one of the paper's rows (ablation_table adds it apart)
     for term, label in (("alpha_ce", "without L_ce (distillation)"), ("alpha_cos", "without L_cos (cosine)"),
                         ("alpha_mlm", "without L_mlm (masked LM)")):
         if params.get(term) == 0 and (baseline.get(term) or 0) > 0:
             return label
     return None
+
+
+def mlm_only(params):
+    """A run trained with the masked-LM loss alone (alpha_ce = alpha_cos = alpha_mse = 0): the student with no
+    teacher signal, which answers "what does the teacher add" for the same budget."""
+    return (params.get("alpha_mlm") or 0) > 0 and not any(params.get(k) for k in ("alpha_ce", "alpha_cos", "alpha_mse"))
 
 
 def _run_params(record):
@@ -433,6 +441,10 @@ def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
         index.append("no distillation at all (teacher-layer init only)")
         rows.append(row(undistilled, undistilled_label, None))
+    for name, rec in runs.items():  # not in the paper either: the same budget with no teacher signal
+        if name != baseline_run and mlm_only(_run_params(rec)) and not mlm_only(base_params):
+            index.append("no teacher signal (MLM loss only)")
+            rows.append(row(name, _glue_label_for(name, glue) if glue else None, None))
     index.append("triple loss (reference)")
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
                  "change (points)": 0.0 if base_score is not None else None, "seed range (points)": base_range,

@@ -153,3 +153,11 @@ def test_table4_and_table1_use_the_counted_tasks_and_the_rule(cpu_world):
     assert floor["SST-2 acc"] == 60 and floor["RTE acc"] == 52 and floor["GLUE score"] == 60
     assert glue.loc[("this run", "teacher"), "GLUE score"] == 90  # SST-2 only: CoLA's and RTE's are left out
     assert glue.loc[("paper", "DistilBERT"), "GLUE score"] == paper.TABLE1["DistilBERT"]["sst2"]
+
+
+def test_an_mlm_only_run_is_no_table4_ablation_but_its_own_row():
+    base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "alpha_mse": 0.0}
+    assert report.classify_run({**base, "alpha_ce": 0.0}, base) == "without L_ce (distillation)"
+    assert report.classify_run({**base, "alpha_ce": 0.0, "alpha_cos": 0.0}, base) is None
+    assert report.mlm_only({**base, "alpha_ce": 0.0, "alpha_cos": 0.0}) and not report.mlm_only(base)
+    assert not report.mlm_only({**base, "alpha_ce": 0.0, "alpha_cos": 0.0, "alpha_mlm": 0.0, "alpha_mse": 1.0})
