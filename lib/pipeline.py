@@ -57,7 +57,19 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
                                    kernel_name="python3", log_output=log_output, progress_bar=False)
     except papermill.PapermillExecutionError as err:
         raise StageFailed(stage, output, f"{err.ename}: {err.evalue}") from None
+    finally:
+        if output.is_file():
+            relative_paths(output)
     return output
+
+
+def relative_paths(notebook_path):
+    """Rewrite this checkout's absolute path as relative in an executed notebook (papermill's metadata, printed
+    summaries): committed outputs name no machine's folders."""
+    text = Path(notebook_path).read_text()
+    for root in (str(REPO_ROOT) + "/", str(REPO_ROOT)):
+        text = text.replace(root, "" if root.endswith("/") else ".")
+    Path(notebook_path).write_text(text)
 
 
 def run(profile="smoke", stages=None, overrides=None, output_dir=None, log_output=True):

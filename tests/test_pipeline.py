@@ -84,3 +84,9 @@ def test_the_glue_stage_runs_only_the_tasks_given(smoke_run):
     assert {row["task"] for row in summary} <= {"cola", "glue"} and any(row["task"] == "cola" for row in summary)
     assert sorted(p.name.split("-seed")[0] for p in (results_dir / "glue").rglob("*.json")) == \
         ["cola"] * len(list((results_dir / "glue").rglob("*.json")))
+
+
+def test_executed_notebooks_name_no_absolute_path_of_the_checkout(smoke_run):
+    tmp, outputs = smoke_run
+    for output in outputs:
+        assert str(pipeline.REPO_ROOT) not in output.read_text(), output.name
