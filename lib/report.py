@@ -948,7 +948,8 @@ def scorecard(root=None):
                                  paper.STUDENT, paper.TEACHER, "undistilled")
             ours = counted_glue(profile, root)[0]
             row["measured"] = _fmt(ours)
-            noise = float(row["noise"].split()[0]) if row["noise"] != "\u2014" else None
+            noise_text = row.get("noise")  # None or an em dash when no per-seed scores were recorded
+            noise = float(noise_text.split()[0]) if isinstance(noise_text, str) and noise_text != "\u2014" else None
             row["verdict"] = _retention_verdict(ours, reference, noise)
             row["note"] = (f"macro average of per-task medians; {len(counted)} counted tasks ({names}); paper's retention on the same tasks"
                            + (f"; left out: {len(excluded)} ({', '.join(paper.TASK_NAMES.get(t, t) for t in excluded)})"
@@ -959,8 +960,9 @@ def scorecard(root=None):
     timed = latency_models(latency) if latency else {}
     params_ref = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
     claim = f"{paper.CLAIM['smaller_percent']} % fewer parameters (student / teacher)"
-    if paper.DISTILBERT in timed and paper.BERT_BASE in timed:
-        ours = retention_percent(timed[paper.DISTILBERT]["params_m"], timed[paper.BERT_BASE]["params_m"])
+    ours = (retention_percent(timed[paper.DISTILBERT].get("params_m"), timed[paper.BERT_BASE].get("params_m"))
+            if paper.DISTILBERT in timed and paper.BERT_BASE in timed else None)
+    if ours is not None:
         verdict = CONFIRMED if abs(ours - params_ref) <= PARAMS_TOLERANCE else CONTRADICTED
         rows.append(_row(claim, EVIDENCE["params"], _fmt(params_ref), lat_profile, _fmt(ours), None, "\u2014",
                          "none (a count)", verdict, "BERT-base and DistilBERT shapes, without the MLM head"))
