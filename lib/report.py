@@ -850,7 +850,7 @@ VERDICT_RULES = (
     f"resolved. Parameters: confirmed within {PARAMS_TOLERANCE:g} point of the paper's ratio (its counts are rounded "
     f"to the million), on the paper's shapes only. Inference time: one timing pass has no seed noise, so a fixed "
     f"tolerance of {TIMING_TOLERANCE:g} points of the time ratio stands in for it.")
-EVIDENCE = {"glue": "table1_glue.html", "params": "table3_speed.html", "time": "table3_speed.html",
+EVIDENCE = {config.GLUE: "table1_glue.html", "params": "table3_speed.html", "time": "table3_speed.html",
             "imdb": "table2_downstream.html", "squad": "table2_downstream.html", "ablation": "table4_ablation.html"}
 
 
@@ -930,21 +930,21 @@ def scorecard(root=None):
     claim = f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"
     counted = []
     if record is None:
-        rows.append(_row(claim, EVIDENCE["glue"], _fmt(paper_glue_retention()[GLUE_SCORE])))
+        rows.append(_row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE])))
     else:
         counted, excluded = counted_tasks(profile, root=root)
         per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
         reference = paper_glue_retention(counted)[GLUE_SCORE] if counted else None
         names = ", ".join(paper.TASK_NAMES.get(t, t) for t in counted) or "none"
         if not counted:
-            rows.append(_row(claim, EVIDENCE["glue"], _fmt(paper_glue_retention()[GLUE_SCORE]), profile,
+            rows.append(_row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE]), profile,
                              verdict=UNRESOLVED, note=f"no task counts: {'; '.join(excluded.values())}"))
         else:
             floors = task_floors(profile, root=root)
             floor = _mean([floors[t][0] for t in counted])
             teacher = spread((per_seed.get(paper.TEACHER) or {}).values())[0]
             floor_text = f"constant answer {_fmt(retention_percent(floor, teacher))}"
-            row = _retention_row(claim, EVIDENCE["glue"], reference, profile, per_seed, floor_text,
+            row = _retention_row(claim, EVIDENCE[config.GLUE], reference, profile, per_seed, floor_text,
                                  paper.STUDENT, paper.TEACHER, "undistilled")
             ours = counted_glue(profile, root)[0]
             row["measured"] = _fmt(ours)
