@@ -143,6 +143,12 @@ def test_results_fingerprint_follows_results_files(tmp_path):
     assert one != empty and refresh.results_fingerprint(tmp_path) == one
     (tmp_path / "cpu" / "glue.json").write_text('{"a": 1}')
     assert refresh.results_fingerprint(tmp_path) != one
+    lib_dir = tmp_path / "lib"  # the code that renders the pages counts too
+    lib_dir.mkdir()
+    (lib_dir / "render.py").write_text("A = 1\n")
+    before = refresh.results_fingerprint(tmp_path / "cpu", lib_dir)
+    (lib_dir / "render.py").write_text("A = 12\n")
+    assert refresh.results_fingerprint(tmp_path / "cpu", lib_dir) != before
     assert refresh.is_report_page(BOOK / "table1_glue.md")
     assert not refresh.is_report_page(tmp_path / "cpu" / "glue.json")
 

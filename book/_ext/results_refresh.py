@@ -1,9 +1,10 @@
 """Keep report pages in step with results/: re-read (and re-execute) them whenever a results file changed.
 
-Report pages (MyST notebooks in book/ that read results/) are executed with ``execute_notebooks: cache``: the
+Report pages (MyST notebooks in book/ that read results/ through lib/) are executed with ``execute_notebooks: cache``: the
 cache is keyed on their code, which does not change when a run writes new results, and Sphinx does not re-read
 a page whose source did not change. Without this, an incremental `jupyter-book build` after `make reproduce`
-would show the previous numbers. A fingerprint of results/ (paths, sizes, modification times) is stored next to
+would show the previous numbers (or the previous rendering, after a lib change). A fingerprint of results/ and
+lib/ (paths, sizes, modification times) is stored next to
 the build; when it differs, the execution cache is dropped and the report and stage pages are re-read.
 """
 import hashlib
@@ -14,13 +15,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def results_fingerprint(results_dir=None):
-    """sha1 of (path, size, mtime) of every results file; $DISTILBERT_RESULTS_DIR as lib.report reads it."""
+def results_fingerprint(results_dir=None, lib_dir=REPO_ROOT / "lib"):
+    """sha1 of (path, size, mtime) of every results file ($DISTILBERT_RESULTS_DIR as lib.report reads it) and of
+    the lib sources that turn them into tables and figures: a changed lib.render re-renders the pages too."""
     results_dir = Path(results_dir or os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
     digest = hashlib.sha1()
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(results_dir)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    for root, pattern in ((Path(results_dir), "*.json"), (Path(lib_dir), "*.py")):
+        for path in sorted(root.rglob(pattern)):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     digest.update(str(results_dir).encode())  # another results tree is another build
     return digest.hexdigest()
 
