@@ -140,7 +140,8 @@ def scorecard_html(card, caption="Scorecard: each claim of the paper, as measure
             value = row.get(column)
             text = "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else (
                 f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
-            css = f' class="verdict-{text.split()[0]}"' if column == "verdict" else ""
+            css = (f' class="verdict-{text.split()[0]}"' if column == "verdict" else
+                   ' class="scorecard-note"' if column == "note" else "")
             cells.append(f"<td{css}>{html.escape(text)}</td>")
         cells.append(f'<td><a href="{html.escape(row["evidence"])}">evidence</a></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
