@@ -65,18 +65,29 @@ def softmax(logits, temperature=1.0):
     return z / z.sum()
 
 
-def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="Softmax at temperature T"):
-    """Bars of softmax(logits / T) over ``tokens`` with a slider over ``temperatures`` (T = 1 shown first)."""
+def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="Softmax at temperature T",
+                         logsumexp=None, answer_rank=None):
+    """Bars of softmax(logits / T) over ``tokens`` with a slider over ``temperatures`` (T = 1 shown first). With
+    ``logsumexp`` (the full-vocabulary logsumexp(logits / T), one per temperature) each bar is that token's share of
+    the whole distribution, not renormalised over ``tokens``; the bar at ``answer_rank`` is marked as correct."""
+    import numpy as np
     temperatures = list(temperatures)
+    labels = [f"{t} ✓" if i == answer_rank else t for i, t in enumerate(tokens)]
+    colors = ["#d62728" if i == answer_rank else "#1f77b4" for i in range(len(tokens))]
     fig = go.Figure()
-    for t in temperatures:
-        fig.add_trace(go.Bar(x=list(tokens), y=softmax(logits, t), name=f"T = {t:g}", visible=(t == 1)))
+    for i, t in enumerate(temperatures):
+        probabilities = (softmax(logits, t) if logsumexp is None
+                         else np.exp(np.asarray(logits, dtype=float) / t - logsumexp[i]))
+        fig.add_trace(go.Bar(x=labels, y=probabilities, name=f"T = {t:g}", visible=(t == 1),
+                             marker_color=colors))
     steps = [dict(method="update", label=f"{t:g}",
                   args=[{"visible": [j == i for j in range(len(temperatures))]}])
              for i, t in enumerate(temperatures)]
     start = temperatures.index(1) if 1 in temperatures else 0
     fig.data[start].visible = True
-    fig.update_layout(title=title, xaxis_title="token", yaxis_title="probability", yaxis_range=[0, 1],
+    fig.update_layout(title=title, xaxis_title="token (✓: the correct token)" if answer_rank is not None
+                      else "token", yaxis_title="probability" if logsumexp is None
+                      else "probability (share of the full vocabulary)", yaxis_range=[0, 1],
                       height=420, sliders=[dict(active=start, currentvalue={"prefix": "temperature T = "},
                                                 steps=steps, pad={"t": 60})])
     return fig
@@ -159,4 +170,38 @@ def size_quality_figure(frame, title="Size and speed against GLUE score"):
             hovertext=[f"{m}: {p:.1f}M parameters" for m, p in zip(group["model"], group["params_m"])]))
     fig.update_layout(title=title, xaxis_title="latency relative to the reference model (CPU, batch 1)",
                       yaxis_title="GLUE dev macro score", height=420)
+    return fig
+
+
+HELDOUT_MEASURES = {"mlm_accuracy": "masked-token accuracy (%)", "kl_to_teacher": "KL(teacher || student), nats per target"}
+
+
+def heldout_curves(curves, reference=None, x="tokens", title="Held-out measures against tokens seen"):
+    """Learning curves of the held-out measures, one line per run: ``curves`` maps a run name to its heldout_curve
+    (lib.distill: points with step, tokens, mlm_accuracy in [0, 1], kl_to_teacher, n_tokens), ``reference`` maps a
+    model (the teacher, the undistilled student) to one such point, drawn as a dashed level line. Masked-token
+    accuracy carries +-2 binomial standard errors over the n_tokens masked targets (the sampling error of the
+    held-out set; every run is measured on the same masks)."""
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(HELDOUT_MEASURES.values()), horizontal_spacing=0.1)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    for i, (name, points) in enumerate(curves.items()):
+        color = palette[i % len(palette)]
+        xs = [p[x] for p in points]
+        for col, measure in enumerate(HELDOUT_MEASURES, start=1):
+            scale = 100.0 if measure == "mlm_accuracy" else 1.0
+            ys = [p[measure] * scale for p in points]
+            errors = ([2 * 100.0 * (p[measure] * (1 - p[measure]) / p["n_tokens"]) ** 0.5 for p in points]
+                      if measure == "mlm_accuracy" else None)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                                     showlegend=col == 1, line=dict(color=color),
+                                     error_y=dict(type="data", array=errors, visible=True) if errors else None),
+                          row=1, col=col)
+    for name, point in (reference or {}).items():
+        for col, measure in enumerate(HELDOUT_MEASURES, start=1):
+            scale = 100.0 if measure == "mlm_accuracy" else 1.0
+            fig.add_hline(y=point[measure] * scale, line_dash="dash", line_color="grey", row=1, col=col,
+                          annotation_text=name, annotation_position="top left")
+    fig.update_xaxes(title_text="tokens seen" if x == "tokens" else x)
+    fig.update_layout(title=title, height=420)
     return fig

@@ -173,6 +173,10 @@ class TeacherLogits(StageResult):
     position: int                # the masked position
     tokens: list                 # the teacher's top-k tokens there
     logits: list                 # and their logits
+    answer: str | None           # the masked position's correct token
+    answer_rank: int | None      # its index in tokens (None: not among them)
+    temperatures: list | None    # the temperatures of logsumexp
+    logsumexp: list | None       # the full-vocabulary logsumexp(logits / T) at each of those temperatures
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -267,7 +271,8 @@ KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, co
 # results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
 _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size",
                                   "heldout", "heldout_curve", "heldout_reference"),
-                "finetune_run": ("single_class", "majority_rate")}
+                "finetune_run": ("single_class", "majority_rate"),
+                config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp")}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 
 

@@ -256,16 +256,36 @@ def prepare_teacher(params, progress=True):
                            saved_to, record)
 
 
+FIGURE_TEMPERATURES = (0.5, 1, 2, 4, 8)  # the Background chapter's Figure 1 slider
+
+
 @torch.no_grad()
-def write_teacher_logits(params, teacher, tokenizer, sequence, length=32, top_k=LOGITS_TOP_K):
-    """results/<profile>/teacher_logits.json: the teacher's top_k logits at the middle position of the first
-    ``length`` tokens of ``sequence`` (a tokenized row), that position masked (the Background chapter's
-    temperature figure). Returns the record."""
-    ids = list(sequence["input_ids"][:length])
-    position = len(ids) // 2
-    ids[position] = tokenizer.mask_token_id
-    logits = teacher(input_ids=torch.tensor([ids], device=teacher.device)).logits[0, position].float().cpu()
-    top = torch.topk(logits, top_k)
-    return results.write_result(params, config.TEACHER_LOGITS, 0.0, text=tokenizer.decode(ids[1:]), position=position,
-                                tokens=tokenizer.convert_ids_to_tokens(top.indices.tolist()),
-                                logits=top.values.tolist())
+def write_teacher_logits(params, teacher, tokenizer, heldout, length=32, top_k=LOGITS_TOP_K, candidates=64,
+                         temperatures=FIGURE_TEMPERATURES):
+    """results/<profile>/teacher_logits.json, the Background chapter's temperature figure: the teacher's top_k logits
+    at one masked position of held-out text. The position is the middle one of the first ``length`` tokens of the
+    first of ``candidates`` held-out rows whose correct (original) token is among the teacher's top_k there, so the
+    figure can mark the answer; with none, the first row's, and ``answer_rank`` is None. ``logsumexp`` holds the
+    full-vocabulary log-normaliser of logits / T for each of ``temperatures``, so the figure shows each candidate's
+    share of the whole distribution rather than renormalising over the top_k. Returns the record."""
+    rows = [list(heldout[i]["input_ids"][:length]) for i in range(min(candidates, len(heldout)))]
+    chosen = None
+    for ids in rows:
+        position = len(ids) // 2
+        answer = ids[position]
+        if answer in tokenizer.all_special_ids:
+            continue
+        masked = ids[:position] + [tokenizer.mask_token_id] + ids[position + 1:]
+        logits = teacher(input_ids=torch.tensor([masked], device=teacher.device)).logits[0, position].float().cpu()
+        top = torch.topk(logits, top_k)
+        rank = top.indices.tolist().index(answer) if answer in top.indices.tolist() else None
+        if chosen is None or rank is not None:
+            chosen = (masked, position, answer, logits, top, rank)
+        if rank is not None:
+            break
+    masked, position, answer, logits, top, rank = chosen
+    return results.write_result(params, config.TEACHER_LOGITS, 0.0, text=tokenizer.decode(masked[1:]),
+                                position=position, tokens=tokenizer.convert_ids_to_tokens(top.indices.tolist()),
+                                logits=top.values.tolist(), answer=tokenizer.convert_ids_to_tokens(answer),
+                                answer_rank=rank, temperatures=list(temperatures),
+                                logsumexp=[float(torch.logsumexp(logits / t, -1)) for t in temperatures])

@@ -116,8 +116,9 @@ for text in examples:
 
 # %% [markdown]
 # The teacher's logits at one masked position, kept for the Background chapter's temperature figure
-# (`results/<profile>/teacher_logits.json`).
+# (`results/<profile>/teacher_logits.json`): the first held-out example whose correct token is among the teacher's
+# top candidates, with the full-vocabulary normaliser at each temperature of the figure.
 
 # %%
-logits = lib.teacher.write_teacher_logits(params, model, tokenizer, prepared.heldout[0])
-print(logits.text, "->", logits.tokens[:5])
+logits = lib.teacher.write_teacher_logits(params, model, tokenizer, prepared.heldout)
+print(logits.text, "->", logits.tokens[:5], "| correct:", logits.answer, "rank", logits.answer_rank)

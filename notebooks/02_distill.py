@@ -192,5 +192,10 @@ if stage.heldout is not None:
     display(pd.DataFrame({name: {"tokens seen": m.get("tokens"), "masked-token accuracy": m["mlm_accuracy"],
                                  "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
                           for name, m in measured.items()}).T)
+    curves = {name: run["heldout_curve"] for name, run in stage.runs.items() if run["heldout_curve"]}
+    plots.show(plots.heldout_curves(curves, stage.heldout_reference),
+               f"Held-out masked-token accuracy and KL to the teacher against tokens seen, every run of this stage "
+               f"({params.profile} scale; one distillation seed per run). Error bars: +-2 binomial standard errors "
+               "over the masked targets. Dashed: the teacher and the undistilled student, measured on the same masks.")
 else:
     print("heldout_sequences is 0: no held-out measures at this scale")

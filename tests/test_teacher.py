@@ -125,12 +125,23 @@ def test_prepare_teacher_adapts_saves_and_writes_its_result(tmp_path):
     saved, _ = load_teacher(str(prepared.saved_to))  # stage 2's teacher: the adapted weights
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in prepared.teacher.state_dict().items())
 
-    logits = write_teacher_logits(params, prepared.teacher, prepared.tokenizer, prepared.heldout[0])
+    logits = write_teacher_logits(params, prepared.teacher, prepared.tokenizer, prepared.heldout)
     stored = json.loads((tmp_path / "results" / "teacher_logits.json").read_text())
     assert stored["tokens"] == logits.tokens and len(stored["logits"]) == 10
     assert stored["logits"] == sorted(stored["logits"], reverse=True)
-    ids = list(prepared.heldout[0]["input_ids"][:32])
-    assert stored["position"] == len(ids) // 2 and "[MASK]" in stored["text"]
+    assert "[MASK]" in stored["text"] and stored["text"].count("[MASK]") == 1
+    # the first held-out row whose correct token is among the top 10: the answer is the marked candidate
+    assert stored["answer_rank"] is not None and stored["tokens"][stored["answer_rank"]] == stored["answer"]
+    rows = [list(prepared.heldout[i]["input_ids"][:32]) for i in range(len(prepared.heldout))]
+    chosen = next(ids for ids in rows if prepared.tokenizer.decode(
+        ids[1:len(ids) // 2] + [prepared.tokenizer.mask_token_id] + ids[len(ids) // 2 + 1:]) == stored["text"])
+    assert stored["position"] == len(chosen) // 2
+    assert prepared.tokenizer.convert_ids_to_tokens(chosen[stored["position"]]) == stored["answer"]
+    # logsumexp is the full-vocabulary normaliser: the top-10 share at each T is below 1 and falls as T rises
+    shares = [torch.tensor(stored["logits"]).div(t).sub(lse).exp().sum().item()
+              for t, lse in zip(stored["temperatures"], stored["logsumexp"])]
+    assert all(0 < s < 1 for s in shares) and shares == sorted(shares, reverse=True)
+    assert stored["logsumexp"][1] >= max(stored["logits"])  # T = 1: logsumexp over the vocabulary >= its max
 
 
 def test_prepare_teacher_never_adapts_with_never(tmp_path):
