@@ -461,6 +461,88 @@ def ablation_models(profile, root=None, baseline_run=paper.STUDENT):
     return [label for label in labels if label is not None]
 
 
+# ------------------------------------------------------------------------------------------- Table 4: held-out measures
+
+HELDOUT_RULE = ("Held-out measures: one distillation run per variant, every model scored on the same masked positions "
+                "of the stage's held-out sequences (never trained on). A difference in masked-token accuracy is "
+                "called resolved when it exceeds twice its binomial standard error, 2 sqrt(p1 (1 - p1) / n1 + "
+                "p2 (1 - p2) / n2) over the n masked targets. That error covers the sampling of the held-out masks "
+                "only, not the variation between distillation seeds, which one run per variant does not measure.")
+
+
+def heldout_measures(profile, root=None, baseline_run=paper.STUDENT):
+    """{model: held-out measures} of a profile's stage 2: the reference models the main run recorded (the
+    teacher, the undistilled student), then every run's final point (distill-<run>.json's heldout)."""
+    runs = distill_runs(profile, root)
+    base = runs.get(baseline_run)
+    measured = dict((base.heldout_reference or {}) if base else {})
+    measured.update({name: rec.heldout for name, rec in runs.items() if rec.heldout})
+    return measured
+
+
+def heldout_change(variant, base):
+    """(masked-token accuracy of ``variant`` - ``base`` in points, twice its binomial standard error in points,
+    resolved by HELDOUT_RULE) from two held-out measure dicts (mlm_accuracy in [0, 1], n_tokens)."""
+    p1, p2 = variant["mlm_accuracy"], base["mlm_accuracy"]
+    bound = 2 * 100.0 * (p1 * (1 - p1) / variant["n_tokens"] + p2 * (1 - p2) / base["n_tokens"]) ** 0.5
+    change = 100.0 * (p1 - p2)
+    return change, bound, abs(change) > bound
+
+
+def _heldout_label(name, params, base_params, teacher_name=paper.TEACHER):
+    if name == teacher_name:
+        return "teacher (the ceiling: KL 0)"
+    if name == base_params.get("undistilled_name"):
+        return "no distillation at all (teacher-layer init only)"
+    if mlm_only(params) and not mlm_only(base_params):
+        return "no teacher signal (MLM loss only)"
+    return classify_run(params, base_params) or "triple loss (reference)"
+
+
+def heldout_table(profile, root=None, baseline_run=paper.STUDENT):
+    """Every model of a profile's stage 2 on the held-out masks: tokens seen, masked-token accuracy (%), KL to
+    the teacher, and the accuracy change against the triple-loss run with HELDOUT_RULE's verdict. None when the
+    stage recorded no held-out measures."""
+    import pandas as pd
+    measured = heldout_measures(profile, root, baseline_run)
+    base = measured.get(baseline_run)
+    if not measured or base is None:
+        return None
+    runs = distill_runs(profile, root)
+    base_params = _run_params(runs[baseline_run])
+    rows, index = [], []
+    for name, point in measured.items():
+        change, bound, ok = heldout_change(point, base)
+        index.append(_heldout_label(name, _run_params(runs[name]) if name in runs else {}, base_params))
+        rows.append({"model": name, "tokens seen": point.get("tokens"),
+                     "masked-token accuracy (%)": 100.0 * point["mlm_accuracy"],
+                     "KL to teacher (nats)": point["kl_to_teacher"],
+                     "accuracy change (points)": None if name == baseline_run else change,
+                     "2 SE (points)": None if name == baseline_run else bound,
+                     "resolved": None if name == baseline_run else ("yes" if ok else "no"),
+                     "masked targets": point["n_tokens"]})
+    return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
+
+
+def heldout_curves(profile, root=None):
+    """({run: heldout_curve}, {reference model: measures}) for plots.heldout_curves; ({}, {}) when none."""
+    runs = distill_runs(profile, root)
+    curves = {name: rec.heldout_curve for name, rec in runs.items() if rec.heldout_curve}
+    reference = next((rec.heldout_reference for rec in runs.values() if rec.heldout_reference), None) or {}
+    return curves, reference
+
+
+def heldout_note(profile, variant, base=paper.STUDENT, root=None):
+    """One sentence for a scorecard note: the held-out masked-token accuracy change of run ``variant`` against
+    run ``base`` (or a reference model the main run recorded), '' when either was not measured."""
+    measured = heldout_measures(profile, root) if profile else {}
+    if variant not in measured or base not in measured:
+        return ""
+    change, bound, ok = heldout_change(measured[variant], measured[base])
+    return (f"held-out masked-token accuracy {change:+.1f} pts (2 SE {bound:.1f}: "
+            f"{'resolved' if ok else 'not resolved'}, one distillation run each)")
+
+
 # ------------------------------------------------------------------------------------------- headline (intro)
 
 def headline(root=None):
@@ -913,7 +995,7 @@ def _change_row(claim, evidence, reference, profile, per_seed, variant, base, no
     if ok is None or not ok:
         verdict = UNRESOLVED
     else:
-        verdict = CONFIRMED if (change > 0) == (reference > 0) else CONTRADICTED
+        verdict = UNRESOLVED if reference is None else (CONFIRMED if (change > 0) == (reference > 0) else CONTRADICTED)
     noise = max(r for r in (ra, rb) if r is not None) if (ra, rb) != (None, None) else None
     return _row(claim, evidence, _fmt(reference, " pts"), profile, _fmt(change, " pts"), min(len(a), len(b)),
                 "\u2014", _fmt(noise, " pts"), verdict, note)
@@ -1012,6 +1094,9 @@ def scorecard(root=None):
                     .items() if t in counted} if variant else {}
         if constant:  # a constant answer scores the floor: the change is then the distance to the floor
             note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
+        if run and variant not in per_seed:
+            note = note or "this run was not evaluated on GLUE at this scale"
+        note = "; ".join(n for n in (note, heldout_note(ablation_profile, run, root=root) if run else "") if n)
         rows.append(_change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta,
                                 ablation_profile if run else None, per_seed, variant, paper.STUDENT, note))
     base = _run_params(distill_runs(ablation_profile, root).get(paper.STUDENT)) if ablation_profile and \
@@ -1021,13 +1106,36 @@ def scorecard(root=None):
                       EVIDENCE["ablation"], None, ablation_profile if undistilled else None, per_seed,
                       paper.STUDENT, undistilled, "" if undistilled else "no undistilled baseline evaluated")
     row["paper (reference)"] = "implied > 0 (not printed)"
-    if row["verdict"] != NOT_RUN and row["measured"] != "\u2014":
-        change = spread(per_seed[paper.STUDENT].values())[0] - spread(per_seed[undistilled].values())[0]
-        ok = resolved(change, seed_range(list(per_seed[paper.STUDENT].values())),
-                      seed_range(list(per_seed[undistilled].values())))
-        row["verdict"] = UNRESOLVED if not ok else (CONFIRMED if change > 0 else CONTRADICTED)
+    if undistilled:
+        row["note"] = "; ".join(n for n in (row["note"], heldout_note(ablation_profile, paper.STUDENT,
+                                                                      base.get("undistilled_name"), root)) if n)
+    _sign_verdict(row, per_seed, paper.STUDENT, undistilled)
+    rows.append(row)
+    # not in the paper: what the teacher adds over the same budget of masked-LM training alone
+    runs = distill_runs(ablation_profile, root) if ablation_profile else {}
+    alone = next((name for name, rec in runs.items() if name != paper.STUDENT and mlm_only(_run_params(rec))
+                  and not mlm_only(base)), None)
+    alone_label = _glue_label_for(alone, glue) if (alone and glue) else None
+    row = _change_row("the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)",
+                      EVIDENCE["ablation"], None, ablation_profile if alone else None, per_seed, paper.STUDENT,
+                      alone_label, "" if alone else "no MLM-only run at any real scale")
+    row["paper (reference)"] = "not in the paper"
+    if alone:
+        row["note"] = "; ".join(n for n in (row["note"], heldout_note(ablation_profile, paper.STUDENT, alone, root))
+                                if n)
+    _sign_verdict(row, per_seed, paper.STUDENT, alone_label)
     rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _sign_verdict(row, per_seed, model, base):
+    """A row whose expected sign is positive (``model`` above ``base``): confirmed or contradicted when the change of
+    GLUE medians is resolved, else not resolved."""
+    if row["verdict"] == NOT_RUN or row["measured"] == "\u2014":
+        return
+    change = spread(per_seed[model].values())[0] - spread(per_seed[base].values())[0]
+    ok = resolved(change, seed_range(list(per_seed[model].values())), seed_range(list(per_seed[base].values())))
+    row["verdict"] = UNRESOLVED if not ok else (CONFIRMED if change > 0 else CONTRADICTED)
 
 
 # ------------------------------------------------------------------------------------------- figure data

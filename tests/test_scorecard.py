@@ -27,9 +27,15 @@ def _glue(root, profile, scores, single=(), majority=None, models=MODELS):
     _write(root, profile, "glue", {"summary": _summary(scores), "runs": 1}, params={"models": models})
 
 
-def _distill(root, profile, run="student", **params):
+def _heldout(accuracy, n=2500, tokens=4096):
+    return {"step": 40, "tokens": tokens, "mlm_accuracy": accuracy, "kl_to_teacher": 1.0 - accuracy, "n_tokens": n}
+
+
+def _distill(root, profile, run="student", heldout=None, reference=None, **params):
     _write(root, profile, f"distill-{run}", {"teacher": "runs/x/teacher", "teacher_parameters": 20_000_000,
-                                             "student_parameters": 10_000_000},
+                                             "student_parameters": 10_000_000, "heldout": heldout,
+                                             "heldout_curve": [_heldout(0.1, tokens=0), heldout] if heldout else None,
+                                             "heldout_reference": reference},
            params={**BASE, "run_name": run, **params})
 
 
@@ -45,8 +51,12 @@ def cpu_world(tmp_path):
     }, single={("student", "rte"), ("no-ce", "rte"), ("undistilled", "rte"), ("teacher", "cola"),
                ("student", "cola"), ("no-ce", "cola"), ("undistilled", "cola")},
         majority={"sst2": 60.0, "rte": 52.0, "cola": 69.0})
-    _distill(tmp_path, "cpu")
-    _distill(tmp_path, "cpu", "no-ce", alpha_ce=0.0)
+    # held-out masked-token accuracy over 2,500 targets: student 40 %, no-ce 36 % (resolved: 2 SE = 2.75 pts),
+    # mlm-only 39 % (not resolved), undistilled 20 %, teacher 50 %
+    _distill(tmp_path, "cpu", heldout=_heldout(0.40),
+             reference={"teacher": _heldout(0.50, tokens=None), "undistilled": _heldout(0.20, tokens=0)})
+    _distill(tmp_path, "cpu", "no-ce", heldout=_heldout(0.36), alpha_ce=0.0)
+    _distill(tmp_path, "cpu", "mlm-only", heldout=_heldout(0.39), alpha_ce=0.0, alpha_cos=0.0)
     _write(tmp_path, "cpu", "latency", {"table3": [_table3_row("BERT-base", 100.0, 300, 110.0),
                                                    _table3_row("DistilBERT", 70.0, 300, 66.0)], "sweep": []})
     return tmp_path
@@ -117,8 +127,30 @@ def test_scorecard_rows_and_verdicts(cpu_world):
     time = card.filter(like="faster", axis=0).iloc[0]
     assert time["measured"] == "70.0 %" and time["verdict"] == report.CONTRADICTED  # 70 > 61.4 + 5
     assert card.loc["SQuAD 1.1 F1 retained", "verdict"] == report.NOT_RUN
+    # held-out notes: no-ce - student = -4.0 pts, 2 SE = 2 * 100 * sqrt(.36 * .64 / 2500 + .4 * .6 / 2500)
+    bound = 200 * (0.36 * 0.64 / 2500 + 0.4 * 0.6 / 2500) ** 0.5
+    assert f"held-out masked-token accuracy -4.0 pts (2 SE {bound:.1f}: resolved" in ablation["note"]
+    assert "held-out masked-token accuracy +20.0 pts" in init["note"]  # student 40 % - undistilled 20 %
+    alone = card.loc["the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)"]
+    assert alone["verdict"] == report.NOT_RUN  # mlm-only was distilled but not fine-tuned on GLUE
+    assert "held-out masked-token accuracy +1.0 pts" in alone["note"] and "not resolved" in alone["note"]
     html = render.scorecard_html(report.scorecard(cpu_world))
-    assert html.count('href="table4_ablation.html"') == 5 and report.RESOLUTION_RULE[:40] in html
+    assert html.count('href="table4_ablation.html"') == 6 and report.RESOLUTION_RULE[:40] in html
+
+
+def test_heldout_table_changes_and_rule(cpu_world):
+    table = report.heldout_table("cpu", root=cpu_world)
+    assert list(table["model"]) == ["teacher", "undistilled", "mlm-only", "no-ce", "student"]
+    row = table.set_index("model").loc["no-ce"]
+    assert row.name == "no-ce" and row["accuracy change (points)"] == pytest.approx(-4.0)
+    assert row["2 SE (points)"] == pytest.approx(200 * (0.36 * 0.64 / 2500 + 0.4 * 0.6 / 2500) ** 0.5)
+    assert row["resolved"] == "yes"
+    assert table.set_index("model").loc["mlm-only", "resolved"] == "no"
+    assert list(table.index)[:3] == ["teacher (the ceiling: KL 0)", "no distillation at all (teacher-layer init only)",
+                                     "no teacher signal (MLM loss only)"]
+    curves, reference = report.heldout_curves("cpu", root=cpu_world)
+    assert set(curves) == {"student", "no-ce", "mlm-only"} and set(reference) == {"teacher", "undistilled"}
+    assert report.heldout_table("smoke", root=cpu_world) is None
 
 
 def test_no_smoke_number_reaches_a_non_smoke_page(cpu_world):
