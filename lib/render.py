@@ -147,6 +147,7 @@ def scorecard_html(card, caption="Scorecard: each claim of the paper, as measure
         body.append("<tr>" + "".join(cells) + "</tr>")
     notes = [f"Resolution rule: {report.RESOLUTION_RULE}", f"Verdicts: {report.VERDICT_RULES}",
              f"Tasks that count: {report.COUNTED_RULE}",
+             f"Held-out notes (Table 4 rows; the verdict stays on GLUE, the paper's measure): {report.HELDOUT_RULE}",
              "Scale: the largest real scale with results (paper, then t4, then cpu); smoke-scale runs never enter "
              "this table. Seeds: fine-tuning seeds per model. Floor: the score of a constant (majority-class) "
              "answer, and the undistilled student (teacher-layer initialisation, never trained). Noise: the larger "

@@ -271,8 +271,9 @@ def downstream_scores(record, statistic="median"):
             for model in _models(rows)}
 
 
-def downstream_table(record, teacher=paper.TEACHER, student=paper.STUDENT):
-    """Table 2 side by side: our models, student/teacher retention, the paper's rows and retention."""
+def downstream_table(record, teacher=paper.TEACHER, student=paper.STUDENT, profile=None, root=None):
+    """Table 2 side by side: our models, student/teacher retention, with ``profile`` the majority-class floor of
+    IMDb (FLOOR_ROW, task_floors), the paper's rows and retention."""
     columns = list(paper.TABLE2_METRICS)
     ours = downstream_scores(record)
     rows = [{"source": "this run", "model": model, **scores} for model, scores in ours.items()]
@@ -280,6 +281,9 @@ def downstream_table(record, teacher=paper.TEACHER, student=paper.STUDENT):
         if teacher in ours:
             rows.append({"source": "this run", "model": f"{label} / {teacher} (%)",
                          **{c: retention_percent(ours[label][c], ours[teacher][c]) for c in columns}})
+    floor = task_floors(profile, config.IMDB_SQUAD, root).get("imdb") if profile else None
+    if floor is not None:
+        rows.append({"source": "this run", "model": FLOOR_ROW, "imdb_accuracy": floor[0]})
     rows += [{"source": "paper", "model": model, **scores} for model, scores in paper.TABLE2.items()]
     rows += [{"source": "paper", "model": f"{model} / {paper.BERT_BASE} (%)",
               **{c: retention_percent(paper.TABLE2[model][c], paper.TABLE2[paper.BERT_BASE][c]) for c in columns}}

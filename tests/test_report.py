@@ -303,3 +303,15 @@ def test_results_files_hold_no_nan(tmp_path):
         results.write_json(tmp_path / "y.json", {"seconds": math.inf})
     for path in report.RESULTS_ROOT.rglob("*.json"):  # the committed results: strict JSON
         json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path}: {name}"))
+
+
+def test_downstream_table_has_the_imdb_majority_floor(tmp_path):
+    from lib import finetune
+    runs = [{"model": m, "task": "imdb", "seed": s, "metrics": {"accuracy": v, "score": v}, "majority_rate": 50.4}
+            for m, values in (("teacher", [80, 82]), ("student", [70, 72])) for s, v in enumerate(values, 1)]
+    summary = finetune.summarize(runs).reset_index().to_dict(orient="records")
+    _write(tmp_path, "cpu", "imdb_squad", {"summary": summary, "runs": 4})
+    record = report.load("cpu", "imdb_squad", tmp_path)
+    table = report.downstream_table(record, profile="cpu", root=tmp_path)
+    assert table.loc["this run"].loc[report.FLOOR_ROW, "IMDb acc (test, %)"] == 50.4
+    assert report.FLOOR_ROW not in report.downstream_table(record).loc["this run"].index  # no profile: no floor
