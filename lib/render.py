@@ -7,7 +7,7 @@ import html
 import math
 from pathlib import Path
 
-from lib import REPO_ROOT, paper, report
+from lib import REPO_ROOT, findings, paper, report
 from lib.results import SCALE_LABELS
 
 GLUE_UNITS = ("dev set, percent points (x100). MCC: Matthews correlation; acc/F1: mean of accuracy and F1; "
@@ -130,7 +130,7 @@ SCORECARD_COLUMNS = ("claim", "paper (reference)", "measured", "scale", "seeds",
 
 
 def scorecard_html(card, caption="Scorecard: each claim of the paper, as measured here"):
-    """lib.report.scorecard as an HTML table: the verdict coloured by class, the evidence as a link, and notes
+    """lib.findings.scorecard as an HTML table: the verdict coloured by class, the evidence as a link, and notes
     stating the resolution rule and the verdict rules once."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in (*SCORECARD_COLUMNS, "evidence"))
     body = []
@@ -145,7 +145,7 @@ def scorecard_html(card, caption="Scorecard: each claim of the paper, as measure
             cells.append(f"<td{css}>{html.escape(text)}</td>")
         cells.append(f'<td><a href="{html.escape(row["evidence"])}">evidence</a></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    notes = [f"Resolution rule: {report.RESOLUTION_RULE}", f"Verdicts: {report.VERDICT_RULES}",
+    notes = [f"Resolution rule: {report.RESOLUTION_RULE}", f"Verdicts: {findings.VERDICT_RULES}",
              f"Tasks that count: {report.COUNTED_RULE}",
              f"Held-out notes (Table 4 rows; the verdict stays on GLUE, the paper's measure): {report.HELDOUT_RULE}",
              "Scale: the largest real scale with results (paper, then t4, then cpu); smoke-scale runs never enter "

@@ -71,7 +71,7 @@ def test_report_pages_only_read_results():
     # executed at every build: they must stay cheap and never train, evaluate or import torch
     pages = _report_pages()
     assert {p.stem for p in pages} >= {"intro", "background", "method", *RESULTS_PAGES, "discussion", "reproduce"}
-    allowed = {"budget", "config", "paper", "plots", "render", "report", "results"}
+    allowed = {"budget", "config", "findings", "paper", "plots", "render", "report", "results"}
     for page in pages:
         text = page.read_text()
         assert "import torch" not in text and "from transformers" not in text, page.name
@@ -261,7 +261,7 @@ def test_no_stale_text_and_permalinks_to_the_removed_distillation_folder():
 def test_intro_leads_with_the_scorecard_and_results_pages_leave_smoke_to_its_pages():
     intro = (BOOK / "intro.md").read_text()
     assert re.findall(r"^## (.+)$", intro, re.M)[0] == "Scorecard"
-    assert "render.scorecard_html(report.scorecard())" in intro
+    assert "render.scorecard_html(findings.scorecard())" in intro
     for page in [*RESULTS_PAGES, "discussion", "cpu_reproduction", "intro"]:
         text = (BOOK / f"{page}.md").read_text()
         assert 'show_scale("smoke")' not in text, page

@@ -5,7 +5,7 @@ import statistics
 import pytest
 from test_results import FIELDS
 
-from lib import paper, report, results
+from lib import findings, paper, report, results
 
 
 def _provenance(profile, params=None, gpu=None):
@@ -207,20 +207,20 @@ def test_ablation_matches_runs_by_parameters_not_names(results_root):
 
 def test_glue_gap_splits_the_macro_gap_by_task(results_root):
     record = report.load("cpu", "glue", results_root)
-    gap = report.glue_gap(record)
+    gap = findings.glue_gap(record)
     assert gap == pytest.approx({"cola": (50 - 35) / 2, "sst2": (85 - 81) / 2})
     scores = report.glue_scores(record)
     assert sum(gap.values()) == pytest.approx(scores["teacher"]["glue"] - scores["student"]["glue"])
-    assert report.glue_gap(record, student="nobody") == {}
+    assert findings.glue_gap(record, student="nobody") == {}
 
 
 def test_run_setup_reads_what_ran_from_the_results(results_root):
-    setup = report.run_setup("cpu", results_root)
+    setup = findings.run_setup("cpu", results_root)
     assert setup["distill"]["ablations"] == {"no-ce": "without L_ce (distillation)"}
     assert setup["distill"]["undistilled_name"] == "undistilled" and setup["distill"]["alpha_ce"] == 5.0
     assert setup["glue"]["models"] == ["teacher", "student", "no-ce", "undistilled"]
     assert setup["teacher"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert "latency" in setup and report.run_setup("t4", results_root) == {}
+    assert "latency" in setup and findings.run_setup("t4", results_root) == {}
 
 
 def test_table1_leaves_ablation_students_to_table4(results_root):
@@ -239,7 +239,7 @@ def test_single_class_models_need_every_seed_constant(tmp_path):
     run("student", "cola", 1, {"n": 9, "predicted_label_counts": {"1": 9}})
     run("student", "cola", 2, {"n": 9, "predicted_label_counts": {"0": 2, "1": 7}})  # one seed learned something
     run("teacher", "stsb", 1, {"n": 9, "mean": 2.5})  # regression: never "one class"
-    assert report.single_class_models("cpu", root=tmp_path) == {"cola": ["teacher"]}
+    assert findings.single_class_models("cpu", root=tmp_path) == {"cola": ["teacher"]}
 
 
 def test_glue_table_marks_single_class_runs_and_the_scores_that_include_them(tmp_path):
@@ -279,7 +279,7 @@ def test_classify_run():
 
 
 def test_headline_columns_per_scale(results_root):
-    table = report.headline(results_root)
+    table = findings.headline(results_root)
     assert list(table.columns) == ["paper", "cpu"]
     assert table.loc["GLUE score: student / teacher", "paper"] == f"{100 * 77.0 / 79.5:.1f} % (9 tasks)"
     assert table.loc["parameters: student / teacher", "cpu"] == "50.0 %"

@@ -1,9 +1,9 @@
-"""The scorecard (lib.report.scorecard), the resolution rule, the tasks that count, and the rule that smoke-scale
+"""The scorecard (lib.findings.scorecard), the resolution rule, the tasks that count, and the rule that smoke-scale
 numbers never reach a non-smoke page: values against hand-computed ones on a small synthetic results tree."""
 import pytest
 from test_report import _run, _summary, _table3_row, _write
 
-from lib import paper, render, report
+from lib import findings, paper, render, report
 
 SENTINEL = 13.579  # a smoke-scale score no other number here can produce; its text must never leave smoke pages
 MODELS = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce",
@@ -108,33 +108,33 @@ def test_seed_noise_leaves_out_single_class_runs(cpu_world):
 
 
 def test_scorecard_rows_and_verdicts(cpu_world):
-    card = report.scorecard(cpu_world).set_index("claim")
+    card = findings.scorecard(cpu_world).set_index("claim")
     glue_row = card.loc[f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"]
     # SST-2 only: student 85 / teacher 90; the paper's SST-2 retention 91.3 / 92.7; noise 4 / 90 points
     assert glue_row["measured"] == f"{100 * 85 / 90:.1f} %"
     assert glue_row["paper (reference)"] == f"{100 * 91.3 / 92.7:.1f} %"
     assert glue_row["noise"] == f"{100 * 4 / 90:.1f} pts" and glue_row["scale"] == "cpu"
     # 4.1 points below the paper's, within the 4.4-point noise, and that noise exceeds the paper's 1.5-point loss
-    assert glue_row["verdict"] == report.UNRESOLVED
+    assert glue_row["verdict"] == findings.UNRESOLVED
     assert glue_row["floor"] == f"constant answer {100 * 60 / 90:.1f} %; undistilled {100 * 85 / 90:.1f} %"
     ablation = card.loc["Table 4: without L_ce (distillation)"]
-    assert ablation["measured"] == "-14.0 pts" and ablation["verdict"] == report.CONFIRMED
-    assert card.loc["Table 4: without L_cos (cosine)", "verdict"] == report.NOT_RUN
+    assert ablation["measured"] == "-14.0 pts" and ablation["verdict"] == findings.CONFIRMED
+    assert card.loc["Table 4: without L_cos (cosine)", "verdict"] == findings.NOT_RUN
     init = card.loc["distillation adds to the teacher-layer initialisation (distilled - undistilled)"]
-    assert init["measured"] == "0.0 pts" and init["verdict"] == report.UNRESOLVED
+    assert init["measured"] == "0.0 pts" and init["verdict"] == findings.UNRESOLVED
     params = card.filter(like="fewer parameters", axis=0).iloc[0]
-    assert params["measured"] == f"{100 * 66 / 110:.1f} %" and params["verdict"] == report.CONFIRMED
+    assert params["measured"] == f"{100 * 66 / 110:.1f} %" and params["verdict"] == findings.CONFIRMED
     time = card.filter(like="faster", axis=0).iloc[0]
-    assert time["measured"] == "70.0 %" and time["verdict"] == report.CONTRADICTED  # 70 > 61.4 + 5
-    assert card.loc["SQuAD 1.1 F1 retained", "verdict"] == report.NOT_RUN
+    assert time["measured"] == "70.0 %" and time["verdict"] == findings.CONTRADICTED  # 70 > 61.4 + 5
+    assert card.loc["SQuAD 1.1 F1 retained", "verdict"] == findings.NOT_RUN
     # held-out notes: no-ce - student = -4.0 pts, 2 SE = 2 * 100 * sqrt(.36 * .64 / 2500 + .4 * .6 / 2500)
     bound = 200 * (0.36 * 0.64 / 2500 + 0.4 * 0.6 / 2500) ** 0.5
     assert f"held-out masked-token accuracy -4.0 pts (2 SE {bound:.1f}: resolved" in ablation["note"]
     assert "held-out masked-token accuracy +20.0 pts" in init["note"]  # student 40 % - undistilled 20 %
     alone = card.loc["the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)"]
-    assert alone["verdict"] == report.NOT_RUN  # mlm-only was distilled but not fine-tuned on GLUE
+    assert alone["verdict"] == findings.NOT_RUN  # mlm-only was distilled but not fine-tuned on GLUE
     assert "held-out masked-token accuracy +1.0 pts" in alone["note"] and "not resolved" in alone["note"]
-    html = render.scorecard_html(report.scorecard(cpu_world))
+    html = render.scorecard_html(findings.scorecard(cpu_world))
     assert html.count('href="table4_ablation.html"') == 6 and report.RESOLUTION_RULE[:40] in html
 
 
@@ -156,19 +156,19 @@ def test_heldout_table_changes_and_rule(cpu_world):
 def test_no_smoke_number_reaches_a_non_smoke_page(cpu_world):
     _plant_smoke(cpu_world)
     sentinel = f"{SENTINEL:.1f}"  # how the tables would print it
-    outputs = [render.scorecard_html(report.scorecard(cpu_world)), report.headline(cpu_world).to_string()]
-    outputs.append(report.scorecard(cpu_world).to_string())
-    assert "smoke" not in report.headline(cpu_world).columns
-    assert set(report.scorecard(cpu_world)["scale"]) <= {"cpu", "\u2014"}
+    outputs = [render.scorecard_html(findings.scorecard(cpu_world)), findings.headline(cpu_world).to_string()]
+    outputs.append(findings.scorecard(cpu_world).to_string())
+    assert "smoke" not in findings.headline(cpu_world).columns
+    assert set(findings.scorecard(cpu_world)["scale"]) <= {"cpu", "\u2014"}
     for text in outputs:
         assert sentinel not in text and str(SENTINEL) not in text
 
 
 def test_smoke_alone_gives_no_verdict(tmp_path):
     _plant_smoke(tmp_path)
-    card = report.scorecard(tmp_path)
-    assert set(card["verdict"]) == {report.NOT_RUN}
-    assert list(report.headline(tmp_path).columns) == ["paper"]
+    card = findings.scorecard(tmp_path)
+    assert set(card["verdict"]) == {findings.NOT_RUN}
+    assert list(findings.headline(tmp_path).columns) == ["paper"]
 
 
 def test_table4_and_table1_use_the_counted_tasks_and_the_rule(cpu_world):
