@@ -2,6 +2,7 @@ import dataclasses
 import re
 
 import pytest
+import yaml
 
 from lib import REPO_ROOT, config
 
@@ -90,6 +91,14 @@ def test_every_profile_file_is_valid(profile, stage, shared_hub_or_none):
         pytest.skip("the cpu profile reads the offline mirror, absent here")
     params = config.load_params(stage, profile=profile)
     assert params.profile == profile
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_cpu_sized_profiles_bound_their_distillation(profile):
+    # without max_steps a run trains n_epoch full epochs of its corpus: hours on 2 cores for the cpu corpus (a
+    # YAML edit once dropped the line, and the run started on 13,626 steps)
+    with open(config.REPO_ROOT / "params" / profile / "02_distill.yaml") as f:
+        assert isinstance(yaml.safe_load(f).get("max_steps"), int), f"params/{profile}/02_distill.yaml: max_steps"
 
 
 @pytest.fixture
