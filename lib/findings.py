@@ -425,7 +425,8 @@ def scorecard(root=None):
     undistilled = _glue_label_for(base.get("undistilled_name"), glue) if (glue and base.get("undistilled_name")) else None
     row = _change_row("distillation adds to the teacher-layer initialisation (distilled - undistilled)",
                       EVIDENCE["ablation"], None, ablation_profile if undistilled else None, per_seed,
-                      paper.STUDENT, undistilled, "" if undistilled else "no undistilled student fine-tuned on GLUE at this scale")
+                      paper.STUDENT, undistilled,
+                      "" if undistilled else "no undistilled student fine-tuned on GLUE at this scale")
     row["paper (reference)"] = "implied > 0 (not printed)"
     if base.get("undistilled_name"):  # measured on held-out text even where GLUE did not evaluate it
         row["note"] = "; ".join(n for n in (row["note"], heldout_note(ablation_profile, paper.STUDENT,
