@@ -497,7 +497,7 @@ def heldout_change(variant, base):
 
 def _heldout_label(name, params, base_params, teacher_name=paper.TEACHER):
     if name == teacher_name:
-        return "teacher (the ceiling: KL 0)"
+        return "teacher (KL 0 by definition)"
     if name == base_params.get("undistilled_name"):
         return "no distillation at all (teacher-layer init only)"
     if mlm_only(params) and not mlm_only(base_params):
