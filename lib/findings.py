@@ -18,6 +18,7 @@ from lib.report import (  # noqa: F401
     downstream_retention,
     glue_scores,
     glue_tasks,
+    heldout_measures,
     heldout_note,
     latency_models,
     latency_ratio,
@@ -406,7 +407,9 @@ def scorecard(root=None):
     if glue is not None:
         counted, _ = counted_tasks(ablation_profile, root=root)
     per_seed = seed_scores(ablation_profile, root=root, tasks=counted) if (glue is not None and counted) else {}
-    kinds = _ablation_kinds(distill_runs(ablation_profile, root), paper.STUDENT) if ablation_profile else {}
+    runs = distill_runs(ablation_profile, root) if ablation_profile else {}
+    heldout = heldout_measures(ablation_profile, root) if ablation_profile else {}
+    kinds = _ablation_kinds(runs, paper.STUDENT) if ablation_profile else {}
     for label, delta in paper.TABLE4.items():
         run = next((name for name, kind in kinds.items() if kind == label), None)
         variant = _glue_label_for(run, glue) if (run and glue) else None
@@ -417,11 +420,10 @@ def scorecard(root=None):
             note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
         if run and variant not in per_seed:
             note = note or "this run was not evaluated on GLUE at this scale"
-        note = "; ".join(n for n in (note, heldout_note(ablation_profile, run, root=root) if run else "") if n)
+        note = _join(note, heldout_note(heldout, run) if run else "")
         rows.append(_change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta,
                                 ablation_profile if run else None, per_seed, variant, paper.STUDENT, note))
-    base = _run_params(distill_runs(ablation_profile, root).get(paper.STUDENT)) if ablation_profile and \
-        paper.STUDENT in distill_runs(ablation_profile, root) else {}
+    base = _run_params(runs[paper.STUDENT]) if paper.STUDENT in runs else {}
     undistilled = _glue_label_for(base.get("undistilled_name"), glue) if (glue and base.get("undistilled_name")) else None
     row = _change_row("distillation adds to the teacher-layer initialisation (distilled - undistilled)",
                       EVIDENCE["ablation"], None, ablation_profile if undistilled else None, per_seed,
@@ -429,12 +431,10 @@ def scorecard(root=None):
                       "" if undistilled else "no undistilled student fine-tuned on GLUE at this scale")
     row["paper (reference)"] = "implied > 0 (not printed)"
     if base.get("undistilled_name"):  # measured on held-out text even where GLUE did not evaluate it
-        row["note"] = "; ".join(n for n in (row["note"], heldout_note(ablation_profile, paper.STUDENT,
-                                                                      base.get("undistilled_name"), root)) if n)
+        row["note"] = _join(row["note"], heldout_note(heldout, paper.STUDENT, base.get("undistilled_name")))
     _sign_verdict(row, per_seed, paper.STUDENT, undistilled)
     rows.append(row)
     # not in the paper: what the teacher adds over the same budget of masked-LM training alone
-    runs = distill_runs(ablation_profile, root) if ablation_profile else {}
     alone = next((name for name, rec in runs.items() if name != paper.STUDENT and mlm_only(_run_params(rec))
                   and not mlm_only(base)), None)
     alone_label = _glue_label_for(alone, glue) if (alone and glue) else None
@@ -443,11 +443,15 @@ def scorecard(root=None):
                       alone_label, "" if alone else "no MLM-only run at any real scale")
     row["paper (reference)"] = "not in the paper"
     if alone:
-        row["note"] = "; ".join(n for n in (row["note"], heldout_note(ablation_profile, paper.STUDENT, alone, root))
-                                if n)
+        row["note"] = _join(row["note"], heldout_note(heldout, paper.STUDENT, alone))
     _sign_verdict(row, per_seed, paper.STUDENT, alone_label)
     rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _join(*notes):
+    """Scorecard notes joined by '; ', the empty ones left out."""
+    return "; ".join(n for n in notes if n)
 
 
 def _sign_verdict(row, per_seed, model, base):

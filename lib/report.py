@@ -538,10 +538,10 @@ def heldout_curves(profile, root=None):
     return curves, reference
 
 
-def heldout_note(profile, variant, base=paper.STUDENT, root=None):
+def heldout_note(measured, variant, base=paper.STUDENT):
     """One sentence for a scorecard note: the held-out masked-token accuracy change of run ``variant`` against
-    run ``base`` (or a reference model the main run recorded), '' when either was not measured."""
-    measured = heldout_measures(profile, root) if profile else {}
+    run ``base`` (or a reference model the main run recorded), from ``measured`` (heldout_measures), '' when either
+    was not measured."""
     if variant not in measured or base not in measured:
         return ""
     change, bound, ok = heldout_change(measured[variant], measured[base])
