@@ -75,9 +75,11 @@ def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="
     labels = [f"{t} ✓" if i == answer_rank else t for i, t in enumerate(tokens)]
     colors = ["#d62728" if i == answer_rank else "#1f77b4" for i in range(len(tokens))]
     fig = go.Figure()
+    tallest = 0.0
     for i, t in enumerate(temperatures):
         probabilities = (softmax(logits, t) if logsumexp is None
                          else np.exp(np.asarray(logits, dtype=float) / t - logsumexp[i]))
+        tallest = max(tallest, float(np.max(probabilities)))
         fig.add_trace(go.Bar(x=labels, y=probabilities, name=f"T = {t:g}", visible=(t == 1),
                              marker_color=colors))
     steps = [dict(method="update", label=f"{t:g}",
@@ -87,7 +89,10 @@ def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="
     fig.data[start].visible = True
     fig.update_layout(title=title, xaxis_title="token (✓: the correct token)" if answer_rank is not None
                       else "token", yaxis_title="probability" if logsumexp is None
-                      else "probability (share of the full vocabulary)", yaxis_range=[0, 1],
+                      else "probability (share of the full vocabulary)",
+                      # one fixed range for every temperature, so the slider shows the bars change; full-vocabulary
+                      # shares can all be small, so the range follows the tallest bar rather than 1
+                      yaxis_range=[0, 1 if logsumexp is None else min(1.0, 1.1 * tallest)],
                       height=420, sliders=[dict(active=start, currentvalue={"prefix": "temperature T = "},
                                                 steps=steps, pad={"t": 60})])
     return fig

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from lib import plots
 
@@ -16,8 +17,11 @@ def test_softmax_temperatures_full_vocabulary_shares_and_the_marked_answer():
         expected = [math.exp(z / t - norm) for z in logits]
         assert np.allclose(trace.y, expected) and sum(trace.y) < 1  # not renormalised over the candidates
         assert list(trace.x) == ["a", "b \u2713", "c"]
+    # one y range for the whole slider, fitted to the tallest full-vocabulary bar (T = 1's first), not to 1
+    top = fig.layout.yaxis.range[1]
+    assert top == pytest.approx(1.1 * max(fig.data[0].y)) and top < 1
     renormalised = plots.softmax_temperatures(["a", "b", "c"], logits, temperatures)
-    assert np.isclose(sum(renormalised.data[0].y), 1.0)
+    assert np.isclose(sum(renormalised.data[0].y), 1.0) and list(renormalised.layout.yaxis.range) == [0, 1]
 
 
 def test_heldout_curves_plot_percent_accuracy_with_binomial_errors_and_reference_lines():
