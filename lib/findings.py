@@ -152,6 +152,7 @@ def scale_findings(profile, root=None):
         accuracy = getattr(stage1, f"mlm_{when}").get("mlm_accuracy") if stage1 else None
         facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else None
     facts["teacher_mlm_loss"] = (stage1.mlm_after or stage1.mlm_before).get("loss") if stage1 else None
+    facts["teacher_mlm_tokens"] = (stage1.mlm_after or stage1.mlm_before).get("n_tokens") if stage1 else None
     run = distill_runs(profile, root).get(paper.STUDENT)
     facts["distill_tokens"] = run.tokens if run else None
     facts["distill_steps"] = run.steps if run else None

@@ -107,6 +107,19 @@ def test_seed_noise_leaves_out_single_class_runs(cpu_world):
     assert report.task_noise("cpu", root=cpu_world) == 2
 
 
+def test_scale_findings_reads_each_fact_from_its_file(cpu_world):
+    _write(cpu_world, "cpu", "teacher", {"mlm_before": {"mlm_accuracy": 0.0, "loss": 10.5, "n_tokens": 8290},
+                                         "mlm_after": {"mlm_accuracy": 0.14, "loss": 6.1, "n_tokens": 8290}},
+           wall=400.0)
+    facts = findings.scale_findings("cpu", root=cpu_world)
+    assert facts["teacher_mlm_before"] == 0.0
+    assert facts["teacher_mlm_after"] == pytest.approx(14.0)
+    assert (facts["teacher_mlm_loss"], facts["teacher_mlm_tokens"]) == (6.1, 8290)
+    # wall time: every stage file of the profile, summed (glue 12.5, three distill runs 12.5 each, latency 12.5)
+    assert facts["wall_time_s"] == pytest.approx(400.0 + 5 * 12.5)
+    assert findings.scale_findings("t4", root=cpu_world)["teacher_mlm_tokens"] is None
+
+
 def test_scorecard_rows_and_verdicts(cpu_world):
     card = findings.scorecard(cpu_world).set_index("claim")
     glue_row = card.loc[f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"]
