@@ -69,7 +69,7 @@ def format_table(table, digits=1):
     import pandas as pd
 
     def cell(value):
-        if value is None or (np.isscalar(value) and not isinstance(value, str) and pd.isna(value)):
+        if value is None or (pd.api.types.is_scalar(value) and not isinstance(value, str) and pd.isna(value)):
             return "\u2014"
         if isinstance(value, (bool, np.bool_)):
             return str(value)

@@ -527,7 +527,9 @@ def heldout_table(profile, root=None, baseline_run=paper.STUDENT):
                      "2 SE (points)": None if name == baseline_run else bound,
                      "resolved": None if name == baseline_run else ("yes" if ok else "no"),
                      "masked targets": point["n_tokens"]})
-    return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
+    table = pd.DataFrame(rows, index=pd.Index(index, name="variant"))
+    # a count: whole numbers, not the float column a missing teacher entry would make of it
+    return table.astype({"tokens seen": "Int64"})
 
 
 def heldout_curves(profile, root=None):

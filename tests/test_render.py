@@ -35,6 +35,9 @@ def test_format_table_missing_values_thousands_and_digits():
     text = render.format_table(table, digits=2)
     assert list(text["a"]) == ["1,234,567.00", "\u2014"]  # a column with a gap is float in pandas
     assert list(text["b"]) == ["0.12", "\u2014"] and list(text["c"]) == ["x", "True"]
+    # a nullable integer column (a count with a gap) keeps whole numbers, and its gap (pd.NA) is a dash too
+    counts = render.format_table(pd.DataFrame({"n": pd.array([273170, None], dtype="Int64")}))
+    assert list(counts["n"]) == ["273,170", "\u2014"]
 
 
 def test_not_run_block_names_the_file_and_the_command():

@@ -159,6 +159,9 @@ def test_heldout_table_changes_and_rule(cpu_world):
     assert row["2 SE (points)"] == pytest.approx(200 * (0.36 * 0.64 / 2500 + 0.4 * 0.6 / 2500) ** 0.5)
     assert row["resolved"] == "yes"
     assert table.set_index("model").loc["mlm-only", "resolved"] == "no"
+    # tokens seen is a count: whole numbers, and missing (not 0) for the teacher, which was never distilled
+    assert str(table["tokens seen"].dtype) == "Int64" and table.set_index("model")["tokens seen"]["no-ce"] == 4096
+    assert table.set_index("model")["tokens seen"].isna()["teacher"]
     assert list(table.index)[:3] == ["teacher (KL 0 by definition)", "no distillation at all (teacher-layer init only)",
                                      "no teacher signal (MLM loss only)"]
     curves, reference = report.heldout_curves("cpu", root=cpu_world)
