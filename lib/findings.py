@@ -151,8 +151,8 @@ def scale_findings(profile, root=None):
     for when in ("before", "after"):
         accuracy = getattr(stage1, f"mlm_{when}").get("mlm_accuracy") if stage1 else None
         facts[f"teacher_mlm_{when}"] = 100 * accuracy if accuracy is not None else None
-    facts["teacher_mlm_loss"] = (stage1.mlm_after or stage1.mlm_before).get("loss") if stage1 else None
-    facts["teacher_mlm_tokens"] = (stage1.mlm_after or stage1.mlm_before).get("n_tokens") if stage1 else None
+    check = (stage1.mlm_after or stage1.mlm_before) if stage1 else {}  # the last masked-LM check stage 1 ran
+    facts["teacher_mlm_loss"], facts["teacher_mlm_tokens"] = check.get("loss"), check.get("n_tokens")
     run = distill_runs(profile, root).get(paper.STUDENT)
     facts["distill_tokens"] = run.tokens if run else None
     facts["distill_steps"] = run.steps if run else None
