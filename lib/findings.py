@@ -23,7 +23,7 @@ from lib.report import (  # noqa: F401
     latency_models,
     latency_ratio,
     load,
-    mlm_only,
+    mlm_only_runs,
     model_paths,
     paper_downstream_retention,
     paper_glue_retention,
@@ -436,8 +436,7 @@ def scorecard(root=None):
     _sign_verdict(row, per_seed, paper.STUDENT, undistilled)
     rows.append(row)
     # not in the paper: what the teacher adds over the same budget of masked-LM training alone
-    alone = next((name for name, rec in runs.items() if name != paper.STUDENT and mlm_only(_run_params(rec))
-                  and not mlm_only(base)), None)
+    alone = next(iter(mlm_only_runs(runs)), None)
     alone_label = _glue_label_for(alone, glue) if (alone and glue) else None
     row = _change_row("the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)",
                       EVIDENCE["ablation"], None, ablation_profile if alone else None, per_seed, paper.STUDENT,

@@ -374,10 +374,21 @@ def classify_run(params, baseline):
     return None
 
 
+MLM_ONLY_LABEL = "no teacher signal (MLM loss only)"
+
+
 def mlm_only(params):
     """A run trained with the masked-LM loss alone (alpha_ce = alpha_cos = alpha_mse = 0): the student with no
     teacher signal, which answers "what does the teacher add" for the same budget."""
     return (params.get("alpha_mlm") or 0) > 0 and not any(params.get(k) for k in ("alpha_ce", "alpha_cos", "alpha_mse"))
+
+
+def mlm_only_runs(runs, baseline_run=paper.STUDENT):
+    """Names of the distillation runs trained on the masked-LM loss alone while ``baseline_run`` was not: the
+    "no teacher signal" baseline beside the Table 4 ablations."""
+    base = _run_params(runs[baseline_run]) if baseline_run in runs else {}
+    return [name for name, rec in runs.items()
+            if name != baseline_run and mlm_only(_run_params(rec)) and not mlm_only(base)]
 
 
 def _run_params(record):
@@ -447,10 +458,9 @@ def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
         index.append("no distillation at all (teacher-layer init only)")
         rows.append(row(undistilled, undistilled_label, None))
-    for name, rec in runs.items():  # not in the paper either: the same budget with no teacher signal
-        if name != baseline_run and mlm_only(_run_params(rec)) and not mlm_only(base_params):
-            index.append("no teacher signal (MLM loss only)")
-            rows.append(row(name, _glue_label_for(name, glue) if glue else None, None))
+    for name in mlm_only_runs(runs, baseline_run):  # not in the paper either: the same budget, no teacher signal
+        index.append(MLM_ONLY_LABEL)
+        rows.append(row(name, _glue_label_for(name, glue) if glue else None, None))
     index.append("triple loss (reference)")
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
                  "change (points)": 0.0 if base_score is not None else None, "seed range (points)": base_range,
@@ -501,7 +511,7 @@ def _heldout_label(name, params, base_params, teacher_name=paper.TEACHER):
     if name == base_params.get("undistilled_name"):
         return "no distillation at all (teacher-layer init only)"
     if mlm_only(params) and not mlm_only(base_params):
-        return "no teacher signal (MLM loss only)"
+        return MLM_ONLY_LABEL
     return classify_run(params, base_params) or "triple loss (reference)"
 
 
