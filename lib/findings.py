@@ -206,7 +206,7 @@ def run_setup(profile, root=None):
                             **{k: params.get(k) for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "temperature",
                                                          "undistilled_name")},
                             "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
-                            "ablations": _ablation_kinds(runs, paper.STUDENT)}
+                            "ablations": _ablation_kinds(runs, paper.STUDENT), "mlm_only": mlm_only_runs(runs)}
     for name in (config.GLUE, config.IMDB_SQUAD):
         record = load(profile, name, root)
         if record:

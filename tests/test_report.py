@@ -217,6 +217,7 @@ def test_glue_gap_splits_the_macro_gap_by_task(results_root):
 def test_run_setup_reads_what_ran_from_the_results(results_root):
     setup = findings.run_setup("cpu", results_root)
     assert setup["distill"]["ablations"] == {"no-ce": "without L_ce (distillation)"}
+    assert setup["distill"]["mlm_only"] == []  # no run here trained on the masked-LM loss alone
     assert setup["distill"]["undistilled_name"] == "undistilled" and setup["distill"]["alpha_ce"] == 5.0
     assert setup["glue"]["models"] == ["teacher", "student", "no-ce", "undistilled"]
     assert setup["teacher"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"

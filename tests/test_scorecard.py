@@ -120,6 +120,11 @@ def test_scale_findings_reads_each_fact_from_its_file(cpu_world):
     assert findings.scale_findings("t4", root=cpu_world)["teacher_mlm_tokens"] is None
 
 
+def test_run_setup_names_the_mlm_only_run_apart_from_the_table4_ablations(cpu_world):
+    distill = findings.run_setup("cpu", cpu_world)["distill"]
+    assert distill["mlm_only"] == ["mlm-only"] and distill["ablations"] == {"no-ce": "without L_ce (distillation)"}
+
+
 def test_scorecard_rows_and_verdicts(cpu_world):
     card = findings.scorecard(cpu_world).set_index("claim")
     glue_row = card.loc[f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"]
