@@ -110,6 +110,20 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
     return summary
 
 
+def check_ranks_agree(name, summary):
+    """Every rank's weights digest, gathered and printed once by rank 0 (ranks printing at once interleave their
+    lines on a shared stdout); different digests mean the processes trained apart, which fails the stage."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    digests = gather_object([summary["weights_sha1"]])  # in rank order
+    if PartialState().is_main_process:
+        print(f"{name}: steps {summary['steps']}, precision {summary['precision']}, world size "
+              f"{summary['world_size']}, weights sha1 by rank: {' '.join(digests)}", flush=True)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"{name}: the {len(digests)} processes ended with different weights (sha1 by rank: "
+                           f"{', '.join(digests)}); the distributed run is broken, do not use its results")
+
+
 @dataclasses.dataclass
 class DistillStage:
     """What stage 2 made."""
@@ -174,9 +188,8 @@ def run_stage(params, progress=True):
         say(f"--- ablation {name}: {params.ablations[name]}", flush=True)
         runs[name] = run_distillation(params.variant(name), teacher, dataset, tokenizer, counts, progress,
                                       heldout=heldout)
-    for name, summary in runs.items():  # every rank: equal digests mean the ranks ended with equal weights
-        print(f"[rank {state.process_index}] {name}: steps {summary['steps']}, precision {summary['precision']}, "
-              f"world size {summary['world_size']}, weights sha1 {summary['weights_sha1']}", flush=True)
+    for name, summary in runs.items():
+        check_ranks_agree(name, summary)
     return DistillStage(teacher, tokenizer, dataset, student, runs, undistilled_dir, heldout, reference)
 
 

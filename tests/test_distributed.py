@@ -44,15 +44,27 @@ def test_torchrun_two_cpu_processes_one_writer_identical_weights(tmp_path):
 
     for name in ("student", "no-cos"):
         record = json.loads((results / f"distill-{name}.json").read_text())
-        # every rank ends with the weights rank 0 saved and recorded
-        digests = dict(re.findall(rf"\[rank (\d)\] {name}: .* weights sha1 (\w+)", out))
-        assert set(digests) == {"0", "1"} and digests["0"] == digests["1"] == record["weights_sha1"]
+        # every rank ends with the weights rank 0 saved and recorded (gathered, printed once by rank 0)
+        [digests] = re.findall(rf"^{name}: .* weights sha1 by rank: (.*)$", out, flags=re.MULTILINE)
+        assert digests.split() == [record["weights_sha1"]] * 2
         assert training.weights_digest(AutoModelForMaskedLM.from_pretrained(runs / name)) == record["weights_sha1"]
         # 16 sequences per step = 4 per micro-batch x 2 accumulation x 2 processes; fp32 despite the launcher's bf16
         assert record["world_size"] == 2 and record["gradient_accumulation_steps"] == 2
         assert record["effective_batch_size"] == 16 and record["precision"] == "float32"
         log = training.read_log(runs / name / "log.jsonl")  # one writer: no duplicated records
         assert [r["step"] for r in log] == [1, 2, 3] == [r["step"] for r in record["loss_curve"]]
+
+
+def test_ranks_that_end_with_different_weights_fail_the_stage(monkeypatch, capsys):
+    import accelerate.utils
+    from lib.distill import check_ranks_agree
+    summary = dict(steps=3, precision="float32", world_size=2, weights_sha1="aaa")
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda digests: digests * 2)  # two ranks agreeing
+    check_ranks_agree("student", summary)
+    assert capsys.readouterr().out == "student: steps 3, precision float32, world size 2, weights sha1 by rank: aaa aaa\n"
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda digests: digests + ["bbb"])  # rank 1 drifted
+    with pytest.raises(RuntimeError, match="student: the 2 processes ended with different weights.*aaa, bbb"):
+        check_ranks_agree("student", summary)
 
 
 def test_effective_batch_size_sets_accumulation_for_any_process_count():
