@@ -362,9 +362,9 @@ def _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_st
     raise FloatingPointError(nan_advice(step + 1, terms, last_checkpoint, last_checkpoint_step, params, dtype))
 
 
-def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan):
+def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan, main=True):
     """Load a checkpoint's state into the run (refusing another data order, and trajectory changes unless
-    params.resume_with_changes); returns (step, tokens seen, elapsed s, segments, scheduler)."""
+    params.resume_with_changes; the main process names the changes); returns (step, tokens seen, elapsed s, segments, scheduler)."""
     state = load_state(checkpoint)
     changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
     if changed:
@@ -385,8 +385,9 @@ def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan
         # is what a whole run with the new values would use at step s
         scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps, last_epoch=step - 1)
         segments = segments + [dict(start_step=step, params={k: v for k, (_, v) in changed.items()})]
-        print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
-              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
+        if main:  # once, not once per process
+            print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
+                  + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
     return step, state["tokens"], state["elapsed_s"], segments, scheduler
 
 
@@ -456,7 +457,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     checkpoint = find_checkpoint(output_dir) if params.resume else None
     if checkpoint is not None:
         step, tokens_seen, elapsed, segments, scheduler = _resume(checkpoint, run, params, student, optimizer,
-                                                                  scheduler, scaler, plan)
+                                                                  scheduler, scaler, plan, main)
         resumed_from = step
 
     def checkpoint_state():

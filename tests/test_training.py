@@ -223,7 +223,7 @@ def test_estimate_memory_counts_parameters(setup):
     assert not training.estimate_memory(base, distil, batch_size=64, seq_length=512)["fits"]
 
 
-def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(setup, tmp_path):
+def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(setup, tmp_path, capsys):
     teacher, tokenizer, dataset = setup
     params = distill_params(max_steps=6, checkpoint_every=3)
 
@@ -248,6 +248,8 @@ def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(setup, tm
     summary = training.distill(teacher, models.build_student(teacher), dataset, changed, tmp_path, tokenizer,
                                progress=False)
     assert summary["resumed_from"] == 3 and summary["steps"] == 6
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resuming from step 3 of ")]
+    assert len(said) == 1 and "alpha_ce: 5.0 -> 1.0, learning_rate: 0.0005 -> 0.001" in said[0]  # once, all changes
     assert summary["segments"][0]["start_step"] == 0 and summary["segments"][0]["params"]["learning_rate"] == 5e-4
     assert summary["segments"][1] == {"start_step": 3, "params": {"learning_rate": 1e-3, "alpha_ce": 1.0}}
     # steps 1-3 ran the old schedule (1 warmup step, then linear decay from 5e-4); steps 4-6 the new one, at its
