@@ -410,7 +410,7 @@ def scorecard(root=None):
     per_seed = seed_scores(ablation_profile, root=root, tasks=counted) if (glue is not None and counted) else {}
     runs = distill_runs(ablation_profile, root) if ablation_profile else {}
     heldout = heldout_measures(ablation_profile, root) if ablation_profile else {}
-    kinds = _ablation_kinds(runs, paper.STUDENT) if ablation_profile else {}
+    kinds = _ablation_kinds(runs, paper.STUDENT)
     for label, delta in paper.TABLE4.items():
         run = next((name for name, kind in kinds.items() if kind == label), None)
         variant = _glue_label_for(run, glue) if (run and glue) else None

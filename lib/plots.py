@@ -75,11 +75,9 @@ def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="
     labels = [f"{t} ✓" if i == answer_rank else t for i, t in enumerate(tokens)]
     colors = ["#d62728" if i == answer_rank else "#1f77b4" for i in range(len(tokens))]
     fig = go.Figure()
-    tallest = 0.0
     for i, t in enumerate(temperatures):
         probabilities = (softmax(logits, t) if logsumexp is None
                          else np.exp(np.asarray(logits, dtype=float) / t - logsumexp[i]))
-        tallest = max(tallest, float(np.max(probabilities)))
         fig.add_trace(go.Bar(x=labels, y=probabilities, name=f"T = {t:g}", visible=(t == 1),
                              marker_color=colors))
     steps = [dict(method="update", label=f"{t:g}",
@@ -87,6 +85,7 @@ def softmax_temperatures(tokens, logits, temperatures=(0.5, 1, 2, 4, 8), title="
              for i, t in enumerate(temperatures)]
     start = temperatures.index(1) if 1 in temperatures else 0
     fig.data[start].visible = True
+    tallest = max(max(bar.y) for bar in fig.data)
     fig.update_layout(title=title, xaxis_title="token (✓: the correct token)" if answer_rank is not None
                       else "token", yaxis_title="probability" if logsumexp is None
                       else "probability (share of the full vocabulary)",

@@ -362,9 +362,10 @@ def _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_st
     raise FloatingPointError(nan_advice(step + 1, terms, last_checkpoint, last_checkpoint_step, params, dtype))
 
 
-def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan, main=True):
+def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan, main):
     """Load a checkpoint's state into the run (refusing another data order, and trajectory changes unless
-    params.resume_with_changes; the main process names the changes); returns (step, tokens seen, elapsed s, segments, scheduler)."""
+    params.resume_with_changes; the main process names the changes); returns (step, tokens seen, elapsed s,
+    segments, scheduler)."""
     state = load_state(checkpoint)
     changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
     if changed:
