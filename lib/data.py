@@ -7,7 +7,9 @@ redrawn for every batch: 15% of the batch's tokens become targets, drawn with pr
 max(count, 1) ** -0.7 (rarer tokens more often), then 80% [MASK] / 10% kept / 10% random.
 """
 import hashlib
+import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -61,8 +63,9 @@ def tokenize_corpus(texts, tokenizer, max_length=512, min_length=12, cache_dir=N
                     num_proc=None):
     """Token sequences: a Dataset with columns input_ids ([CLS] chunk [SEP], at most max_length tokens) and
     length. texts: a Dataset with a "text" column, or a list of strings. With cache_dir the result is an Arrow
-    file there, named after the corpus, tokenizer and lengths, and reused on the next call. Sequences with more
-    than max_unknown_share [UNK] tokens are dropped (as the authors did)."""
+    file there, named after the corpus, tokenizer and lengths, and reused on the next call once its checksum
+    matches (a damaged or truncated cache is named and rebuilt, see verify_token_cache). Sequences with more than
+    max_unknown_share [UNK] tokens are dropped (as the authors did)."""
     if isinstance(texts, (list, tuple)):
         texts = datasets.Dataset.from_dict({"text": list(texts)})
     if max_length < 3 or not 0 < min_length < max_length:
@@ -96,8 +99,85 @@ def tokenize_corpus(texts, tokenizer, max_length=512, min_length=12, cache_dir=N
         key = f"{texts._fingerprint}|{vocab}|{max_length}|{min_length}|{max_unknown_share}"
         key = hashlib.sha1(key.encode()).hexdigest()[:16]
         kwargs["cache_file_name"] = str(cache_dir / f"tokens-{key}.arrow")
-    return texts.map(encode, batched=True, batch_size=256, remove_columns=texts.column_names, features=features,
-                     num_proc=num_proc, desc="tokenize", **kwargs)
+        verify_token_cache(kwargs["cache_file_name"])
+    tokens = texts.map(encode, batched=True, batch_size=256, remove_columns=texts.column_names, features=features,
+                       num_proc=num_proc, desc="tokenize", **kwargs)
+    if cache_dir is not None:
+        record_token_cache(kwargs["cache_file_name"], [Path(f["filename"]) for f in tokens.cache_files])
+    return tokens
+
+
+# --- the token cache's checksums ---
+# datasets reuses an Arrow cache file unchecked: flipped bits were trained on in silence (other weights), and a
+# truncated file failed with Arrow's "Expected to be able to read N bytes" naming no file. A sidecar JSON beside
+# it records each file's size and sha256, written only once the cache is complete, so it doubles as the mark
+# that the cache was finished. Hashing costs about 1 s per GB (the cpu profile's cache, ~20 MB: a few ms).
+
+def _checksum_path(cache_file):
+    return Path(cache_file).with_suffix(".sha256.json")
+
+
+def _sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _cache_files(cache_file):
+    """The cache file and its shards (``tokens-<key>_00000_of_00002.arrow`` when tokenized with num_proc)."""
+    cache_file = Path(cache_file)
+    return sorted(cache_file.parent.glob(f"{cache_file.stem}*.arrow"))
+
+
+def _cache_problem(file, recorded):
+    """Why ``file`` cannot be trusted against its recorded {bytes, sha256} (None when it can)."""
+    if recorded is None:
+        return ("no checksum recorded (written before checksums were kept, or stopped before its checksum "
+                "was written)")
+    size = file.stat().st_size
+    if size != recorded["bytes"]:
+        return f"{size} bytes where {recorded['bytes']} were written (truncated or overwritten)"
+    if _sha256(file) != recorded["sha256"]:
+        return "its sha256 differs from the checksum recorded when it was written (damaged)"
+    return None
+
+
+def _read_checksums(sidecar):
+    try:
+        return json.loads(sidecar.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: nothing is vouched for
+        return {}
+
+
+def verify_token_cache(cache_file):
+    """Check every file of the token cache ``cache_file`` against its recorded checksum; a file that fails is named
+    in a notice and the cache removed, so that tokenize_corpus rebuilds it instead of training on it."""
+    sidecar, files = _checksum_path(cache_file), _cache_files(cache_file)
+    recorded = _read_checksums(sidecar)
+    problems = [(file, _cache_problem(file, recorded.get(file.name))) for file in files]
+    gone = sorted(set(recorded) - {file.name for file in files})  # a shard deleted: the rest no longer add up
+    problems += [(Path(cache_file).with_name(name), "recorded but missing") for name in gone if files]
+    failed = next(((file, problem) for file, problem in problems if problem is not None), None)
+    if files and failed is None:
+        return
+    if failed is not None:
+        print(f"token cache {failed[0]}: {failed[1]}; rebuilding it")
+    for stale in files:
+        stale.unlink()
+    sidecar.unlink(missing_ok=True)  # no cache left: its checksums would vouch for the next one
+
+
+def record_token_cache(cache_file, files):
+    """Record the size and sha256 of the cache's ``files`` (those map wrote or reused) not yet recorded, atomically
+    (temp file + rename): a cache whose checksum is missing is rebuilt, never trusted."""
+    sidecar = _checksum_path(cache_file)
+    recorded = _read_checksums(sidecar)
+    files = [f for f in files if f.parent == sidecar.parent and f.name not in recorded]
+    if not files:
+        return
+    recorded.update({f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in files})
+    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"files": recorded}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, sidecar)
 
 
 def sequence_lengths(dataset):

@@ -210,10 +210,39 @@ def _with_logits(dataset, name, logits):
     return dataset.add_column(name, pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1]))
 
 
-def _teacher(cls, teacher_path, tokenizer, params, param_name, **kwargs):
+# a model folder's tokenizer: one vocabulary file at least, and the files that shape how it reads text
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                          "tokenizer.model")
+TOKENIZER_FILES = (*TOKENIZER_VOCABULARIES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def check_tokenizer_files(model_path, mirror=None):
+    """Refuse a local model folder without a tokenizer vocabulary (a hub id not held locally is left to the hub).
+    transformers 5 loads such a folder anyway: it builds the config's tokenizer class with an empty vocabulary, so
+    every word became [UNK] and the model was fine-tuned on nothing, with no warning (SST-2 35.9 instead of 100)."""
+    local = Path(hub.resolve(str(model_path), mirror))
+    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        raise FileNotFoundError(
+            f"model folder {local} has no tokenizer files (none of {', '.join(TOKENIZER_VOCABULARIES)}); "
+            "transformers would build an empty vocabulary that reads every word as [UNK]. Copy the tokenizer files "
+            "of the model it came from into it (tokenizer.save_pretrained), or name that model instead")
+
+
+def load_tokenizer(model_path, mirror=None):
+    """The tokenizer of a model folder or hub id, refused when it could only read [UNK] (check_tokenizer_files)."""
     from transformers import AutoTokenizer
+    check_tokenizer_files(model_path, mirror)
+    tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=mirror)
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # e.g. a hub copy without its tokenizer files
+        raise ValueError(f"the tokenizer of {model_path!r} holds only its special tokens: every word would read as "
+                         "[UNK]; give the model its tokenizer files")
+    return tokenizer
+
+
+def _teacher(cls, teacher_path, tokenizer, params, param_name, **kwargs):
     teacher = hub.from_pretrained(cls, teacher_path, mirror=params.mirror, **kwargs)
-    teacher_tokenizer = hub.from_pretrained(AutoTokenizer, teacher_path, mirror=params.mirror)
+    teacher_tokenizer = load_tokenizer(teacher_path, params.mirror)
     if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():  # logits are compared on the student's tokens
         raise ParameterError(param_name, f"teacher {teacher_path!r} does not share the student's vocabulary")
     return teacher
@@ -262,14 +291,14 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     Returns the result dict (metrics in percent, 'score' = the task's single number, see lib.metrics).
     """
     import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
     from lib import models
     spec = _spec(task)
     if spec["num_labels"] is None:
         raise ParameterError("tasks", f"{task!r} is not a classification task")
     hp = task_hparams(task, params)
     data = load_task(task, params)
-    tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=params.mirror)
+    tokenizer = load_tokenizer(model_path, params.mirror)
     if task == "imdb":
         max_length, truncation = params.imdb_max_length, params.imdb_truncation
     else:
@@ -454,11 +483,11 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     (1 - squad_alpha) * T^2 * KL on start and end logits (averaged). save_dir: keep the fine-tuned model.
     """
     import transformers
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, default_data_collator
+    from transformers import AutoModelForQuestionAnswering, default_data_collator
     from lib import models
     hp = task_hparams("squad", params)
     data = load_task("squad", params)
-    tokenizer = hub.from_pretrained(AutoTokenizer, model_path, mirror=params.mirror)
+    tokenizer = load_tokenizer(model_path, params.mirror)
     window = dict(tokenizer=tokenizer, max_length=params.squad_max_length, doc_stride=params.doc_stride)
     train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
                               remove_columns=data["train"].column_names, desc="squad train windows")
@@ -560,15 +589,16 @@ _RESULT_SETTINGS = ("max_length", "imdb_max_length", "imdb_truncation", "squad_m
 
 
 def model_fingerprint(model_path, mirror=None):
-    """First 16 hex digits of a sha256 over a local model's config and weights files (a retrained model gets
-    a new one); a hub id that is not available locally stands for itself."""
+    """First 16 hex digits of a sha256 over what a local model folder gives a score: its config, weights and
+    tokenizer files (those of TOKENIZER_FILES it holds), so a retrained model or a changed tokenizer gets a new one;
+    a hub id that is not available locally stands for itself."""
     local = Path(hub.resolve(str(model_path), mirror))
     if not local.is_dir():
         return str(model_path)
     digest = hashlib.sha256()
     from lib.models import weight_files
-    config = [local / "config.json"] if (local / "config.json").is_file() else []
-    for file in sorted(config + weight_files(local)):
+    named = [local / name for name in ("config.json", *TOKENIZER_FILES) if (local / name).is_file()]
+    for file in sorted(named + weight_files(local)):
         with open(file, "rb") as handle:
             digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
@@ -599,15 +629,15 @@ def execution(params):
             "precision_run": precision_flags(params.precision)[0]}
 
 
-def run_key(fingerprint, task, seed, params, distilled=False, data=None):
-    """What a fine-tuning result depends on, as plain JSON data: the model (``model_fingerprint``), the dataset
-    (its id and ``data_fingerprint`` of the rows used; computed here unless given as ``data``), the task's
-    hyperparameters, the other settings of ``params`` and how the run executes (``execution``); a finished
-    result is reused only when its key matches."""
+def run_key(fingerprint, task, seed, params, distilled=False, data=None, teacher=None):
+    """What a fine-tuning result depends on, as plain JSON data: the model (``model_fingerprint``), for a (D) run
+    the model that teaches it (``teacher``: its model_fingerprint), the dataset (its id and ``data_fingerprint`` of
+    the rows used; computed here unless given as ``data``), the task's hyperparameters, the other settings of
+    ``params`` and how the run executes (``execution``); a finished result is reused only when its key matches."""
     if data is None:
         data = data_fingerprint(load_task(task, params))
     settings = {name: getattr(params, name) for name in _RESULT_SETTINGS if hasattr(params, name)}
-    key = {"model": fingerprint, "task": task, "seed": seed, "distilled": distilled,
+    key = {"model": fingerprint, "task": task, "seed": seed, "distilled": distilled, "teacher": teacher,
            "dataset": getattr(params, _spec(task)["source"], None), "subset_seed": params.seed,  # picks the subsets
            "data": data, **task_hparams(task, params), **settings, **execution(params)}
     return json.loads(json.dumps(key))  # as it reads back from the results file
@@ -617,20 +647,21 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
     from tqdm.auto import tqdm
     teacher_label = params.distill_teacher
     fingerprints = {}
-    # every task's data first: a task missing from the mirror fails before any fine-tuning
+    # every task's data and model's tokenizer first: a task missing from the mirror or a model folder without its
+    # tokenizer fails before any fine-tuning
     data = {task: data_fingerprint(load_task(task, params)) for task in dict.fromkeys(job[2] for job in jobs)}
+    for model_path in dict.fromkeys(job[1] for job in jobs):
+        check_tokenizer_files(model_path, params.mirror)
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
-        if model_path not in fingerprints:
-            fingerprints[model_path] = model_fingerprint(model_path, params.mirror)
-        key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task])
-        if path.exists() and not params.recompute:
-            done = results_io.read(path, "finetune_run")
-            if done.run_key == key:
-                results.append(results_io.to_dict(done))
-                continue
-            print(f"{path.relative_to(results_dir)}: its model, data or settings changed since it was written; "
-                  "fine-tuning again")
+        teacher = _teacher_source(task, models, params) if distilled else None
+        for source in {model_path, teacher} - {None} - set(fingerprints):  # each model hashed once per sweep
+            fingerprints[source] = model_fingerprint(source, params.mirror)
+        key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task], fingerprints.get(teacher))
+        done = _finished(path, key, results_dir, params)
+        if done is not None:
+            results.append(results_io.to_dict(done))
+            continue
         teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
             task == "squad" and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
@@ -638,6 +669,32 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
         result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
                            teacher_path, save_dir)
         results.append(_write_run(path, label, result, key, provenance))
+
+
+def _teacher_source(task, models, params):
+    """The model a (D) run learns from, as it was given: squad_teacher for SQuAD when set, else the distill_teacher
+    model whose fine-tuned copy teaches (None when it is not among the models: _distill_teacher says so)."""
+    if task == "squad" and getattr(params, "squad_teacher", None):
+        return params.squad_teacher
+    return models.get(params.distill_teacher)
+
+
+def _finished(path, key, results_dir, params):
+    """The result already at ``path`` when it stands for this run (its run_key is ``key``), else None, saying why
+    the run is fine-tuned again. A file that does not read (cut short by a full disk or a copy) is named and re-done:
+    never trusted, never a dead end."""
+    if params.recompute or not path.exists():
+        return None
+    try:
+        done = results_io.read(path, "finetune_run")
+    except ValueError as err:  # not JSON (UnicodeDecodeError included), or not a fine-tuning record
+        print(f"{path.relative_to(results_dir)}: damaged, fine-tuning again ({err})")
+        return None
+    if done.run_key != key:
+        print(f"{path.relative_to(results_dir)}: its model, data or settings changed since it was written; "
+              "fine-tuning again")
+        return None
+    return done
 
 
 def _teacher_dir(run_dir, label, task, seed):

@@ -75,8 +75,8 @@ def load_dataset(repo_id, name=None, mirror=None, **kwargs):
     """``datasets.load_dataset`` on the resolved location (same arguments)."""
     import datasets
     path = resolve(repo_id, mirror)
-    if repo_id.startswith(SMOKE_PREFIX):  # cache inside the generated hub: a regenerated hub never meets stale caches
-        kwargs.setdefault("cache_dir", str(SMOKE_HUB / ".cache"))
+    if repo_id.startswith(SMOKE_PREFIX):  # cache inside the generated hub, keyed by its files as a mirror's is
+        kwargs.setdefault("cache_dir", str(SMOKE_HUB / ".cache" / _local_cache_dir(Path(path)).name))
     elif Path(path).is_dir():
         kwargs.setdefault("cache_dir", str(_local_cache_dir(Path(path))))
     try:

@@ -132,11 +132,24 @@ def _step_seed(seed, step, rank):
 
 
 def read_log(path):
-    """The per-step log (JSON lines) as a list of dicts."""
+    """The per-step log (JSON lines: log.jsonl, heldout.jsonl) as a list of dicts. A torn last line -- the run was
+    killed inside its append, the one write that can tear -- is dropped with a notice (a resume then rewrites the
+    file without it). A damaged line before the last is an error naming the file and the line: no interrupted append
+    makes one, so something else changed the file, and skipping it would leave a hole in the curve unnoticed."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for number, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number != lines[-1][0]:
+                raise ValueError(f"{path}, line {number}: not a JSON record ({err}); only the last line can be torn "
+                                 "by an interrupted run. Repair or delete that line, then run again") from None
+            print(f"{path}: line {number} is torn (the run stopped while writing it); dropped")
+    return records
 
 
 # DistillParams fields that do not shape the trajectory (folders, names, bookkeeping)

@@ -182,3 +182,47 @@ def test_length_grouped_batches():
     share = lambda bs: np.mean([1 - lengths[b].mean() / lengths[b].max() for b in bs])
     random_batches = np.random.default_rng(1).permutation(2000).reshape(-1, 8)
     assert share(batches) < 0.05 < 0.2 < share(random_batches)  # grouping removes most of the padding
+
+
+def _cached(texts, cache):
+    return data.tokenize_corpus(texts, tiny_tokenizer(), max_length=16, min_length=4, cache_dir=cache)
+
+
+def test_a_token_cache_with_flipped_bits_is_named_and_rebuilt(tmp_path, capsys):
+    texts = datasets.Dataset.from_dict({"text": [words(*range(i, i + 30)) for i in range(20)]})
+    fresh = _cached(texts, tmp_path / "cache")["input_ids"][:]
+    cache = next((tmp_path / "cache").glob("tokens-*.arrow"))
+    assert list((tmp_path / "cache").glob("tokens-*.sha256.json"))  # the checksum, written once the cache was whole
+    raw = bytearray(cache.read_bytes())
+    at = raw.find(np.asarray(fresh[0], dtype=np.uint16).tobytes())  # the first sequence's token ids
+    assert at > 0
+    raw[at + 4] ^= 0x08  # its third token: another word
+    cache.write_bytes(bytes(raw))
+    capsys.readouterr()
+    again = _cached(texts, tmp_path / "cache")
+    assert again["input_ids"][:] == fresh  # rebuilt, not trained on
+    out = capsys.readouterr().out
+    assert str(cache) in out and "checksum" in out and "rebuilding" in out
+    assert _cached(texts, tmp_path / "cache")["input_ids"][:] == fresh and capsys.readouterr().out == ""
+
+
+def test_a_truncated_token_cache_is_named_and_rebuilt(tmp_path, capsys):
+    texts = datasets.Dataset.from_dict({"text": [words(*range(i, i + 30)) for i in range(20)]})
+    fresh = _cached(texts, tmp_path / "cache")["input_ids"][:]
+    cache = next((tmp_path / "cache").glob("tokens-*.arrow"))
+    size = cache.stat().st_size
+    with open(cache, "r+b") as f:
+        f.truncate(size // 2)
+    assert cache.stat().st_size == size // 2
+    capsys.readouterr()
+    assert _cached(texts, tmp_path / "cache")["input_ids"][:] == fresh
+    out = capsys.readouterr().out
+    assert str(cache) in out and "rebuilding" in out
+    assert cache.stat().st_size == size
+    # a cache without its checksum (written before checksums existed, or cut off before it) is not trusted either
+    next((tmp_path / "cache").glob("tokens-*.sha256.json")).unlink()
+    assert _cached(texts, tmp_path / "cache")["input_ids"][:] == fresh
+    assert "no checksum" in capsys.readouterr().out
+    cache.unlink()  # deleted by hand, its checksums left behind: they must not vouch for (or block) the next one
+    assert _cached(texts, tmp_path / "cache")["input_ids"][:] == fresh
+    assert _cached(texts, tmp_path / "cache")["input_ids"][:] == fresh and capsys.readouterr().out == ""

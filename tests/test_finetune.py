@@ -1,6 +1,7 @@
 """lib.finetune: data loading, tokenization, SQuAD windows and answers, distillation loss, tiny fine-tunes, sweeps."""
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +416,7 @@ def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypat
     retrained = tmp_path / "student"
     retrained.mkdir()
     (retrained / "config.json").write_text("{}")
+    (retrained / "vocab.txt").write_text("[UNK]\n")  # a model folder without tokenizer files is refused
     monkeypatch.chdir(tmp_path)
     key = T.run_key(T.model_fingerprint("student"), "sst2", 1, params)
     assert key["model"] != "student" and key["learning_rate"] == params.learning_rate and key["seed"] == 1
@@ -463,6 +465,115 @@ def test_changing_one_used_row_under_the_same_dataset_id_reruns(tmp_path, monkey
     # how it runs is part of the key too: two processes are another run
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert T.run_key("m", "sst2", 1, params)["world_size"] == 2
+
+
+def _bare_copy(model_dir, dest):
+    """A model folder holding only the config and the weights: "the model" copied without its tokenizer."""
+    dest.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(model_dir) / name, dest / name)
+    return str(dest)
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, glue_dir, models, monkeypatch):
+    # transformers 5 builds a tokenizer with an empty vocabulary for such a folder: every word became [UNK]
+    bare = _bare_copy(models["bert"], tmp_path / "bare")
+    params = glue_params(tmp_path, glue_dir, n_epoch=1.0)
+    with pytest.raises(FileNotFoundError) as err:
+        T.finetune_classification(bare, "sst2", 1, params, tmp_path / "work")
+    assert bare in str(err.value) and "tokenizer.json" in str(err.value) and "vocab.txt" in str(err.value)
+    # a sweep refuses it before fine-tuning anything, the good models included
+    calls = []
+    monkeypatch.setattr(T, "_finetune", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        T.run_sweep({"teacher": models["bert"], "bare": bare}, ["sst2"], [1], params, tmp_path / "results",
+                    provenance={})
+    assert calls == []
+
+
+def test_model_fingerprint_covers_the_tokenizer_files(tmp_path, glue_dir, models, monkeypatch):
+    model = tmp_path / "model"
+    shutil.copytree(models["bert"], model)
+    before = T.model_fingerprint(str(model))
+    tokenizer_json = (model / "tokenizer.json").read_text()
+    assert '"good"' in tokenizer_json
+    (model / "tokenizer.json").write_text(tokenizer_json.replace('"good"', '"goood"'))  # same weights, other tokens
+    assert T.model_fingerprint(str(model)) != before
+    (model / "tokenizer.json").write_text(tokenizer_json)
+    assert T.model_fingerprint(str(model)) == before  # restored: the same key again
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": not config["do_lower_case"]}))
+    assert T.model_fingerprint(str(model)) != before
+    (model / "vocab.txt").write_text("\n".join(VOCAB) + "\n")  # any tokenizer file that exists counts
+    assert T.model_fingerprint(str(model)) not in (before, T.model_fingerprint(models["bert"]))
+    # a sweep fine-tunes again when only the tokenizer changed
+    calls = []
+    monkeypatch.setattr(T, "_finetune", lambda task, model_path, seed, *a, **k: calls.append(task) or
+                        fake_result(task, model_path, seed, None, 1.0))
+    params = glue_params(tmp_path, glue_dir)
+    T.run_sweep({"teacher": str(model)}, ["rte"], [1], params, tmp_path / "results", provenance={})
+    T.run_sweep({"teacher": str(model)}, ["rte"], [1], params, tmp_path / "results", provenance={})
+    (model / "vocab.txt").unlink()
+    T.run_sweep({"teacher": str(model)}, ["rte"], [1], params, tmp_path / "results", provenance={})
+    assert calls == ["rte", "rte"]
+
+
+def test_a_retrained_teacher_reruns_the_runs_it_taught(tmp_path, glue_dir, monkeypatch):
+    calls = []
+
+    def fake_finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
+        calls.append((Path(model_path).name, teacher_path is not None))
+        if save_dir is not None:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            (Path(save_dir) / "config.json").write_text("{}")
+        return fake_result(task, model_path, seed, teacher_path, 1.0)
+
+    monkeypatch.setattr(T, "_finetune", fake_finetune)
+    folders = {}
+    for name in ("teacher", "student"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for file, text in (("config.json", "{}"), ("vocab.txt", "[UNK]\n"), ("model.safetensors", name)):
+            (folders[name] / file).write_text(text)
+    models = {name: str(folder) for name, folder in folders.items()}
+    params = glue_params(tmp_path, glue_dir, task_distill=True)
+    T.run_sweep(models, ["rte"], [1], params, tmp_path / "results", provenance={})
+    assert calls == [("teacher", False), ("student", False), ("student", True)]
+    (folders["teacher"] / "model.safetensors").write_text("teacher, retrained")
+    calls.clear()
+    T.run_sweep(models, ["rte"], [1], params, tmp_path / "results", provenance={})
+    assert calls == [("teacher", False), ("student", True)]  # the student alone is unchanged
+
+
+def imdb_params(tmp_path):
+    rows = [{"text": r["sentence"], "label": r["label"]} for r in sentiment_rows(30, 5)]
+    imdb = write_hub_dataset(tmp_path / "imdb", {"plain_text": {"train": rows[:20], "test": rows[20:]}})
+    return make_params(ImdbSquadParams, dict(imdb_dataset=imdb, models={"teacher": "x"}, seeds=[1], run_squad=False,
+                                             precision="fp32", run_dir=str(tmp_path / "runs")))
+
+
+@pytest.mark.parametrize("task", ["sst2", "imdb"])
+def test_a_truncated_run_result_is_named_and_fine_tuned_again(tmp_path, glue_dir, monkeypatch, capsys, task):
+    calls = []
+    monkeypatch.setattr(T, "_finetune", lambda task, model_path, seed, *a, **k: calls.append(task) or
+                        fake_result(task, model_path, seed, None, 1.0 + len(calls)))
+    params = imdb_params(tmp_path) if task == "imdb" else glue_params(tmp_path, glue_dir)
+    results_dir = tmp_path / "results"
+    T.run_sweep({"teacher": "teacher"}, [task], [1], params, results_dir, provenance={})
+    path = T.result_path(results_dir, "teacher", task, 1)
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])  # a copy cut short
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(path.read_text())
+    capsys.readouterr()
+    again = T.run_sweep({"teacher": "teacher"}, [task], [1], params, results_dir, provenance={})
+    out = capsys.readouterr().out
+    assert calls == [task, task] and again[0]["metrics"]["score"] == 3.0  # re-done, not trusted
+    assert f"teacher/{task}-seed1.json" in out and "not valid JSON" in out and "fine-tuning again" in out
+    assert json.loads(path.read_text())["metrics"]["score"] == 3.0  # rewritten whole
+    path.write_text("")  # an empty file is no dead end either
+    T.run_sweep({"teacher": "teacher"}, [task], [1], params, results_dir, provenance={})
+    assert calls == [task] * 3
 
 
 def test_summarize_medians_glue_score_and_retention():

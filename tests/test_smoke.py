@@ -51,3 +51,25 @@ def test_imdb_label_is_the_majority_sentiment():
         positive = sum(w in smoke.POSITIVE for w in words)
         negative = sum(w in smoke.NEGATIVE for w in words)
         assert (positive > negative) == bool(row["label"])
+
+
+def test_an_edited_smoke_dataset_is_read_afresh(tmp_path, monkeypatch):
+    # like a mirror's: an edit to the files under the same id must reach the rows and the data fingerprint
+    import pyarrow.parquet as pq
+
+    from lib import finetune, hub
+    root = tmp_path / "smoke-hub"
+    smoke.build_datasets(root)
+    (root / f"COMPLETE-v{smoke.VERSION}").write_text("datasets only: this test needs no teacher\n")
+    monkeypatch.setattr(hub, "SMOKE_HUB", root)
+    before = hub.load_dataset("smoke/glue", "sst2")
+    fingerprint = finetune.data_fingerprint(before)
+    path = root / "smoke/glue/sst2/train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    sentences = table.column("sentence").to_pylist()
+    sentences[0] += " again"
+    pq.write_table(table.set_column(table.schema.get_field_index("sentence"), "sentence", [sentences]), path)
+    assert pq.read_table(path).column("sentence")[0].as_py().endswith(" again")
+    after = hub.load_dataset("smoke/glue", "sst2")
+    assert after["train"][0]["sentence"] == sentences[0]
+    assert finetune.data_fingerprint(after) != fingerprint
