@@ -9,11 +9,14 @@ parameters cells and the method page show; with a class per stage that makes thi
 """
 import copy
 import dataclasses
+import errno
 import math
+import os
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -59,6 +62,7 @@ class StageParams:
     results_dir: str = param("", "small JSON results with provenance; default results/<profile>, on Colab Drive")
 
     def validate(self):
+        _finite(self)  # first: NaN passes every comparison of the checks below (nan <= 0 is False)
         if self.profile not in PROFILES and not (PARAMS_DIR / self.profile).is_dir():
             raise ParameterError("profile", f"{self.profile!r} is not one of {PROFILES} (no folder {PARAMS_DIR / self.profile})")
         from lib.colab import default_dir  # runs/<profile>, or a Drive folder on Colab
@@ -352,7 +356,67 @@ def profile_values(profile, stage):
     path = PARAMS_DIR / profile / f"{stem}.yaml"
     if not path.is_file():
         raise ParameterError("profile", f"profile {profile!r} has no parameter file {path}")
-    return yaml.safe_load(path.read_text()) or {}
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParameterError("profile", not_utf8(path, data, err)) from None
+    values = read_yaml(text, "profile", path)
+    if values is None:  # an empty file, or comments only
+        return {}
+    if not isinstance(values, dict):
+        raise ParameterError("profile", f"{path}: expected a mapping of parameter names to values, got a "
+                                        f"{type(values).__name__}")
+    return values
+
+
+def read_yaml(text, name, source):
+    """``text`` parsed as YAML; a syntax error is a ParameterError for ``name`` naming ``source`` (a file, or the
+    option that gave the text) and the line and column where YAML gave up."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        # where the unclosed quote or bracket opened, when that is elsewhere
+        opened = (f" ({context} at line {start.line + 1}, column {start.column + 1})"
+                  if context and start and (start.line, start.column) != (mark.line, mark.column) else "")
+        raise ParameterError(name, f"{source}: {where}{problem or err}{opened}") from None
+
+
+def not_utf8(path, data, err, line=None, offset=0):
+    """The message for ``data`` (bytes of ``path`` from byte ``offset``; ``line``: its line number, else counted)
+    that failed to decode as UTF-8 with ``err``: where the first bad byte is, and the way out."""
+    line = line or data[:err.start].count(b"\n") + 1
+    return (f"{path} is not UTF-8: line {line}, byte offset {offset + err.start} (0x{data[err.start]:02x}); "
+            "re-encode it as UTF-8 (e.g. iconv -f <its encoding> -t UTF-8)")
+
+
+def dead_link(path):
+    """(link, "a symlink loop" or "a broken symlink to ...") for the nearest of ``path`` and its missing parents
+    that is a symlink whose target cannot be reached, else None. Path.exists() is False for such a link, so a
+    search for the nearest existing folder walks past it, and the stage only fails on its first read or write."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            return None
+        if part.is_symlink():
+            try:
+                os.stat(part)
+            except OSError as err:
+                return part, ("a symlink loop" if err.errno == errno.ELOOP
+                              else f"a broken symlink to {os.readlink(part)}")
+    return None
+
+
+def dead_link_text(path):
+    """What dead_link finds on ``path``, as a message about ``path`` with the way out, or None."""
+    found = dead_link(path)
+    if found is None:
+        return None
+    link, what = found
+    return f"{path}{'' if link == Path(path) else f': {link}'} is {what}; remove the link or give another path"
 
 
 def load_params(stage, namespace=None, **overrides):
@@ -439,9 +503,7 @@ def coerce_number(value, hint):
                 number = kind(value.strip())
             except ValueError:
                 continue
-            if kind is float and not math.isfinite(number):
-                continue
-            return number
+            return number  # "nan" too: validation then names the parameter as not finite
     return value
 
 
@@ -468,6 +530,28 @@ def _type_name(hint):
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _non_finite(value, where):
+    """(where, value) of the first NaN or infinite float in ``value`` (nested lists and dicts included), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
+def _finite(params):
+    """Every float of every field, whatever its type, is finite: no parameter means anything as NaN or infinity."""
+    for f in dataclasses.fields(params):
+        found = _non_finite(getattr(params, f.name), f.name)
+        if found:
+            where, value = found
+            inside = f" ({where})" if where != f.name else ""
+            raise ParameterError(f.name, f"must be a finite number, got {value}{inside}")
+
+
 def _one_of(name, value, allowed):
     if value not in allowed:
         raise ParameterError(name, f"{value!r} is not one of {list(allowed)}")
@@ -492,5 +576,10 @@ def _check_corpus(corpus):
             raise ParameterError("corpus", f"each source needs 'id' (dataset) or 'path' (text file), got {source!r}")
         if "path" in source:
             path = repo_path(source["path"])
+            broken = dead_link_text(path)
+            if broken:
+                raise ParameterError("corpus", f"text file {broken}")
+            if path.is_dir():
+                raise ParameterError("corpus", f"text file {path} is a folder, not a file")
             if not path.is_file():
                 raise ParameterError("corpus", f"text file not found: {path}")

@@ -18,8 +18,6 @@ import time
 import typing
 from pathlib import Path
 
-import yaml
-
 from lib import REPO_ROOT, config
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -47,7 +45,7 @@ def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_outpu
     parameters = {"profile": profile, **(overrides or {})}
     config.load_params(stage, **parameters)  # fail fast, before a kernel starts
     # the commit this stage runs from: the book's stage note links it (book/_ext/stage_pages.py). An executed
-    # notebook never clones (its _repository is None); the Colab copies get their commit from lib.colab
+    # notebook never clones (only the Colab copies hold clone code); those get their commit from lib.colab
     parameters["_project_commit"] = git_commit().removesuffix("-dirty")
     output_dir = Path(output_dir or STAGES_OUT / profile)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +103,7 @@ def parse_overrides(pairs):
         name, sep, value = pair.partition("=")
         if not sep:
             raise config.ParameterError(pair, "write overrides as name=value (value in YAML syntax)")
-        overrides[name.strip()] = yaml.safe_load(value)
+        overrides[name.strip()] = config.read_yaml(value, name.strip(), f"-p {pair}")  # names the option
     return overrides
 
 

@@ -45,6 +45,10 @@ def writable(path, name):
     parent, which must be a folder)."""
     path = Path(path).expanduser()
     probe_dir = path
+    broken = config.dead_link(path)  # exists() is False for a symlink loop: the walk up would step past it
+    if broken:
+        raise ParameterError(name, f"{path} cannot be created: {broken[0]} is {broken[1]}; remove the link or give "
+                                   "another path")
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
@@ -71,7 +75,8 @@ def models_needed(params):
 
 
 def _is_local(params, value):
-    return str(value).startswith((params.run_dir, "/", ".", "~")) or Path(value).expanduser().exists()
+    path = Path(value).expanduser()
+    return str(value).startswith((params.run_dir, "/", ".", "~")) or path.exists() or path.is_symlink()
 
 
 def producer_of(params, value):
@@ -81,16 +86,45 @@ def producer_of(params, value):
     return PRODUCED_BY.get(Path(value).name, config.DISTILL)
 
 
+# what from_pretrained reads (a sharded checkpoint: its index), and what AutoTokenizer needs for a BERT vocabulary
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
+CONFIG_ONLY_STAGES = (config.LATENCY,)  # lib.latency times a model without weights with random ones
+
+
 def resolve_model(params, name, value, producer=None):
-    """A local model folder must hold a config.json; a hub id must resolve (mirror, cache or hub, config only)."""
-    if _is_local(params, value):
-        path = repo_path(hub.resolve(value, params.mirror))
-        if not (path / "config.json").is_file():
-            made = (f" — it is produced by stage {producer!r} ({config.STAGES[producer].notebook}); run that stage first"
-                    if producer else "")
-            what = "not found" if not path.exists() else "has no config.json (not a model folder)"
-            raise ParameterError(name, f"{value} {what}{made}")
-        return path
+    """A model folder (a path, a smoke id, or a hub id with a mirror copy) must hold what the stage loads from it:
+    config.json, weights (but in CONFIG_ONLY_STAGES) and its tokenizer (every stage loads the tokenizer from the
+    model's own folder); a hub id with no local copy must resolve (mirror, cache or hub, config only)."""
+    location = hub.resolve(value, params.mirror)
+    if not _is_local(params, value) and location == value:
+        return _resolve_on_hub(params, name, value)
+    path = repo_path(location)
+    shown = value if _is_local(params, value) else f"{value} ({path})"
+    made = (f" — it is produced by stage {producer!r} ({config.STAGES[producer].notebook}); run that stage first"
+            if producer else "")
+    broken = config.dead_link_text(path)
+    if broken:
+        raise ParameterError(name, broken)
+    if path.is_file():
+        raise ParameterError(name, f"{shown} is a file, not a model folder")
+    if not (path / "config.json").is_file():
+        what = "not found" if not path.exists() else "has no config.json (not a model folder)"
+        raise ParameterError(name, f"{shown} {what}{made}")
+    stage = stage_of(params)
+    if stage not in CONFIG_ONLY_STAGES and not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ParameterError(name, f"{shown} has no weights (model.safetensors, pytorch_model.bin or their sharded "
+                                   f".index.json), only a config: stage {stage!r} loads its trained weights; give a "
+                                   f"folder saved with save_pretrained{made}")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ParameterError(name, f"{shown} has no tokenizer (vocab.txt or tokenizer.json): stage {stage!r} loads "
+                                   f"the tokenizer from the model's folder; save it there too "
+                                   f"(tokenizer.save_pretrained){made}")
+    return path
+
+
+def _resolve_on_hub(params, name, value):
     try:
         from transformers import AutoConfig
         hub.from_pretrained(AutoConfig, value, mirror=params.mirror)
@@ -155,12 +189,7 @@ def check_corpus(params, needed):
             path = repo_path(source["path"])
             if path.stat().st_size == 0:
                 raise ParameterError("corpus", f"text file {path} is empty")
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for i, line in enumerate(f):
-                    if source.get("max_documents") is not None and i >= int(source["max_documents"]):
-                        break
-                    words = len(line.split())
-                    sequences += words // chunk + (words % chunk + 2 >= min_length)
+            sequences += text_sequences(path, source.get("max_documents"), chunk, min_length)
         else:
             hub_split_rows(params, source)
     if sequences == 0 and estimated:
@@ -169,6 +198,24 @@ def check_corpus(params, needed):
         raise ParameterError("corpus", f"about {sequences} sequences of >= {min_length} tokens (estimated from word "
                              f"counts), fewer than one optimizer step needs ({needed}: batch_size x "
                              "gradient_accumulation_steps); give a bigger corpus or a smaller batch_size")
+    return sequences
+
+
+def text_sequences(path, max_documents, chunk, min_length):
+    """Sequences of >= min_length tokens in the first max_documents lines of a text file, estimated from word
+    counts. Every line is decoded as strict UTF-8, past max_documents too: the stage's loader (datasets' text
+    builder) decodes the whole file and fails on the first bad byte, after the teacher has loaded."""
+    sequences, offset = 0, 0
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ParameterError("corpus", "text file " + config.not_utf8(path, raw, err, i + 1, offset)) from None
+            offset += len(raw)
+            if max_documents is None or i < int(max_documents):
+                words = len(line.split())
+                sequences += words // chunk + (words % chunk + 2 >= min_length)
     return sequences
 
 
