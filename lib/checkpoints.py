@@ -6,11 +6,16 @@ commits a small ``manifest.json`` (step, size and sha256 of every file), written
 usable only when its manifest verifies, so a write cut short by a crash, a full disk or a damaged file falls back to
 the other slot, which holds the previous checkpoint.
 """
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import signal
 import socket
+import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -50,15 +55,26 @@ def _sha256(path):
 
 
 def _files(slot):
-    return sorted(p for p in slot.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
+    return sorted(p for p in slot.rglob("*")
+                  if p.is_file() and p.name not in (MANIFEST, SET_ASIDE) and not p.name.endswith(".tmp"))
+
+
+def _well_formed(manifest):
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("step"), int)
+            and isinstance(manifest.get("files"), dict)):
+        return False
+    return all(isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and isinstance(entry[1], str)
+               for entry in manifest["files"].values())
 
 
 def read_manifest(slot):
-    """The slot's manifest dict, or None when it has none (never written, or a write that did not finish)."""
+    """The slot's manifest dict, or None when it has none (never written, a write that did not finish, or a file
+    that is not a manifest: valid JSON of another shape counts as damaged too)."""
     try:
-        return json.loads((Path(slot) / MANIFEST).read_text())
+        manifest = json.loads((Path(slot) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return manifest if _well_formed(manifest) else None
 
 
 def verify(slot):
@@ -68,7 +84,10 @@ def verify(slot):
         return None, "missing"
     manifest = read_manifest(slot)
     if manifest is None and (slot / SET_ASIDE).is_file():
-        return None, json.loads((slot / SET_ASIDE).read_text()).get("reason", "set aside")
+        try:
+            return None, json.loads((slot / SET_ASIDE).read_text()).get("reason", "set aside")
+        except (OSError, ValueError, AttributeError):
+            return None, f"set aside (unreadable {SET_ASIDE})"
     if manifest is None:
         state = "no " + MANIFEST if not (slot / MANIFEST).exists() else "unreadable " + MANIFEST
         missing = "" if (slot / STATE).is_file() else f", no {STATE}"
@@ -90,8 +109,22 @@ def save_checkpoint(run_dir, student, tokenizer, state):
     run_dir = Path(run_dir)
     steps = {slot: (read_manifest(run_dir / slot) or {}).get("step", -1) for slot in SLOTS}
     slot = run_dir / min(SLOTS, key=lambda s: (steps[s], s))  # the older (or never committed) slot
+    try:
+        _write_slot(slot, student, tokenizer, state)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as "unexpected pos" / basic_ios::clear
+        free = shutil.disk_usage(slot if slot.exists() else run_dir).free if run_dir.exists() else None
+        where = f"{free / 1e6:,.0f} MB free there" if free is not None else "its folder is gone"
+        raise CheckpointError(f"could not write the checkpoint of step {state['step']} to {slot} ({where}; "
+                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}). "
+                              "The previous checkpoint is kept. Free space on that disk, or use another run_dir, "
+                              "and run again to resume.") from err
+    return slot
+
+
+def _write_slot(slot, student, tokenizer, state):
     slot.mkdir(parents=True, exist_ok=True)
-    (slot / MANIFEST).unlink(missing_ok=True)  # from here until the commit, the slot does not count
+    for name in (MANIFEST, SET_ASIDE):  # from here until the commit, the slot does not count
+        (slot / name).unlink(missing_ok=True)
     _fsync(slot, directory=True)
     save_model(student, slot / "student", tokenizer)
     torch.save(state, slot / STATE)
@@ -106,10 +139,8 @@ def save_checkpoint(run_dir, student, tokenizer, state):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, slot / MANIFEST)
-    (slot / SET_ASIDE).unlink(missing_ok=True)
     _fsync(slot, directory=True)
     os.sync()  # a Colab Drive mount uploads what is flushed
-    return slot
 
 
 def set_aside(slot, reason):
@@ -168,52 +199,203 @@ def load_state(slot):
 
 
 # one run per output folder ------------------------------------------------------------------------------------
+# The lock is a lease: its holder renews a timestamp in run.lock every LEASE_EXPIRY_S / 4 seconds while it runs.
+# A lock whose lease was not renewed for LEASE_EXPIRY_S is taken over, whatever host wrote it: a Colab VM that
+# disconnected is gone for good, and the next VM (another host name) must not wait for a human to delete the file.
+# On this host a lock whose process is gone is taken over at once.
+
+LEASE_EXPIRY_S = float(os.environ.get("DISTILBERT_LEASE_EXPIRY_S", 120))
+_HELD = {}  # lock path -> RunLock, the locks this process holds
+
 
 def _alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (PermissionError, OverflowError, ValueError):  # PermissionError: exists, owned by someone else
         return True
     return True
 
 
+def _read_lock(path):
+    """The lock's holder dict, with "renewed" (epoch seconds of the last renewal; the file's mtime for a lock
+    that does not say) -- or None when the file is gone."""
+    try:
+        text, mtime = path.read_text(), path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:  # being written right now, or torn by a crash
+        holder = None
+    if not isinstance(holder, dict):
+        holder = {"unreadable": True}
+    holder.setdefault("renewed", mtime)
+    return holder
+
+
+def lock_expired(holder):
+    """Why ``holder``'s lock no longer counts (its process is gone, its lease ran out), or None while it is live."""
+    age = time.time() - float(holder.get("renewed", 0))
+    if age > LEASE_EXPIRY_S:
+        return f"its lease was last renewed {age:.0f} s ago (it expires after {LEASE_EXPIRY_S:.0f} s)"
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        return "its process is gone"
+    return None
+
+
+def _refusal(folder, path, holder):
+    age = time.time() - float(holder["renewed"])
+    who = ("a lock file being written (unreadable)" if holder.get("unreadable") else
+           f"pid {holder.get('pid')} on host {holder.get('host')!r} since {holder.get('started')}")
+    return (f"another run is using {folder}: {path} is held by {who}, its lease renewed {age:.0f} s ago. Wait for "
+            f"that run or stop it; a run whose machine is gone (a Colab VM after a disconnect) loses the lock when its "
+            f"lease expires, {max(LEASE_EXPIRY_S - age, 0):.0f} s from now: run again then. Or give this run another "
+            "run_dir/run_name.")
+
+
+def check_lock(folder):
+    """Raise ParameterError('run_dir', ...) when a live lock of another run holds ``folder`` (the preflight's
+    check: nothing is taken)."""
+    path = Path(folder).expanduser() / LOCK
+    holder = None if path in _HELD else _read_lock(path)
+    if holder is not None and lock_expired(holder) is None:
+        raise ParameterError("run_dir", _refusal(folder, path, holder))
+
+
+class RunLock:
+    """A lock this process holds on one folder: a thread renews its lease until ``release``."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex,
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_until_released, daemon=True, name=f"lease {path}")
+
+    def write(self):
+        """(Re)write the lock file with a renewed lease, atomically (a reader never sees half a file)."""
+        tmp = self.path.with_name(f"{LOCK}.{self.me['token']}.tmp")
+        tmp.write_text(json.dumps({**self.me, "renewed": time.time()}))
+        os.replace(tmp, self.path)
+
+    def owned(self):
+        return (_read_lock(self.path) or {}).get("token") == self.me["token"]
+
+    def _renew_until_released(self):
+        while not self._stop.wait(LEASE_EXPIRY_S / 4):
+            if not self.owned():  # taken over: this run's lease had expired (a frozen or suspended process)
+                print(f"warning: {self.path} was taken over by another run; stop this one", flush=True)
+                return
+            try:
+                self.write()
+            except OSError as err:  # a full disk or a dropped mount: the lease may lapse, the run goes on
+                print(f"warning: could not renew the lease {self.path}: {err}", flush=True)
+
+    def release(self):
+        self._stop.set()
+        _HELD.pop(self.path, None)
+        if self.owned():
+            self.path.unlink(missing_ok=True)
+
+
 def acquire_lock(folder):
-    """Take ``folder/run.lock`` (pid, host, start time) for this process. A lock held by a live process, or by
-    one on another host, raises ParameterError('run_dir', ...) naming it; a stale lock (this host, process gone)
-    is taken over with a notice. Returns the lock's path; release with release_lock."""
-    folder = Path(folder)
+    """Take ``folder/run.lock`` for this process and keep its lease renewed until ``release_lock``. A live lock
+    (lease renewed within LEASE_EXPIRY_S, and on this host its process alive), whatever its host, raises
+    ParameterError('run_dir', ...) naming it; an expired one is taken over with a notice. Returns a RunLock."""
+    folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, ValueError):
-                holder = None
-            if holder is not None and (holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1)))):
-                raise ParameterError("run_dir", f"another run is using {folder}: {path} is held by pid "
-                                     f"{holder.get('pid')} on host {holder.get('host')!r} since {holder.get('started')}. "
-                                     "Wait for it or stop it; if that process is gone (for example on another "
-                                     "machine), delete the lock file; or give this run another run_dir/run_name.")
-            print(f"note: taking over the stale lock {path} ({holder or 'unreadable'}): its process is gone")
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path
-    raise ParameterError("run_dir", f"could not take the lock {path}: another run took it at the same moment")
-
-
-def release_lock(path):
-    """Remove a lock this process holds (a lock since taken over by another process is left alone)."""
-    path = Path(path)
+    if path in _HELD:
+        raise ParameterError("run_dir", _refusal(folder, path, _read_lock(path) or {"renewed": time.time()}))
+    lock = RunLock(path)
     try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        holder = _read_lock(path)
+        why = None if holder is None else lock_expired(holder)
+        if holder is not None and why is None:
+            raise ParameterError("run_dir", _refusal(folder, path, holder)) from None
+        if holder is not None:
+            print(f"note: taking over the stale lock {path} (pid {holder.get('pid')} on host "
+                  f"{holder.get('host')!r}): {why}", flush=True)
+    lock.write()
+    if not lock.owned():  # another run took it over at the same moment
+        raise ParameterError("run_dir", f"could not take the lock {path}: another run took it at the same moment")
+    _HELD[path] = lock
+    lock._thread.start()
+    return lock
+
+
+def release_lock(lock):
+    """Stop renewing ``lock`` (a RunLock) and remove its file, unless another run has since taken it over."""
+    lock.release()
+
+
+def holds_lock(folder):
+    """Whether this process holds ``folder``'s lock (a stage that holds it runs lib.training.distill inside)."""
+    return Path(folder).expanduser() / LOCK in _HELD
+
+
+@contextlib.contextmanager
+def hold_locks(folders):
+    """Hold the locks of ``folders`` (those this process does not hold already) for the ``with`` block."""
+    taken = []
+    try:
+        for folder in dict.fromkeys(Path(f).expanduser() for f in folders):
+            if not holds_lock(folder):
+                taken.append(acquire_lock(folder))
+        yield taken
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+
+
+# signals ------------------------------------------------------------------------------------------------------
+# SIGTERM (a job scheduler, a VM shutting down, `kill`) and SIGHUP (a closed terminal or SSH session) end a run
+# like SIGINT does: as a KeyboardInterrupt, so it writes its checkpoint and releases its lock. While that
+# checkpoint is written, a second signal is noted, not obeyed: a half-written checkpoint helps no one.
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _in_main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the ``with`` block (main thread only)."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS if s != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred(what):
+    """SIGINT, SIGTERM and SIGHUP only print a line while ``what`` (a checkpoint write) finishes."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def wait(signum, frame):
+        print(f"{signal.Signals(signum).name} received while {what}: finishing it first", flush=True)
+
+    previous = {s: signal.signal(s, wait) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -19,6 +19,7 @@ The stage's `precision` parameter always decides the autocast dtype: the launche
 ignored. With `effective_batch_size` set, the sequences per optimizer step stay the same for any process count.
 """
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -27,11 +28,13 @@ from functools import partial
 import numpy as np
 import torch
 
-from lib import config, data, hub, models, results
+from lib import config, data, hub, models, preflight, results
+from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 from lib.data import mlm_token_probs, special_token_ids
 from lib.teacher import evaluate_mlm, load_teacher
-from lib.training import LOSS_TERMS, accumulation_steps, distill, weights_digest
+from lib.training import (LOSS_TERMS, accept_resume, accumulation_steps, distill, on_main_or_stop_all,
+                          weights_digest)
 
 
 def build_student(params, teacher):
@@ -142,11 +145,27 @@ def run_stage(params, progress=True):
     tokenized, the student built once, saved as the undistilled baseline (params.undistilled_name) before it is
     distilled (params.run_name), then one run per ablation (params.ablations), all with the same corpus, masking
     weights and teacher. Returns a DistillStage."""
-    import transformers
     from accelerate import PartialState
-    from transformers import AutoTokenizer, set_seed
 
     state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group (gloo on CPU)
+    with contextlib.ExitStack() as held:
+        held.enter_context(signals_interrupt())  # SIGTERM, SIGHUP: like Ctrl-C, the locks are released
+        on_main_or_stop_all(state, lambda: claim_folders(params, state.num_processes, held))
+        return _run_stage(params, state, progress)
+
+
+def claim_folders(params, world_size, held):
+    """Before anything is loaded or written: lock every folder the stage writes (held until ``held`` closes) and
+    accept each run's resume (lib.training.accept_resume), so a refused run changes nothing on disk."""
+    held.enter_context(hold_locks(preflight.output_folders(params)))
+    for run in (params, *(params.variant(name) for name in params.ablations)):
+        accept_resume(run, run.path("run_dir") / run.run_name, world_size)
+
+
+def _run_stage(params, state, progress):
+    import transformers
+    from transformers import AutoTokenizer, set_seed
+
     main = state.is_main_process
     results.pin_commit()
     transformers.logging.set_verbosity_error()
@@ -203,6 +222,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         params = config.load_params(config.DISTILL, profile=args.profile, **parse_overrides(args.param))
+        preflight.check(params)  # the checks of the notebook and lib.pipeline, with the same messages
     except config.ParameterError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import glue, hub, paper
+from lib import glue, hub, paper, preflight
 from lib import metrics as M
 from lib import results as results_io
+from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 
 
@@ -734,7 +735,8 @@ def run_stage(params, stage):
     (run_sweep; one results file each under results_dir/<stage>/) and their summary written to
     results_dir/<stage>.json (lib.results.StageSummary). Returns (the record, the summary table)."""
     started = time.perf_counter()
-    runs = run_sweep(params.models, stage_tasks(params), params.seeds, params, params.path("results_dir") / stage)
+    with hold_locks(preflight.output_folders(params)), signals_interrupt():  # one sweep per results folder
+        runs = run_sweep(params.models, stage_tasks(params), params.seeds, params, params.path("results_dir") / stage)
     summary = summarize(runs, teacher=params.distill_teacher)
     record = results_io.write_result(params, stage, time.perf_counter() - started,
                                      summary=summary.to_dict(orient="records"), runs=len(runs))

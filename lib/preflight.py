@@ -7,7 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from lib import config, hub, paper, repo_path
+from lib import checkpoints, config, hub, paper, repo_path
 from lib.config import ParameterError
 
 PRODUCED_BY = {paper.TEACHER: config.TEACHER}  # a model folder's name -> the stage that writes it (others: distill)
@@ -25,6 +25,8 @@ def check(params, output_dir=None, pending=()):
         writable(params.path(name), name)
     if output_dir is not None:
         writable(Path(output_dir), "output_dir")
+    for folder in output_folders(params):  # another live run writing there: refused before anything loads
+        checkpoints.check_lock(folder)
     for name, value in models_needed(params):
         producer = producer_of(params, value)
         if producer is not None and producer in pending:
@@ -60,6 +62,20 @@ def writable(path, name):
     except OSError as err:
         raise ParameterError(name, f"{path} is not writable ({type(err).__name__}: {err}); give a writable "
                                    "folder") from None
+
+
+def output_folders(params):
+    """The folders a stage writes and locks while it runs (lib.checkpoints: one run per folder): stage 1 its
+    teacher, stage 2 each run's folder and the undistilled student's, stages 3 and 4 their per-run results."""
+    stage, run_dir = stage_of(params), params.path("run_dir")
+    if stage == config.TEACHER:
+        return [run_dir / config.TEACHER]
+    if stage == config.DISTILL:
+        names = [params.run_name, *params.ablations] + ([params.undistilled_name] if params.undistilled_name else [])
+        return [run_dir / name for name in names]
+    if stage in (config.GLUE, config.IMDB_SQUAD):
+        return [params.path("results_dir") / stage]
+    return []
 
 
 def models_needed(params):

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM, get_linear_schedule_with_warmup, set_seed
 
-from lib import config, data, hub, results
+from lib import config, data, hub, preflight, results
+from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 from lib.data import collate, length_grouped_batches, mlm_token_probs, sequence_lengths, special_token_ids
 from lib.models import count_parameters, set_torch_threads
@@ -220,7 +221,13 @@ class PreparedTeacher:
 def prepare_teacher(params, progress=True):
     """Stage 1 for a TeacherParams: load the teacher and the corpus, evaluate the masked LM on held-out sequences,
     adapt the MLM head when params.adapt_mlm says so and evaluate again, save the teacher to run_dir/teacher and
-    write results/<profile>/teacher.json. Returns a PreparedTeacher (its loss_log: the adaptation's)."""
+    write results/<profile>/teacher.json. Returns a PreparedTeacher (its loss_log: the adaptation's). The teacher's
+    folder is locked first (lib.checkpoints): one stage 1 at a time per run_dir."""
+    with hold_locks(preflight.output_folders(params)), signals_interrupt():
+        return _prepare_teacher(params, progress)
+
+
+def _prepare_teacher(params, progress):
     started = time.perf_counter()
     set_seed(params.seed)
     tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)

@@ -22,6 +22,7 @@ import json
 import math
 import time
 import typing
+import warnings
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,8 +33,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, find_checkpoint, load_state,
-                             release_lock, save_checkpoint, set_aside)
+from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, find_checkpoint, holds_lock,
+                             load_state, read_manifest, release_lock, save_checkpoint, set_aside, signals_deferred,
+                             signals_interrupt)
 from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
@@ -206,22 +208,38 @@ def nan_advice(bad_step, terms, checkpoint, checkpoint_step, params, dtype):
             f"and the results record both segments. Or start over with {lower} and resume=false.")
 
 
-def _lock_run(accelerator, output_dir):
-    """The main process takes output_dir's run lock (None on the others); a refusal stops every process."""
-    lock, error = None, None
-    if accelerator.is_main_process:
+def on_main_or_stop_all(state, action):
+    """``action()`` on the main process (its result there, None elsewhere); when it raises, every process stops:
+    the main one with its error, the others with a RuntimeError of the same message (an accelerate
+    Accelerator or PartialState)."""
+    result, error = None, None
+    if state.is_main_process:
         try:
-            lock = acquire_lock(output_dir)
-        except ParameterError as err:
-            error = str(err)
-    if accelerator.num_processes > 1:
+            result = action()
+        except (ParameterError, CheckpointError) as err:
+            error = err
+    message = None if error is None else str(error)
+    if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
-        error = broadcast_object_list([error])[0]
+        message = broadcast_object_list([message])[0]
     if error is not None:
-        if lock is None and accelerator.is_main_process:
-            raise ParameterError("run_dir", error.removeprefix("parameter 'run_dir': "))
-        raise RuntimeError(error)
-    return lock
+        raise error
+    if message is not None:
+        raise RuntimeError(message)
+    return result
+
+
+@contextlib.contextmanager
+def _lock_run(accelerator, output_dir):
+    """The main process holds output_dir's run lock for the ``with`` block (unless its stage holds it already:
+    lib.distill.run_stage locks every folder it writes before it starts); a refusal stops every process."""
+    take = accelerator.is_main_process and not holds_lock(output_dir)
+    lock = on_main_or_stop_all(accelerator, lambda: acquire_lock(output_dir) if take else None)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            release_lock(lock)
 
 
 def optimizer_step(optimizer, scheduler, scaler, parameters, max_grad_norm):
@@ -312,6 +330,23 @@ class LogWindow:
         return LogWindow(now, torch.zeros(len(LOSS_TERMS), device=device), torch.zeros((), device=device),
                          torch.zeros((), device=device), torch.zeros((), device=device))
 
+    def add(self, sums, grad_norm, tokens, positions):
+        self.losses += sums
+        self.grad_norm += grad_norm.float()
+        self.tokens += tokens
+        self.positions += positions
+        self.steps += 1
+
+    def saved(self, now):
+        """The window as checkpoint state (an interrupt's checkpoint falls between two log records)."""
+        return dict(seconds=now - self.started, losses=self.losses.cpu(), tokens=self.tokens.cpu(),
+                    positions=self.positions.cpu(), grad_norm=self.grad_norm.cpu(), steps=self.steps)
+
+    @staticmethod
+    def restore(saved, device, now):
+        return LogWindow(now - saved["seconds"], *(saved[k].to(device) for k in ("losses", "tokens", "positions",
+                                                                                  "grad_norm")), saved["steps"])
+
 
 # the loss weight that makes each logged term non-zero ("loss", the total, is always logged)
 TERM_WEIGHTS = {"loss_ce": "alpha_ce", "loss_mlm": "alpha_mlm", "loss_cos": "alpha_cos", "loss_mse": "alpha_mse"}
@@ -341,13 +376,13 @@ def prepare_batch(batch, masking, generator, device):
     return input_ids.to(device), batch["attention_mask"].to(device), labels.to(device)
 
 
-def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator, window,
-               generator):
+def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator, generator):
     """The authors' step for one optimizer step: forward and backward of each of its micro-batches (gradients
-    synchronised across processes on the last one only); counts their tokens into ``window`` and returns the
-    loss terms averaged over the micro-batches (LOSS_TERMS order; 0 for a term that is off)."""
-    device = window.losses.device
+    synchronised across processes on the last one only). Returns the loss terms averaged over the micro-batches
+    (LOSS_TERMS order; 0 for a term that is off), their non-padding tokens and their token positions."""
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
     sums = torch.zeros(len(LOSS_TERMS), device=device)
+    tokens = positions = 0
     for micro, batch in enumerate(micro_batches):
         input_ids, attention_mask, labels = prepare_batch(batch, masking, generator, device)
         last = micro == len(micro_batches) - 1
@@ -356,9 +391,8 @@ def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, s
             scaler.scale(losses["loss"] / len(micro_batches)).backward()
         sums += torch.stack([losses[k].detach() if losses[k] is not None else sums.new_zeros(())
                              for k in LOSS_TERMS]) / len(micro_batches)
-        window.tokens += attention_mask.sum()
-        window.positions += attention_mask.numel()
-    return sums
+        tokens, positions = tokens + attention_mask.sum(), positions + attention_mask.numel()
+    return sums, tokens, positions
 
 
 def _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype):
@@ -402,7 +436,51 @@ def _resume(checkpoint, run, params, student, optimizer, scheduler, scaler, plan
         if main:  # once, not once per process
             print(f"resuming from step {step} of {checkpoint} with changed parameters (checkpoint -> now): "
                   + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
-    return step, state["tokens"], state["elapsed_s"], segments, scheduler
+    return step, state["tokens"], state["elapsed_s"], segments, scheduler, state.get("window")
+
+
+def say_how_it_starts(output_dir, checkpoint, step, total_steps, resume):
+    """One line when a run resumes (the step, the checkpoint, how old it is) or starts over on a checkpoint."""
+    if checkpoint is not None:
+        written = (read_manifest(checkpoint) or {}).get("written")
+        age = _age(written)
+        print(f"resuming {output_dir.name} from step {step:,} of {total_steps:,}: checkpoint {checkpoint}, written "
+              f"{written}{f' ({age} ago)' if age else ''}", flush=True)
+    elif not resume and any((output_dir / slot / "manifest.json").is_file() for slot in ("checkpoint-a",
+                                                                                         "checkpoint-b")):
+        print(f"resume=false: starting {output_dir.name} over at step 0; its checkpoints in {output_dir} no longer "
+              "count and will be overwritten", flush=True)
+
+
+def _age(written):
+    """'3 h 12 min' since a manifest's time stamp, or None when it cannot be read."""
+    try:
+        seconds = time.time() - time.mktime(time.strptime(written, "%Y-%m-%dT%H:%M:%S%z"))
+    except (TypeError, ValueError):
+        return None
+    hours, minutes = divmod(int(max(seconds, 0)) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{int(max(seconds, 0))} s"
+
+
+def accept_resume(params, output_dir, world_size):
+    """Before the stage loads or writes anything: the checkpoint a run of ``params`` would resume from (None when
+    it starts over), refusing here, in seconds, what ``distill`` would refuse later: no usable checkpoint, another
+    process count, or changed trajectory parameters (resume_changes)."""
+    if not params.resume:
+        return None
+    with warnings.catch_warnings():  # distill names a damaged slot when it resumes; once is enough
+        warnings.simplefilter("ignore")
+        checkpoint = find_checkpoint(output_dir)
+    if checkpoint is None:
+        return None
+    state = load_state(checkpoint)
+    saved_world = state["run"].get("world_size")
+    if saved_world != world_size:
+        raise ParameterError("resume", f"the checkpoint in {checkpoint} was made by {saved_world} process(es), this "
+                             f"run has {world_size}: the batch order differs. Run it with {saved_world}, or set "
+                             "resume=false or use another run_dir")
+    resume_changes(state["params"], params, checkpoint)
+    return checkpoint
 
 
 def distill(teacher, student, dataset, params, output_dir, tokenizer, token_probs=None, progress=True, on_log=None,
@@ -426,12 +504,19 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     the held-out records, output_dir, ...).
     """
     output_dir = Path(output_dir).expanduser()
-    weights = loss_weights(params)
     heads_unused = params.alpha_ce == params.alpha_mlm == params.alpha_mse == 0
     # mixed_precision="no": autocast is ours (params.precision); else ACCELERATE_MIXED_PRECISION from a launcher or
     # `accelerate config` would wrap the student's forward in another autocast, whatever the stage asked for
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no",
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=heads_unused)])
+    with _lock_run(accelerator, output_dir), signals_interrupt():  # the lock first: nothing is read or written before
+        return _distill(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress,
+                        on_log, evaluate)
+
+
+def _distill(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress, on_log,
+             evaluate):
+    weights = loss_weights(params)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     dtype, use_scaler = select_precision(params.precision, device)
@@ -469,18 +554,22 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     step, tokens_seen, elapsed, resumed_from = 0, 0, 0.0, None
     segments = [dict(start_step=0, params=trajectory_params(params))]
     checkpoint = find_checkpoint(output_dir) if params.resume else None
+    window = LogWindow.empty(device, time.perf_counter())
     if checkpoint is not None:
-        step, tokens_seen, elapsed, segments, scheduler = _resume(checkpoint, run, params, student, optimizer,
-                                                                  scheduler, scaler, plan, main)
+        step, tokens_seen, elapsed, segments, scheduler, saved_window = _resume(
+            checkpoint, run, params, student, optimizer, scheduler, scaler, plan, main)
         resumed_from = step
+        if saved_window is not None:  # an interrupt's checkpoint: its unlogged steps go into the next record
+            window = LogWindow.restore(saved_window, device, time.perf_counter())
+    if main:
+        say_how_it_starts(output_dir, checkpoint, step, total_steps, params.resume)
 
-    def checkpoint_state():
+    def checkpoint_state(window=None):
         return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, params=trajectory_params(params),
                     segments=segments, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict())
+                    scaler=scaler.state_dict(), window=window)
 
     last_checkpoint, last_checkpoint_step = checkpoint, resumed_from
-    window = LogWindow.empty(device, time.perf_counter())
     last_record = None
 
     def evaluate_heldout():
@@ -494,7 +583,6 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
         accelerator.wait_for_everyone()
         return time.perf_counter() - began
 
-    lock = _lock_run(accelerator, output_dir)
     bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     try:
@@ -520,8 +608,8 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                 torch.manual_seed(seed)  # dropout
                 generator = torch.Generator().manual_seed(seed + 1)  # masking
                 micro_batches = [next(loader) for _ in range(accum)]
-                sums = train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator,
-                                  window, generator)
+                sums, tokens, positions = train_step(micro_batches, teacher, model, masking, weights, layers, dtype,
+                                                     scaler, accelerator, generator)
                 bad = (~torch.isfinite(sums)).any().float()
                 if world > 1:
                     bad = accelerator.reduce(bad, "sum")  # every process stops together
@@ -529,10 +617,8 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                     _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype)
                 grad_norm, lr = optimizer_step(optimizer, scheduler, scaler, model.parameters(), params.max_grad_norm)
                 step += 1
+                window.add(sums, grad_norm, tokens, positions)  # only whole steps: an interrupt may cut one short
                 bar.update(1)
-                window.losses += sums
-                window.grad_norm += grad_norm.float()
-                window.steps += 1
 
                 eval_due = evaluate is not None and (step == total_steps or
                                                      (params.eval_every and step % params.eval_every == 0))
@@ -570,15 +656,17 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     except KeyboardInterrupt:
         # the state of the last completed optimizer step; no barrier: other processes may already be gone
         if main and step != last_checkpoint_step:
-            elapsed = time.perf_counter() - started
-            tokens_seen += int(window.tokens) * world  # not yet logged (exact on one process)
-            slot = save_checkpoint(output_dir, student, tokenizer, checkpoint_state())
+            with signals_deferred("the interrupted run's checkpoint is written"):
+                elapsed = time.perf_counter() - started
+                if world == 1:  # the unlogged steps' sums, so the resumed log equals an uninterrupted one
+                    saved_window = window.saved(time.perf_counter())
+                else:  # other processes' sums are out of reach without a barrier: their tokens are estimated
+                    saved_window, tokens_seen = None, tokens_seen + int(window.tokens) * world
+                slot = save_checkpoint(output_dir, student, tokenizer, checkpoint_state(saved_window))
             print(f"interrupted: checkpoint of step {step} written to {slot}; run again to resume")
         raise
     finally:
         bar.close()
-        if lock is not None:
-            release_lock(lock)
 
     log = read_log(log_path)
     last_record = log[-1] if log else (last_record or {})

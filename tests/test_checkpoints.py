@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -102,14 +103,53 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_stale_lock_taken_over(
     assert not (tmp_path / "run.lock").exists()
 
 
-def test_lock_of_a_live_process_on_another_host_is_respected(tmp_path):
-    (tmp_path / "run.lock").write_text(json.dumps({"pid": 1, "host": "colab-vm-elsewhere", "started": "x"}))
-    with pytest.raises(ParameterError, match="'colab-vm-elsewhere'.*delete the lock file"):
+def test_a_live_lease_on_another_host_is_refused_and_a_stale_one_taken_over(tmp_path, capsys):
+    lock_file = tmp_path / "run.lock"
+    lock_file.write_text(json.dumps({"pid": 1, "host": "colabvm1", "started": "x", "renewed": time.time() - 5}))
+    with pytest.raises(ParameterError, match=r"'colabvm1'.*lease renewed 5 s ago.*115 s from now: run again then"):
         checkpoints.acquire_lock(tmp_path)
-    (tmp_path / "run.lock").unlink()
+    with pytest.raises(ParameterError, match="'colabvm1'"):  # the preflight's check says the same, takes nothing
+        checkpoints.check_lock(tmp_path)
+    # the VM disconnected: its lease is not renewed, and after the expiry any host takes the lock over
+    lock_file.write_text(json.dumps({"pid": 1, "host": "colabvm1", "started": "x",
+                                     "renewed": time.time() - checkpoints.LEASE_EXPIRY_S - 1}))
+    checkpoints.check_lock(tmp_path)
     lock = checkpoints.acquire_lock(tmp_path)
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert "taking over the stale lock" in capsys.readouterr().out
+    holder = json.loads(lock_file.read_text())
+    assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
     with pytest.raises(ParameterError, match=f"held by pid {os.getpid()}"):  # not even the same process twice
         checkpoints.acquire_lock(tmp_path)
     checkpoints.release_lock(lock)
-    assert not lock.exists()
+    assert not lock_file.exists()
+
+
+def test_the_holder_renews_its_lease_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "LEASE_EXPIRY_S", 0.4)  # renewed every 0.1 s
+    lock = checkpoints.acquire_lock(tmp_path)
+    try:
+        first = json.loads((tmp_path / "run.lock").read_text())["renewed"]
+        time.sleep(0.6)  # longer than the expiry: only renewals keep it live
+        assert json.loads((tmp_path / "run.lock").read_text())["renewed"] > first
+        with pytest.raises(ParameterError, match="another run is using"):  # a second machine sees it live
+            _as_another_host(monkeypatch, lambda: checkpoints.acquire_lock(tmp_path))
+    finally:
+        checkpoints.release_lock(lock)
+    assert not (tmp_path / "run.lock").exists()
+
+
+def _as_another_host(monkeypatch, action):
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, "_HELD", {})
+        m.setattr(socket, "gethostname", lambda: "colabvm2")
+        return action()
+
+
+def test_an_unreadable_lock_counts_while_fresh_and_is_taken_over_once_old(tmp_path, monkeypatch):
+    lock_file = tmp_path / "run.lock"
+    lock_file.write_text("")  # created, not yet written (or torn by a crash)
+    with pytest.raises(ParameterError, match="being written"):
+        checkpoints.acquire_lock(tmp_path)
+    old = time.time() - checkpoints.LEASE_EXPIRY_S - 1
+    os.utime(lock_file, (old, old))
+    checkpoints.release_lock(checkpoints.acquire_lock(tmp_path))
