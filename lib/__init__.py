@@ -26,20 +26,25 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 
-def notebook_setup(params):
-    """First call of every stage notebook: pins the code's commit for the stage's results; quieter third-party logs (transformers reports every model load, a
-    sweep loads dozens); on Colab, check the GPU against the profile (lib.colab). Prints the scale the notebook runs at."""
+def notebook_setup(stage, namespace):
+    """First call of every stage notebook, with its globals: returns the stage's parameters, what its parameters
+    cell set over the profile's file (lib.colab.load_notebook_params). Works from the project root; pins the code's
+    commit for the stage's results; quieter third-party logs (transformers reports every model load, a sweep loads
+    dozens); on Colab, checks the GPU against the profile (lib.colab). Prints the scale the notebook runs at."""
+    import os
     import sys
 
     import transformers
 
-    from lib import preflight
+    from lib import colab, preflight
     from lib.results import SCALE_LABELS, pin_commit
+    os.chdir(REPO_ROOT)  # as lib.pipeline runs a stage, wherever Jupyter started (notebooks/, Colab's /content)
+    params = colab.load_notebook_params(stage, namespace)
     pin_commit()  # results of this stage name the code it started with
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     if "google.colab" in sys.modules:
-        from lib import colab
         colab.check_runtime(params)
     preflight.check(params)  # seconds, before any model loads (after Drive is mounted)
     print(SCALE_LABELS.get(params.profile, params.profile))
+    return params

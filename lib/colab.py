@@ -3,13 +3,20 @@
 The repository address lives in one tracked file, ``_config.yml`` (``repository: url:``, which Jupyter Book also
 reads); the README's links aside, everything else derives from it. A Colab notebook must know what to clone
 before ``lib`` exists, so the clean notebooks are generated, never tracked: ``python -m lib.colab OUT`` writes
-one per stage from ``notebooks/NN_stage.py`` with the address and commit filled into the setup cell, and
+one per stage from ``notebooks/NN_stage.py`` with the clone code, address and commit filled in, and
 ``.github/workflows/pages.yml`` publishes them on the ``colab`` branch, where :func:`colab_url` points.
 
 On Colab, ``run_dir`` and ``results_dir`` default to a Google Drive folder (mounted with a message saying so),
-so checkpoints and results outlive the VM.
+so checkpoints and results outlive the VM, and stage 2 resumes from its last checkpoint unless ``resume = False``.
+
+The setup code lives here once: a tracked notebook's setup cell only puts the project's root on ``sys.path``, and
+its first call, ``lib.notebook_setup``, loads the parameters (:func:`load_notebook_params`); the Colab copy's setup
+cell also gets :func:`clone_project`, copied in by :func:`clean_notebook`. Colab's folder is ``/content``, or
+``$DISTILBERT_COLAB_CONTENT`` where a test lays Colab out in a temporary folder (tests/colab_layout.py).
 """
 import ast
+import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -19,10 +26,13 @@ import yaml
 from lib import REPO_ROOT
 
 COLAB_BRANCH = "colab"    # branch the pages workflow publishes the clean notebooks to
-DRIVE = "/content/drive"
-DRIVE_HOME = f"{DRIVE}/MyDrive/distilbert-reproduced"  # {runs,results}/<profile> go under this folder
-REPOSITORY_LINE = "_repository = None"   # the setup cell's line the clean notebook fills in
-COMMIT_LINE = "_project_commit = None"
+CONTENT_VARIABLE, CONTENT_DEFAULT = "DISTILBERT_COLAB_CONTENT", "/content"  # Colab's working folder
+CONTENT = os.environ.get(CONTENT_VARIABLE, CONTENT_DEFAULT)
+PROJECT = "distilbert-reproduced"  # the clone's folder in CONTENT, and the Drive folder's name
+DRIVE = f"{CONTENT}/drive"
+DRIVE_HOME = f"{DRIVE}/MyDrive/{PROJECT}"  # {runs,results}/<profile> go under this folder
+COMMIT_LINE = "_project_commit = None"  # the parameters cell's line the clean notebook fills in
+SETUP_LINE = "sys.path[:0] = "  # the setup cell's line (puts the project on sys.path) the clone code goes before
 
 
 def on_colab():
@@ -45,25 +55,52 @@ def colab_url(stem, repository=None):
 
 def clean_notebook(stem, repository=None, commit=None):
     """The Colab notebook of stage ``stem`` (e.g. ``02_distill``): the jupytext source as an nbformat notebook,
-    no outputs, its parameters cell right after the title, the setup cell told what to clone."""
+    no outputs, its parameters cell right after the title, the setup cell told what to clone (:func:`colab_setup`)."""
     import jupytext
     notebook = jupytext.read(REPO_ROOT / "notebooks" / f"{stem}.py")
-    replacements = {REPOSITORY_LINE: f"_repository = {(repository or repository_url())!r}",
-                    COMMIT_LINE: f"_project_commit = {commit!r}"}
-    for line, new in replacements.items():
-        cells = [cell for cell in notebook.cells if any(_is_line(text, line) for text in cell.source.splitlines())]
+    edits = {COMMIT_LINE: lambda line: [f"_project_commit = {commit!r}"],
+             SETUP_LINE: lambda line: colab_setup(repository or repository_url()) + [line]}
+    for start, edit in edits.items():
+        cells = [cell for cell in notebook.cells if any(_starts(text, start) for text in cell.source.splitlines())]
         if len(cells) != 1:
-            raise ValueError(f"notebooks/{stem}.py: expected the line {line!r} in exactly one cell, found {len(cells)}")
-        cells[0].source = "\n".join(new if _is_line(text, line) else text for text in cells[0].source.splitlines())
+            raise ValueError(f"notebooks/{stem}.py: expected a line {start!r} in exactly one cell, found {len(cells)}")
+        lines = cells[0].source.splitlines()
+        at = next(i for i, text in enumerate(lines) if _starts(text, start))
+        cells[0].source = "\n".join(lines[:at] + edit(lines[at]) + lines[at + 1:])
     notebook.metadata.pop("jupytext", None)
     for i, cell in enumerate(notebook.cells):  # the same notebook for the same source, build after build
         cell.id = f"cell-{i}"
     return notebook
 
 
-def _is_line(text, line):
-    """``text`` is ``line``, whatever comment follows it."""
-    return text.split("#")[0].strip() == line
+def colab_setup(repository):
+    """The lines the Colab copy's setup cell runs before it looks for the project: :func:`clone_project`'s own
+    source (``lib`` cannot be imported before the clone) and, on Colab only, its call."""
+    return ["# On Colab (this copy was written by python -m lib.colab): clone the project at the commit this notebook",
+            "# was made from, install its runtime requirements and work from there.",
+            *inspect.getsource(clone_project).splitlines(), "",
+            'if "google.colab" in sys.modules:',
+            f"    _home = os.path.join(os.environ.get({CONTENT_VARIABLE!r}, {CONTENT_DEFAULT!r}), {PROJECT!r})",
+            f"    os.chdir(clone_project({repository!r}, _project_commit, _home))"]
+
+
+def clone_project(repository, commit, home):
+    """Clone ``repository`` into ``home`` at ``commit`` (the branch's head if that commit is not pushed) and install
+    its runtime requirements, unless ``home`` exists (Run all again, or another stage in the same runtime)."""
+    import os  # self-contained: colab_setup copies this function into the notebook
+    import subprocess
+    import sys
+    if not os.path.isdir(home):
+        subprocess.run(["git", "clone", "-q", repository, home], check=True)
+        if commit:
+            subprocess.run(["git", "-C", home, "checkout", "-q", commit])
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{home}/requirements.txt"], check=True)
+    return home
+
+
+def _starts(text, start):
+    """``text`` starts with ``start`` (a line of the source; for COMMIT_LINE, whatever comment follows it)."""
+    return text.split("#")[0].strip().startswith(start.strip())
 
 
 def write_clean_notebooks(out_dir, repository=None, commit=None):
@@ -101,19 +138,76 @@ def mount_drive(why):
     drive.mount(DRIVE)
 
 
-def notebook_parameters(stage, given):
-    """The parameters a stage notebook was given: ``given`` is the snapshot of its globals the setup cell takes
-    right after the parameters cell (and papermill's injected one), before any import can bind a module to a
-    parameter's name (``tasks``, ``data``). Names the notebook itself assigns outside its parameters cell are
-    left over from an earlier run in the same kernel (Colab's "Run all" again) and are dropped; anything else
-    reaches ``config.load_params``, which rejects unknown names. On Colab, a /content/drive path mounts Drive."""
+def load_notebook_params(stage, namespace):
+    """The parameters of a stage notebook whose globals are ``namespace``: :func:`notebook_parameters` over the
+    profile's file (``config.load_params``). An unknown name that may be left from an earlier run in the same
+    kernel (the parameters cell was not found in the kernel's history) is refused with the way out: a restart."""
+    import dataclasses
+
+    from lib import config
+    history = namespace.get("In") or []
+    exact = _parameters_cell_names(history) is not None
+    given = notebook_parameters(stage, namespace)
+    try:
+        return config.load_params(stage, given)
+    except config.ParameterError as err:
+        known = {f.name for f in dataclasses.fields(config.STAGES[stage].params)}
+        injected = {name for source in history if _is_papermills(source) for name in _top_level_names(source)}
+        if exact or err.name in known | injected or err.name not in given:
+            raise
+        raise config.ParameterError(err.name, f"not a parameter of stage {stage!r}. If the parameters cell no longer "
+                                    "sets it, it is left from an earlier run in this kernel: Runtime > Restart "
+                                    "session (Jupyter: Kernel > Restart), then Run all") from None
+
+
+def notebook_parameters(stage, namespace):
+    """The parameters a stage notebook was given, from its globals ``namespace``: the names its parameters cell
+    assigned the last time it ran, and papermill's injected cell after it, read from the kernel's input history
+    (``In``). A name the cell no longer assigns (a typo since corrected, a deleted line) stays in the globals after
+    Colab's "Run all" again, but is not taken. Without that cell in the history (no ``In``, or no cell assigning
+    ``_project_commit``, the parameters cell's last line), every global but the notebook's own names is taken.
+    On Colab, stage 2 resumes unless told otherwise, and a /content/drive path mounts Drive."""
     from lib.config import STAGES
-    stem = STAGES[stage].notebook
-    own = _assigned_outside_parameters(REPO_ROOT / "notebooks" / f"{stem}.py")
-    values = {name: value for name, value in given.items() if name not in own}
-    if on_colab() and any(str(value).startswith(DRIVE) for value in _strings(values)):
+    names = _parameters_cell_names(namespace.get("In"))
+    if names is None:
+        own = _assigned_outside_parameters(REPO_ROOT / "notebooks" / f"{STAGES[stage].notebook}.py")
+        names = set(namespace) - own
+    values = {name: namespace[name] for name in namespace if name in names or name == "In"}  # In: papermill's names
+    if on_colab() and values.get("resume") is None and hasattr(STAGES[stage].params, "resume"):
+        values["resume"] = True  # Run all after a disconnect continues from the last checkpoint on Drive
+    if on_colab() and any(str(value).startswith(DRIVE) for value in _strings(values, skip="In")):
         mount_drive("a parameter names a path there")
     return values
+
+
+def _parameters_cell_names(history):
+    """The names assigned by the latest run of the parameters cell (the latest input in ``history`` that assigns
+    ``_project_commit`` and is not papermill's, which starts with "# Parameters") and by papermill's after it, or
+    None when no input does."""
+    names = set()
+    for source in reversed(history or []):
+        assigned = _top_level_names(source)
+        if _is_papermills(source):
+            names |= assigned
+        elif "_project_commit" in assigned:
+            return names | assigned
+    return None
+
+
+def _is_papermills(source):
+    """The input is papermill's injected-parameters cell."""
+    return source.lstrip().startswith("# Parameters")
+
+
+def _top_level_names(source):
+    """Names a cell's top-level assignments bind (none for a cell that does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    targets = [t for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def _assigned_outside_parameters(source_path):
@@ -134,12 +228,13 @@ def _assigned_outside_parameters(source_path):
     return own - parameters
 
 
-def _strings(value):
+def _strings(value, skip=None):
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+        for key, item in value.items():
+            if key != skip:  # the kernel's input history is code, not a parameter
+                yield from _strings(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _strings(item)

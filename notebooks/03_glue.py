@@ -49,33 +49,17 @@ temperature = None  # softmax temperature of task_distill
 _project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
 
 # %% tags=["hide-cell"]
-# Setup. First a snapshot of what the parameters cell set, taken before any import can bind a module to a
-# parameter's name (`tasks`, `data`); lib.colab.notebook_parameters reads it. On Colab, clone this project at the
-# commit the notebook was made from and install its runtime requirements; everywhere, work from the project root.
-_params_given = dict(globals())
-import os, subprocess, sys  # noqa: E401, E402
-_repository = None  # the Colab copy fills in the address from _config.yml (python -m lib.colab)
-_HOME = "/content/distilbert-reproduced"
-if "google.colab" in sys.modules and not os.path.isdir(_HOME):
-    if _repository is None:
-        raise RuntimeError("open this stage through an 'Open in Colab' link (README or book): that copy of the "
-                           "notebook knows which repository to clone")
-    subprocess.run(["git", "clone", "-q", _repository, _HOME], check=True)
-    if _project_commit:  # the branch's head if that commit is not pushed
-        subprocess.run(["git", "-C", _HOME, "checkout", "-q", _project_commit])
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{_HOME}/requirements.txt"], check=True)
-for _root in (os.getcwd(), os.path.dirname(os.getcwd()), _HOME):
-    if os.path.isdir(os.path.join(_root, "lib")):
-        break
-os.chdir(_root)
-sys.path.insert(0, _root)
+# Setup: put this project on sys.path, found by its lib/colab.py (a bare `lib` folder is not enough: Colab's parent
+# folder, /, holds the system's /lib) in the working directory, or its parent when Jupyter runs in notebooks/.
+# The Colab copy (python -m lib.colab) clones the project first and starts there.
+import os, sys  # noqa: E401
+sys.path[:0] = [d for d in (os.getcwd(), os.path.dirname(os.getcwd())) if os.path.isfile(f"{d}/lib/colab.py")][:1]
 
 # %%
-import lib  # noqa: E402
-from lib import colab, config, finetune, plots  # noqa: E402
+import lib  # noqa: E402  (No module named 'lib': run from the project, or open the Colab link)
+from lib import config, finetune, plots  # noqa: E402
 
-params = config.load_params("glue", colab.notebook_parameters("glue", _params_given))
-lib.notebook_setup(params)
+params = lib.notebook_setup("glue", globals())  # the parameters cell over the profile's file
 config.as_dict(params)
 
 # %%

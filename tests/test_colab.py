@@ -12,6 +12,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
+from colab_layout import edit_parameters
 from lib import REPO_ROOT, colab, config
 
 STEMS = [spec.notebook for spec in config.STAGES.values()]
@@ -108,10 +109,28 @@ def test_clean_notebook_is_the_source_with_the_address_filled_in(stem):
         if ours.cell_type == "code":
             assert ours.outputs == [] and ours.execution_count is None
         if ours.source != theirs.source:
-            changed += [line for line in ours.source.splitlines() if line not in theirs.source.splitlines()]
-    assert sorted(changed) == sorted([f"_repository = {FORK!r}", "_project_commit = 'abc123'"])
-    # the tracked source itself names no repository: the clean copy is where it is filled in
-    assert "_repository = None" in (REPO_ROOT / "notebooks" / f"{stem}.py").read_text()
+            changed.append((theirs.source.splitlines(), ours.source.splitlines()))
+    (params, params_clean), (setup, setup_clean) = changed  # the parameters cell, the setup cell
+    assert [line for line in params_clean if line not in params] == ["_project_commit = 'abc123'"]
+    at = next(i for i, line in enumerate(setup) if line.startswith(colab.SETUP_LINE))
+    assert setup_clean == setup[:at] + colab.colab_setup(FORK) + setup[at:]  # the clone code goes in first
+    assert f"    os.chdir(clone_project({FORK!r}, _project_commit, _home))" in setup_clean
+    # the tracked source itself names no repository and clones nothing: the clean copy is where that is filled in
+    tracked = (REPO_ROOT / "notebooks" / f"{stem}.py").read_text()
+    assert "clone_project" not in tracked and "git clone" not in tracked and "pip install" not in tracked
+    assert tracked.count(colab.SETUP_LINE) == 1 and "lib/colab.py" in tracked
+
+
+def test_the_colab_setup_clones_and_installs_once(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: ran.append(command))
+    home = str(tmp_path / "distilbert-reproduced")
+    assert colab.clone_project(FORK, "abc123", home) == home
+    assert ran == [["git", "clone", "-q", FORK, home], ["git", "-C", home, "checkout", "-q", "abc123"],
+                   [sys.executable, "-m", "pip", "install", "-q", "-r", f"{home}/requirements.txt"]]
+    ran.clear()
+    (tmp_path / "distilbert-reproduced").mkdir()  # Run all again, or the next stage: nothing to do
+    assert colab.clone_project(FORK, "abc123", home) == home and ran == []
 
 
 def test_write_clean_notebooks_writes_every_stage(tmp_path):
@@ -127,14 +146,6 @@ def test_pages_workflow_publishes_the_clean_notebooks_on_the_colab_branch():
     assert workflow["jobs"]["colab"]["permissions"]["contents"] == "write"
 
 
-def _edit_parameters(notebook, **values):
-    """Edit the parameters cell's text as a user does in Colab: replace each `name = ...` line."""
-    cell = notebook.cells[1]
-    for name, value in values.items():
-        cell.source, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, flags=re.M)
-        assert n == 1, name
-
-
 def _execute(notebook, tmp_path):
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -146,12 +157,13 @@ def test_an_edited_parameters_cell_is_what_each_stage_loads(tmp_path):
     # profile = "t4" in every stage's clean notebook, run from the top up to the cell that loads the parameters
     for stage, spec in config.STAGES.items():
         notebook = colab.clean_notebook(spec.notebook, FORK)
-        _edit_parameters(notebook, profile="t4", seed=7, run_dir=str(tmp_path / "runs"))
+        edit_parameters(notebook, profile="t4", seed=7, run_dir=str(tmp_path / "runs"))
         if stage == "glue":
-            _edit_parameters(notebook, tasks=["rte"])  # a parameter named like a module the notebook imports
-        last = next(i for i, c in enumerate(notebook.cells) if "config.load_params(" in c.source)
-        # up to load_params only: notebook_setup's preflight would look for the t4 models, absent offline
-        notebook.cells[last].source = notebook.cells[last].source.replace("lib.notebook_setup(params)", "")
+            edit_parameters(notebook, tasks=["rte"])  # a parameter named like a module the notebook imports
+        last = next(i for i, c in enumerate(notebook.cells) if "lib.notebook_setup(" in c.source)
+        # the parameters only: notebook_setup's preflight would look for the t4 models, absent offline
+        notebook.cells[last].source = "import lib.colab\n" + notebook.cells[last].source.replace(
+            "lib.notebook_setup(", "lib.colab.load_notebook_params(")
         notebook.cells = notebook.cells[:last + 1] + [nbformat.v4.new_code_cell(
             "import json\nprint('PARAMS ' + json.dumps(config.as_dict(params)))")]
         _execute(notebook, REPO_ROOT)
@@ -168,7 +180,7 @@ def test_an_edited_parameters_cell_is_what_each_stage_loads(tmp_path):
 @pytest.mark.slow
 def test_an_edited_parameters_cell_runs_exactly_that(tmp_path):
     notebook = colab.clean_notebook("01_teacher", FORK)
-    _edit_parameters(notebook, profile="smoke", adapt_steps=3, eval_sequences=8,
+    edit_parameters(notebook, profile="smoke", adapt_steps=3, eval_sequences=8,
                      run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
     _execute(notebook, REPO_ROOT)
     record = json.loads((tmp_path / "results" / "teacher.json").read_text())
@@ -177,17 +189,80 @@ def test_an_edited_parameters_cell_runs_exactly_that(tmp_path):
     assert params["run_dir"] == str(tmp_path / "runs") and (tmp_path / "runs" / "teacher").is_dir()
 
 
-# ------------------------------------------------------------------------------------------- the setup snapshot
+# ------------------------------------------------------------------------------------------- what the cell set
 
-def test_notebook_parameters_keep_the_parameters_cell_and_drop_a_previous_runs_names():
-    snapshot = {"profile": "t4", "tasks": ["rte"], "seed": 3, "record": 12.5, "plots": types.ModuleType("plots"),
-                "summary": [1, 2], "warmups": 3, "_params_given": {}, "In": []}
-    given = colab.notebook_parameters("glue", snapshot)
-    # `tasks` is both a parameter and an import of the notebook: the parameters cell's value wins; `record`,
-    # `summary`, `plots` are the notebook's own names, left by an earlier run; `warmups` is a user's typo
+PARAMETERS_CELL = "profile = 'smoke'\n{line}\n_project_commit = None  # lib.pipeline: this run's commit\n"
+SETUP_CELLS = ["import os, sys\nsys.path[:0] = []", "import lib\nparams = lib.notebook_setup('distill', globals())"]
+
+
+def _kernel(*cells, **values):
+    """A kernel's globals after ``cells`` ran in order (``values`` what they left), ``In`` its input history."""
+    return {"In": ["", *cells], "profile": "smoke", "_project_commit": None, **values}
+
+
+def test_a_name_the_parameters_cell_no_longer_assigns_is_not_taken():
+    # Run all with a typo, then the typo corrected and Run all again in the same kernel: the typo stays a global
+    typo = PARAMETERS_CELL.format(line="learning_rat = 1e-4")
+    fixed = PARAMETERS_CELL.format(line="learning_rate = 1e-4")
+    namespace = _kernel(typo, *SETUP_CELLS, fixed, *SETUP_CELLS, learning_rat=1e-4, learning_rate=1e-4)
+    assert "learning_rat" not in colab.notebook_parameters("distill", namespace)
+    assert colab.load_notebook_params("distill", namespace).learning_rate == 1e-4
+    with pytest.raises(config.ParameterError, match="'learning_rat'"):  # while the cell has it, it is an error
+        colab.load_notebook_params("distill", _kernel(typo, *SETUP_CELLS, learning_rat=1e-4))
+
+
+def test_papermills_injected_parameters_count_and_a_typo_there_is_refused():
+    injected = "# Parameters\nprofile = 'smoke'\nmax_steps = 3\n_project_commit = 'abc'\n"
+    cell = PARAMETERS_CELL.format(line="max_steps = None")
+    assert colab.load_notebook_params("distill", _kernel(cell, injected, *SETUP_CELLS, max_steps=3)).max_steps == 3
+    with pytest.raises(config.ParameterError, match="'max_step'.*papermill -p"):
+        colab.load_notebook_params("distill", _kernel(cell, injected + "max_step = 3\n", max_step=3))
+
+
+def test_without_the_parameters_cell_in_the_history_a_leftover_name_says_to_restart():
+    globals_ = {"profile": "t4", "tasks": ["rte"], "seed": 3, "record": 12.5, "plots": types.ModuleType("plots"),
+                "summary": [1, 2], "warmups": 3, "In": []}
+    given = colab.notebook_parameters("glue", globals_)
+    # every global but the notebook's own names (`record`, `summary`, `plots`, left by an earlier run); `tasks`
+    # is a parameter, and `warmups` a typo or a leftover: which one, the history cannot tell
     assert given == {"profile": "t4", "tasks": ["rte"], "seed": 3, "warmups": 3, "In": []}
-    with pytest.raises(config.ParameterError, match="'warmups'"):
-        config.load_params("glue", given)
+    with pytest.raises(config.ParameterError, match="'warmups'.*Runtime > Restart session"):
+        colab.load_notebook_params("glue", globals_)
+
+
+def test_a_corrected_typo_runs_in_the_same_kernel():
+    # Colab's sequence in one kernel: Run all with the typo (refused), the cell corrected, Run all again
+    notebook = colab.clean_notebook("02_distill", FORK)
+    cells = notebook.cells[:3]
+    load = nbformat.v4.new_code_cell("import lib.colab\nprint(lib.colab.load_notebook_params('distill', "
+                                     "globals()).learning_rate)")
+    typo, fixed = nbformat.from_dict(cells[1]), nbformat.from_dict(cells[1])
+    typo.source = typo.source.replace("learning_rate = None", "learning_rat = 1e-4")
+    fixed.source = fixed.source.replace("learning_rate = None", "learning_rate = 1e-4")
+    refused = nbformat.from_dict(load)
+    refused.metadata["tags"] = ["raises-exception"]
+    notebook.cells = [cells[0], typo, cells[2], refused, fixed, cells[2], load]
+    _execute(notebook, REPO_ROOT)
+    assert "learning_rat" in notebook.cells[3].outputs[-1]["evalue"]
+    assert notebook.cells[-1].outputs[0]["text"].strip() == "0.0001"
+
+
+# ------------------------------------------------------------------------------------------- resume by default
+
+def test_on_colab_stage_2_resumes_unless_the_cell_says_not_to(fake_colab):
+    cell = PARAMETERS_CELL.format(line="resume = None")
+    assert colab.load_notebook_params("distill", _kernel(cell, resume=None)).resume is True
+    cell = PARAMETERS_CELL.format(line="resume = False")
+    assert colab.load_notebook_params("distill", _kernel(cell, resume=False)).resume is False
+    assert "resume" not in colab.notebook_parameters("teacher", _kernel(PARAMETERS_CELL.format(line="")))  # none
+
+
+def test_off_colab_resume_is_the_profiles_and_the_long_profiles_resume(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    cell = PARAMETERS_CELL.format(line="resume = None")
+    assert colab.load_notebook_params("distill", _kernel(cell, resume=None)).resume is False  # smoke: start over
+    for profile in ("t4", "paper"):  # runs long enough to be cut off by a disconnect or preemption
+        assert config.profile_values(profile, config.DISTILL)["resume"] is True
 
 
 # ------------------------------------------------------------------------------------------- Colab, faked
