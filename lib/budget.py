@@ -6,13 +6,13 @@ Tokens are upper bounds: every sequence counted at max_length (dynamic padding m
 Parameter counts: BERT-base's shapes (transformers' BertConfig defaults) counted as lib.training.estimate_memory
 does; no torch or transformers import, so the book's reproduce page can call this at every build.
 """
-from lib import config, glue
+from lib import config, tasks
 
 T4_PEAK_FLOPS = 65e12  # NVIDIA T4 data sheet: fp16 tensor cores, dense
 ASSUMED_MFU = 0.30     # a typical share of peak for BERT-size training in fp16 on a T4; make gpu-check measures it
-# training / evaluation split sizes of the public datasets (examples; SQuAD: questions): GLUE's from lib.glue
-TRAIN_SIZES = {**{name: task.train_size for name, task in glue.TASKS.items()}, "imdb": 25000, "squad": 87599}
-EVAL_SIZES = {**{name: task.eval_size for name, task in glue.TASKS.items()}, "imdb": 25000, "squad": 10570}
+# training / evaluation split sizes of the public datasets (examples; SQuAD: questions), from lib.tasks
+TRAIN_SIZES = {name: task.train_size for name, task in tasks.TASKS.items()}
+EVAL_SIZES = {name: task.eval_size for name, task in tasks.TASKS.items()}
 
 
 BERT_BASE = dict(hidden=768, ffn=3072, layers=12, vocab=30522, positions=512, types=2)
@@ -72,15 +72,15 @@ def t4_budget(profile="t4", mfu=ASSUMED_MFU):
                           f"{tokens / 1e9:.2f}B tokens, x (6 x {n_student / 1e6:.1f}M student + 2 x "
                           f"{n_teacher / 1e6:.1f}M teacher) FLOPs/token"))
     glue = config.load_params(config.GLUE, profile=profile)
-    flops, info = _fine_tuning(glue, glue.tasks, n_teacher, n_student, lambda task: glue.max_length)
+    flops, info = _fine_tuning(glue, glue.tasks, n_teacher, n_student,
+                               lambda task: getattr(glue, tasks.TASKS[task].max_length_param))
     rows.append(dict(stage="3 GLUE", flops=flops,
                      work=f"{info['models']} models x {info['seeds']} seeds x {info['tasks']} tasks, "
                           f"{info['train_examples']:,} training examples per model and seed (after caps), "
                           f"{glue.max_length} tokens each, n_epoch x 6N + one evaluation pass x 2N"))
     downstream = config.load_params(config.IMDB_SQUAD, profile=profile)
-    tasks = [t for t, on in (("imdb", downstream.run_imdb), ("squad", downstream.run_squad)) if on]
-    lengths = {"imdb": downstream.imdb_max_length, "squad": downstream.squad_max_length}
-    flops, info = _fine_tuning(downstream, tasks, n_teacher, n_student, lengths.get)
+    flops, info = _fine_tuning(downstream, tasks.stage_tasks(downstream), n_teacher, n_student,
+                               lambda task: getattr(downstream, tasks.TASKS[task].max_length_param))
     rows.append(dict(stage="4 IMDb, SQuAD", flops=flops,
                      work=f"{info['models']} models x {info['seeds']} seeds: IMDb at {downstream.imdb_max_length} "
                           f"tokens, SQuAD at {downstream.squad_max_length} (one window per question)"))

@@ -32,6 +32,10 @@ PROJECT = "distilbert-reproduced"  # the clone's folder in CONTENT, and the Driv
 DRIVE = f"{CONTENT}/drive"
 DRIVE_HOME = f"{DRIVE}/MyDrive/{PROJECT}"  # {runs,results}/<profile> go under this folder
 COMMIT_LINE = "_project_commit = None"  # the parameters cell's line the clean notebook fills in
+COMMIT_HELP = "lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones"
+# the first words of a tracked parameters cell (notebooks/NN_stage.py), whose generated cell assigns _project_commit;
+# not papermill's "# Parameters", which marks its injected cell
+PARAMETERS_MARKER = "# Stage parameters"
 SETUP_LINE = "sys.path[:0] = "  # the setup cell's line (puts the project on sys.path) the clone code goes before
 
 
@@ -54,10 +58,11 @@ def colab_url(stem, repository=None):
 
 
 def clean_notebook(stem, repository=None, commit=None):
-    """The Colab notebook of stage ``stem`` (e.g. ``02_distill``): the jupytext source as an nbformat notebook,
-    no outputs, its parameters cell right after the title, the setup cell told what to clone (:func:`colab_setup`)."""
-    import jupytext
-    notebook = jupytext.read(REPO_ROOT / "notebooks" / f"{stem}.py")
+    """The Colab notebook of stage ``stem`` (e.g. ``02_distill``): the jupytext source as an nbformat notebook
+    (lib.pipeline.read_notebook: its parameters cell lists every parameter with its help), no outputs, its
+    parameters cell right after the title, the setup cell told what to clone (:func:`colab_setup`)."""
+    from lib import config, pipeline
+    notebook = pipeline.read_notebook(config.stage_by_notebook(stem))
     edits = {COMMIT_LINE: lambda line: [f"_project_commit = {commit!r}"],
              SETUP_LINE: lambda line: colab_setup(repository or repository_url()) + [line]}
     for start, edit in edits.items():
@@ -167,11 +172,13 @@ def notebook_parameters(stage, namespace):
     Colab's "Run all" again, but is not taken. Without that cell in the history (no ``In``, or no cell assigning
     ``_project_commit``, the parameters cell's last line), every global but the notebook's own names is taken.
     On Colab, stage 2 resumes unless told otherwise, and a /content/drive path mounts Drive."""
+    import dataclasses
+
     from lib.config import STAGES
     names = _parameters_cell_names(namespace.get("In"))
-    if names is None:
+    if names is None:  # a field is a parameter, even where the notebook assigns it too
         own = _assigned_outside_parameters(REPO_ROOT / "notebooks" / f"{STAGES[stage].notebook}.py")
-        names = set(namespace) - own
+        names = set(namespace) - (own - {f.name for f in dataclasses.fields(STAGES[stage].params)})
     values = {name: namespace[name] for name in namespace if name in names or name == "In"}  # In: papermill's names
     if on_colab() and values.get("resume") is None and hasattr(STAGES[stage].params, "resume"):
         values["resume"] = True  # Run all after a disconnect continues from the last checkpoint on Drive
@@ -182,14 +189,16 @@ def notebook_parameters(stage, namespace):
 
 def _parameters_cell_names(history):
     """The names assigned by the latest run of the parameters cell (the latest input in ``history`` that assigns
-    ``_project_commit`` and is not papermill's, which starts with "# Parameters") and by papermill's after it, or
-    None when no input does."""
+    ``_project_commit``, as the generated cell does, or starts with PARAMETERS_MARKER, as the tracked one does, and
+    is not papermill's, which starts with "# Parameters") and by papermill's after it, or None when no input does."""
     names = set()
     for source in reversed(history or []):
+        if not isinstance(source, str):
+            continue
         assigned = _top_level_names(source)
         if _is_papermills(source):
             names |= assigned
-        elif "_project_commit" in assigned:
+        elif "_project_commit" in assigned or source.lstrip().startswith(PARAMETERS_MARKER):
             return names | assigned
     return None
 

@@ -120,7 +120,7 @@ class DistillParams(StageParams):
     corpus: list = param([], "text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)")
     max_length: int = param(512, "tokens per sequence (longer text is cut into chunks)")
     min_length: int = param(12, "shorter sequences are dropped (the release drops <= 11 tokens)")
-    # the triple loss (released weights)
+    # the triple loss (released weights): one alpha_<term> per term of lib.losses.TERMS
     alpha_ce: float = param(5.0, "weight of the distillation loss (KL on temperature-softened outputs)")
     alpha_mlm: float = param(2.0, "weight of the masked-LM loss")
     alpha_cos: float = param(1.0, "weight of the cosine loss between hidden states")
@@ -165,11 +165,12 @@ class DistillParams(StageParams):
         _one_of("cos_layers", self.cos_layers, ("last", "all"))
         _positive(self, "max_length", "min_length", "temperature", "learning_rate", "n_epoch", "batch_size",
                   "gradient_accumulation_steps", "max_grad_norm", "checkpoint_every", "log_every")
-        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse", "heldout_sequences", "eval_every"):
+        weights = self.weight_names()
+        for name in (*weights, "heldout_sequences", "eval_every"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse == 0:
-            raise ParameterError("alpha_ce", "all loss weights are 0: nothing to train")
+        if not any(getattr(self, name) for name in weights):
+            raise ParameterError(weights[0], "all loss weights are 0: nothing to train")
         _fraction("mlm_mask_prop", self.mlm_mask_prop)
         if abs(self.word_mask + self.word_keep + self.word_rand - 1) > 1e-6:
             raise ParameterError("word_mask", "word_mask + word_keep + word_rand must sum to 1")
@@ -193,6 +194,12 @@ class DistillParams(StageParams):
             raise ParameterError("ablations", f"run names must differ: run_name, undistilled_name and ablations {names}")
         for name in self.ablations:
             self.variant(name)
+
+    @classmethod
+    def weight_names(cls):
+        """The loss weights, alpha_<term>: read from the fields, so that this module need not import lib.losses
+        (torch); tests/test_losses.py checks that they are the registry's."""
+        return [f.name for f in dataclasses.fields(cls) if f.name.startswith("alpha_")]
 
     def variant(self, name):
         """The parameters of ablation run ``name``: these ones with its changes applied, validated alike."""
@@ -253,7 +260,7 @@ class EvalParams(StageParams):
 @dataclass
 class GlueParams(EvalParams):
     glue_dataset: str = param("nyu-mll/glue", "GLUE dataset id")
-    tasks: list = param(list(glue.TASKS), "GLUE task names (lib.glue)")
+    tasks: list = param(list(glue.TASKS), "task names (lib.tasks): the GLUE tasks, or any registered sentence task")
     max_length: int = param(128, "tokens per example")
     task_distill: bool = param(False, "extension: distil from a fine-tuned teacher during fine-tuning")
     task_alpha: float = param(0.5, "task_distill: task_alpha * task loss + (1 - task_alpha) * T^2 * KL")
@@ -262,8 +269,17 @@ class GlueParams(EvalParams):
     def validate(self):
         super().validate()
         for task in self.tasks:
-            _one_of("tasks", task, glue.TASKS)
+            _one_of("tasks", task, _stage_tasks(type(self)))
         _positive(self, "max_length")
+
+
+def _stage_tasks(cls):
+    """The registered tasks a fine-tuning stage can run: classification or regression heads whose data this
+    stage's parameters can name (no dataset parameter, or one of ``cls``'s fields)."""
+    from lib import tasks
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return [name for name, task in tasks.TASKS.items()
+            if task.head != tasks.QA and (task.dataset_param is None or task.dataset_param in fields)]
 
 
 @dataclass
@@ -322,21 +338,47 @@ class Stage(typing.NamedTuple):
     notebook: str   # notebooks/<notebook>.py, params/<profile>/<notebook>.yaml, book/stages/<profile>/<notebook>.ipynb
     params: type    # its parameter class
     results: tuple  # the results files it writes, results/<profile>/<name>.json (distill: distill-<run_name>)
+    run: str        # "module:function", its run(params, progress=True) -> result; a string, as those modules import
+                    # this one and pull in torch
+
+    def run_function(self):
+        """The stage's run function, imported now."""
+        import importlib
+        module, _, name = self.run.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-# The stages, once: lib.pipeline runs them in this order (--stages names them), lib.report and the book's
-# extensions find notebooks and results files through it. A stage's name is also its main results file's,
-# but distill's, which is named after each run (DistillParams.run_name; "student" for the main one).
+# The stages, once: lib.pipeline runs them in this order (--stages names them), the notebooks and the command
+# lines run them (lib.run_stage), lib.report and the book's extensions find notebooks and results files through
+# it. A stage's name is also its main results file's, but distill's, which is named after each run
+# (DistillParams.run_name; "student" for the main one).
 TEACHER, DISTILL, GLUE, IMDB_SQUAD, LATENCY = "teacher", "distill", "glue", "imdb_squad", "latency"
 DISTILL_RESULTS_PREFIX = DISTILL + "-"
 TEACHER_LOGITS = "teacher_logits"  # stage 1's second results file: the teacher's fill-mask logits for one sentence
 STAGES = {
-    TEACHER: Stage("01_teacher", TeacherParams, (TEACHER, TEACHER_LOGITS)),
-    DISTILL: Stage("02_distill", DistillParams, (DISTILL_RESULTS_PREFIX + DistillParams.run_name,)),
-    GLUE: Stage("03_glue", GlueParams, (GLUE,)),
-    IMDB_SQUAD: Stage("04_imdb_squad", ImdbSquadParams, (IMDB_SQUAD,)),
-    LATENCY: Stage("05_latency", LatencyParams, (LATENCY,)),
+    TEACHER: Stage("01_teacher", TeacherParams, (TEACHER, TEACHER_LOGITS), "lib.teacher:run"),
+    DISTILL: Stage("02_distill", DistillParams, (DISTILL_RESULTS_PREFIX + DistillParams.run_name,), "lib.distill:run"),
+    GLUE: Stage("03_glue", GlueParams, (GLUE,), "lib.finetune:run"),
+    IMDB_SQUAD: Stage("04_imdb_squad", ImdbSquadParams, (IMDB_SQUAD,), "lib.finetune:run"),
+    LATENCY: Stage("05_latency", LatencyParams, (LATENCY,), "lib.latency:run"),
 }
+
+
+def stage_of(params):
+    """The name of the stage whose parameter class ``params`` is an instance of."""
+    found = [name for name, stage in STAGES.items() if type(params) is stage.params]
+    if not found:
+        raise ParameterError("stage", f"{type(params).__name__} is the parameter class of no stage in STAGES")
+    return found[0]
+
+
+def stage_by_notebook(stem):
+    """The name of the stage whose notebook is notebooks/<stem>.py."""
+    found = [name for name, stage in STAGES.items() if stage.notebook == stem]
+    if not found:
+        raise ParameterError("stage", f"no stage has the notebook {stem!r}; notebooks: "
+                                      f"{[stage.notebook for stage in STAGES.values()]}")
+    return found[0]
 
 
 def stage_of_results(name):

@@ -1,4 +1,4 @@
-"""Stage 2 (distillation): ``run_stage`` is the whole stage, called by notebooks/02_distill.py and by this
+"""Stage 2 (distillation): ``run`` is the whole stage, called by notebooks/02_distill.py and by this
 module's command line, in one process or in every process of a multi-GPU launch.
 
     python -m lib.distill --profile t4                                          # one process
@@ -18,7 +18,6 @@ there.
 The stage's `precision` parameter always decides the autocast dtype: the launcher's mixed-precision setting is
 ignored. With `effective_batch_size` set, the sequences per optimizer step stay the same for any process count.
 """
-import argparse
 import contextlib
 import dataclasses
 import sys
@@ -32,9 +31,9 @@ from lib import config, data, hub, models, preflight, results
 from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 from lib.data import mlm_token_probs, special_token_ids
+from lib.losses import log_fields
 from lib.teacher import evaluate_mlm, load_teacher
-from lib.training import (LOSS_TERMS, accept_resume, accumulation_steps, distill, on_main_or_stop_all,
-                          weights_digest)
+from lib.training import accept_resume, accumulation_steps, distill, on_main_or_stop_all, weights_digest
 
 
 def build_student(params, teacher):
@@ -104,11 +103,12 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
                                        "tokens_per_s", "resumed_from", "precision", "world_size", "final", "segments",
                                        "weights_sha1", "gradient_accumulation_steps", "effective_batch_size")},
             log_path=results.repo_relative(summary["log_path"]), checkpoint=results.repo_relative(summary["checkpoint"]),
-            loss_curve=[{k: r[k] for k in ("step", "tokens", *LOSS_TERMS) if k in r} for r in summary["log"]],
+            loss_curve=[{k: r[k] for k in ("step", "tokens", *log_fields()) if k in r} for r in summary["log"]],
             heldout=summary["heldout_curve"][-1] if summary["heldout_curve"] else None,
             heldout_curve=summary["heldout_curve"] or None, heldout_reference=heldout_reference)
         path = params.path("results_dir") / f"{record.name}.json"
         print(f"[rank {state.process_index}] results written: {path}", flush=True)
+        models.student_card(params, record)  # the saved student's README.md: what it is, its metrics, provenance
     state.wait_for_everyone()
     return summary
 
@@ -140,18 +140,23 @@ class DistillStage:
     heldout_reference: dict = None  # {teacher / undistilled_name: held-out measures} (main process; else None)
 
 
-def run_stage(params, progress=True):
-    """Stage 2 for a DistillParams, in this process (and in every process of a torchrun launch): the corpus
-    tokenized, the student built once, saved as the undistilled baseline (params.undistilled_name) before it is
-    distilled (params.run_name), then one run per ablation (params.ablations), all with the same corpus, masking
-    weights and teacher. Returns a DistillStage."""
+def run(params, progress=True):
+    """Stage 2 for a DistillParams (lib.config.STAGES), in this process (and in every process of a torchrun
+    launch): the corpus tokenized, the student built once, saved as the undistilled baseline
+    (params.undistilled_name) before it is distilled (params.run_name), then one run per ablation
+    (params.ablations), all with the same corpus, masking weights and teacher; every saved model gets its model
+    card (lib.models). Returns a DistillStage."""
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # joins torchrun's process group (gloo on CPU)
     with contextlib.ExitStack() as held:
         held.enter_context(signals_interrupt())  # SIGTERM, SIGHUP: like Ctrl-C, the locks are released
         on_main_or_stop_all(state, lambda: claim_folders(params, state.num_processes, held))
-        return _run_stage(params, state, progress)
+        stage = _run_stage(params, state, progress)
+        if stage.undistilled_dir and state.is_main_process:  # its measures are known only now
+            models.undistilled_card(stage.undistilled_dir, params,
+                                    (stage.heldout_reference or {}).get(params.undistilled_name))
+        return stage
 
 
 def claim_folders(params, world_size, held):
@@ -213,23 +218,11 @@ def _run_stage(params, state, progress):
 
 
 def main(argv=None):
-    from lib.pipeline import parse_overrides, stages_help
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=stages_help([config.DISTILL]))
-    parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
-    parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    try:
-        params = config.load_params(config.DISTILL, profile=args.profile, **parse_overrides(args.param))
-        preflight.check(params)  # the checks of the notebook and lib.pipeline, with the same messages
-    except config.ParameterError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 1
-    run_stage(params, progress=not args.no_progress)
+    from lib.pipeline import stage_main
+    code = stage_main(config.DISTILL, argv, __doc__)  # the stage's run function, through lib.config.STAGES
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

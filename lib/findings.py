@@ -3,6 +3,7 @@ the headline table, and one scale's findings (the CPU-scale page). Built on lib.
 (resolved, counted_tasks, the seed noise); every number is read from results files or lib.paper, none typed here.
 """
 from lib import config, paper, results
+from lib.tasks import IMDB, SQUAD  # Table 2's tasks
 from lib.report import (  # noqa: F401
     GLUE_SCORE,
     REAL_SCALES,
@@ -203,7 +204,7 @@ def run_setup(profile, root=None):
     if paper.STUDENT in runs:
         params = _run_params(runs[paper.STUDENT])
         setup[config.DISTILL] = {"student_layers": runs[paper.STUDENT].student_layers,
-                            **{k: params.get(k) for k in ("alpha_ce", "alpha_mlm", "alpha_cos", "temperature",
+                            **{k: params.get(k) for k in (*config.DistillParams.weight_names(), "temperature",
                                                          "undistilled_name")},
                             "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
                             "ablations": _ablation_kinds(runs, paper.STUDENT), "mlm_only": mlm_only_runs(runs)}
@@ -256,7 +257,7 @@ VERDICT_RULES = (
     f"to the million), on the paper's shapes only. Inference time: one timing pass has no seed noise, so a fixed "
     f"tolerance of {TIMING_TOLERANCE:g} points of the time ratio stands in for it.")
 EVIDENCE = {config.GLUE: "table1_glue.html", "params": "table3_speed.html", "time": "table3_speed.html",
-            "imdb": "table2_downstream.html", "squad": "table2_downstream.html", "ablation": "table4_ablation.html"}
+            IMDB: "table2_downstream.html", SQUAD: "table2_downstream.html", "ablation": "table4_ablation.html"}
 
 
 def _largest(name, root=None):
@@ -329,124 +330,156 @@ def scorecard(root=None):
     cpu, never smoke), over how many seeds, the floor, the seed noise, a verdict (VERDICT_RULES, with the one
     rule of ``resolved``) and the page with the evidence. Every value is read from results files or lib.paper."""
     import pandas as pd
-    rows = []
-    # GLUE retention, on the tasks that count at that scale, against the paper's retention on the same tasks
+    rows = [_glue_retention_row(root), _params_row(root), _speed_row(root)]
+    pdr = paper_downstream_retention()
+    rows += [_downstream_row(task, column, claim, pdr[column], root)
+             for task, column, claim in ((IMDB, "imdb_accuracy", "IMDb accuracy retained"),
+                                         (SQUAD, "squad_f1", "SQuAD 1.1 F1 retained"))]
+    scale = _ablation_scale(root)
+    rows += [_ablation_row(label, delta, scale, root) for label, delta in paper.TABLE4.items()]
+    rows += [_initialisation_row(scale), _mlm_only_row(scale)]
+    return pd.DataFrame(rows)
+
+
+def _glue_retention_row(root):
+    """GLUE retention, on the tasks that count at the largest real scale with GLUE results, against the paper's
+    retention on the same tasks."""
     profile, record = _largest(config.GLUE, root)
     claim = f"retains {paper.CLAIM['glue_retained_percent']} % of the teacher's GLUE score"
-    counted = []
     if record is None:
-        rows.append(_row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE])))
-    else:
-        counted, excluded = counted_tasks(profile, root=root)
-        per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
-        reference = paper_glue_retention(counted)[GLUE_SCORE] if counted else None
-        names = ", ".join(paper.TASK_NAMES.get(t, t) for t in counted) or "none"
-        if not counted:
-            rows.append(_row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE]), profile,
-                             verdict=UNRESOLVED, note=f"no task counts: {'; '.join(excluded.values())}"))
-        else:
-            floors = task_floors(profile, root=root)
-            floor = _mean([floors[t][0] for t in counted])
-            teacher = spread((per_seed.get(paper.TEACHER) or {}).values())[0]
-            floor_text = f"constant answer {_fmt(retention_percent(floor, teacher))}"
-            row = _retention_row(claim, EVIDENCE[config.GLUE], reference, profile, per_seed, floor_text,
-                                 paper.STUDENT, paper.TEACHER, "undistilled")
-            ours = counted_glue(profile, root)[0]
-            row["measured"] = _fmt(ours)
-            noise_text = row.get("noise")  # None or an em dash when no per-seed scores were recorded
-            noise = float(noise_text.split()[0]) if isinstance(noise_text, str) and noise_text != "\u2014" else None
-            row["verdict"] = _retention_verdict(ours, reference, noise)
-            row["note"] = (f"macro average of per-task medians; {len(counted)} counted tasks ({names}); paper's retention on the same tasks"
-                           + (f"; left out: {len(excluded)} ({', '.join(paper.TASK_NAMES.get(t, t) for t in excluded)})"
-                              if excluded else ""))
-            rows.append(row)
-    # parameters and inference time: the paper's shapes, timed by stage 5
-    lat_profile, latency = _largest(config.LATENCY, root)
+        return _row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE]))
+    counted, excluded = counted_tasks(profile, root=root)
+    if not counted:
+        return _row(claim, EVIDENCE[config.GLUE], _fmt(paper_glue_retention()[GLUE_SCORE]), profile,
+                    verdict=UNRESOLVED, note=f"no task counts: {'; '.join(excluded.values())}")
+    per_seed = seed_scores(profile, root=root, tasks=counted)
+    reference = paper_glue_retention(counted)[GLUE_SCORE]
+    names = ", ".join(paper.TASK_NAMES.get(t, t) for t in counted) or "none"
+    floors = task_floors(profile, root=root)
+    floor = _mean([floors[t][0] for t in counted])
+    teacher = spread((per_seed.get(paper.TEACHER) or {}).values())[0]
+    floor_text = f"constant answer {_fmt(retention_percent(floor, teacher))}"
+    row = _retention_row(claim, EVIDENCE[config.GLUE], reference, profile, per_seed, floor_text,
+                         paper.STUDENT, paper.TEACHER, "undistilled")
+    ours = counted_glue(profile, root)[0]
+    row["measured"] = _fmt(ours)
+    noise_text = row.get("noise")  # None or an em dash when no per-seed scores were recorded
+    noise = float(noise_text.split()[0]) if isinstance(noise_text, str) and noise_text != "\u2014" else None
+    row["verdict"] = _retention_verdict(ours, reference, noise)
+    row["note"] = (f"macro average of per-task medians; {len(counted)} counted tasks ({names}); "
+                   "paper's retention on the same tasks"
+                   + (f"; left out: {len(excluded)} ({', '.join(paper.TASK_NAMES.get(t, t) for t in excluded)})"
+                      if excluded else ""))
+    return row
+
+
+def _params_row(root):
+    """Parameters, student / teacher: the paper's shapes, counted by stage 5 (latency)."""
+    profile, latency = _largest(config.LATENCY, root)
     timed = latency_models(latency) if latency else {}
-    params_ref = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
+    reference = retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
     claim = f"{paper.CLAIM['smaller_percent']} % fewer parameters (student / teacher)"
     ours = (retention_percent(timed[paper.DISTILBERT].get("params_m"), timed[paper.BERT_BASE].get("params_m"))
             if paper.DISTILBERT in timed and paper.BERT_BASE in timed else None)
-    if ours is not None:
-        verdict = CONFIRMED if abs(ours - params_ref) <= PARAMS_TOLERANCE else CONTRADICTED
-        rows.append(_row(claim, EVIDENCE["params"], _fmt(params_ref), lat_profile, _fmt(ours), None, "\u2014",
-                         "none (a count)", verdict, "BERT-base and DistilBERT shapes, without the MLM head"))
-    else:
-        rows.append(_row(claim, EVIDENCE["params"], _fmt(params_ref), lat_profile,
-                         verdict=NOT_RUN if latency is None else UNRESOLVED,
-                         note="" if latency is None else "the paper's shapes were not counted at this scale"))
-    time_ref = retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
+    if ours is None:
+        return _row(claim, EVIDENCE["params"], _fmt(reference), profile,
+                    verdict=NOT_RUN if latency is None else UNRESOLVED,
+                    note="" if latency is None else "the paper's shapes were not counted at this scale")
+    verdict = CONFIRMED if abs(ours - reference) <= PARAMS_TOLERANCE else CONTRADICTED
+    return _row(claim, EVIDENCE["params"], _fmt(reference), profile, _fmt(ours), None, "\u2014",
+                "none (a count)", verdict, "BERT-base and DistilBERT shapes, without the MLM head")
+
+
+def _speed_row(root):
+    """Inference time, student / teacher, timed by stage 5 (latency), within TIMING_TOLERANCE of the paper's."""
+    profile, latency = _largest(config.LATENCY, root)
+    timed = latency_models(latency) if latency else {}
+    reference = retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
     claim = f"{paper.CLAIM['faster_percent']} % faster (inference time student / teacher)"
     ratio = latency_ratio(latency) if latency else None
-    if ratio:
-        difference = ratio[2] - time_ref
-        verdict = CONFIRMED if difference <= TIMING_TOLERANCE else CONTRADICTED
-        n = (timed.get(ratio[0]) or {}).get("n_examples")
-        rows.append(_row(claim, EVIDENCE["time"], _fmt(time_ref), lat_profile, _fmt(ratio[2]), None, "\u2014",
-                         f"tolerance {TIMING_TOLERANCE:g} pts", verdict,
-                         f"{ratio[0]} / {ratio[1]}, CPU batch 1, {n} timed STS-B dev examples"))
-    else:
-        rows.append(_row(claim, EVIDENCE["time"], _fmt(time_ref), lat_profile,
-                         verdict=NOT_RUN if latency is None else UNRESOLVED))
-    # IMDb and SQuAD retention
-    down_profile, down = _largest(config.IMDB_SQUAD, root)
-    pdr = paper_downstream_retention()
-    for task, column, claim in (("imdb", "imdb_accuracy", "IMDb accuracy retained"),
-                                ("squad", "squad_f1", "SQuAD 1.1 F1 retained")):
-        per_seed = seed_scores(down_profile, config.IMDB_SQUAD, root, tasks=[task]) if down else {}
-        if not per_seed:
-            rows.append(_row(claim, EVIDENCE[task], _fmt(pdr[column]), None,
-                             note="not fine-tuned at any real scale with results"))
-            continue
-        floor = task_floors(down_profile, config.IMDB_SQUAD, root).get(task)
-        floor_text = f"majority class {_fmt(floor[0])} (accuracy)" if floor else "majority class not recorded"
-        rows.append(_retention_row(claim, EVIDENCE[task], pdr[column], down_profile, per_seed, floor_text,
-                                   paper.STUDENT, paper.TEACHER, "undistilled"))
-    # Table 4 and the initialisation, on the counted GLUE tasks
-    ablation_profile = next((p for p in REAL_SCALES if distill_runs(p, root)), None)
-    glue = load(ablation_profile, config.GLUE, root) if ablation_profile else None
-    if glue is not None:
-        counted, _ = counted_tasks(ablation_profile, root=root)
-    per_seed = seed_scores(ablation_profile, root=root, tasks=counted) if (glue is not None and counted) else {}
-    runs = distill_runs(ablation_profile, root) if ablation_profile else {}
-    heldout = heldout_measures(ablation_profile, root) if ablation_profile else {}
-    kinds = _ablation_kinds(runs, paper.STUDENT)
-    for label, delta in paper.TABLE4.items():
-        run = next((name for name, kind in kinds.items() if kind == label), None)
-        variant = _glue_label_for(run, glue) if (run and glue) else None
-        note = "" if run else "no such distillation run at any real scale"
-        constant = {t: kn for t, kn in (single_class_runs(glue, ablation_profile, root=root).get(variant) or {})
-                    .items() if t in counted} if variant else {}
-        if constant:  # a constant answer scores the floor: the change is then the distance to the floor
-            note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
-        if run and variant not in per_seed:
-            note = note or "this run was not evaluated on GLUE at this scale"
-        note = _join(note, heldout_note(heldout, run) if run else "")
-        rows.append(_change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta,
-                                ablation_profile if run else None, per_seed, variant, paper.STUDENT, note))
+    if not ratio:
+        return _row(claim, EVIDENCE["time"], _fmt(reference), profile,
+                    verdict=NOT_RUN if latency is None else UNRESOLVED)
+    verdict = CONFIRMED if ratio[2] - reference <= TIMING_TOLERANCE else CONTRADICTED
+    n = (timed.get(ratio[0]) or {}).get("n_examples")
+    return _row(claim, EVIDENCE["time"], _fmt(reference), profile, _fmt(ratio[2]), None, "\u2014",
+                f"tolerance {TIMING_TOLERANCE:g} pts", verdict,
+                f"{ratio[0]} / {ratio[1]}, CPU batch 1, {n} timed STS-B dev examples")
+
+
+def _downstream_row(task, column, claim, reference, root):
+    """IMDb or SQuAD retention (``task``: 'imdb' or 'squad') at the largest real scale with stage 4 results."""
+    profile, down = _largest(config.IMDB_SQUAD, root)
+    per_seed = seed_scores(profile, config.IMDB_SQUAD, root, tasks=[task]) if down else {}
+    if not per_seed:
+        return _row(claim, EVIDENCE[task], _fmt(reference), None, note="not fine-tuned at any real scale with results")
+    floor = task_floors(profile, config.IMDB_SQUAD, root).get(task)
+    floor_text = f"majority class {_fmt(floor[0])} (accuracy)" if floor else "majority class not recorded"
+    return _retention_row(claim, EVIDENCE[task], reference, profile, per_seed, floor_text,
+                          paper.STUDENT, paper.TEACHER, "undistilled")
+
+
+def _ablation_scale(root):
+    """What the change rows (Table 4, the initialisation, MLM only) read, at the largest real scale with
+    distillation runs: its profile, GLUE record, counted tasks, per-seed GLUE scores on them, runs, their Table 4
+    kinds and held-out measures."""
+    profile = next((p for p in REAL_SCALES if distill_runs(p, root)), None)
+    glue = load(profile, config.GLUE, root) if profile else None
+    counted = counted_tasks(profile, root=root)[0] if glue is not None else []
+    runs = distill_runs(profile, root) if profile else {}
+    return {"profile": profile, "glue_record": glue, "counted": counted,
+            "per_seed": seed_scores(profile, root=root, tasks=counted) if (glue is not None and counted) else {},
+            "runs": runs, "kinds": _ablation_kinds(runs, paper.STUDENT),
+            "heldout": heldout_measures(profile, root) if profile else {}}
+
+
+def _ablation_row(label, delta, scale, root):
+    """A Table 4 row: the run of kind ``label`` against the student, on the counted GLUE tasks, with its
+    held-out masked-token accuracy change."""
+    profile, glue, per_seed = scale["profile"], scale["glue_record"], scale["per_seed"]
+    run = next((name for name, kind in scale["kinds"].items() if kind == label), None)
+    variant = _glue_label_for(run, glue) if (run and glue) else None
+    note = "" if run else "no such distillation run at any real scale"
+    constant = {t: kn for t, kn in (single_class_runs(glue, profile, root=root).get(variant) or {})
+                .items() if t in scale["counted"]} if variant else {}
+    if constant:  # a constant answer scores the floor: the change is then the distance to the floor
+        note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
+    if run and variant not in per_seed:
+        note = note or "this run was not evaluated on GLUE at this scale"
+    note = _join(note, heldout_note(scale["heldout"], run) if run else "")
+    return _change_row(f"Table 4: {label}", EVIDENCE["ablation"], delta, profile if run else None, per_seed,
+                       variant, paper.STUDENT, note)
+
+
+def _initialisation_row(scale):
+    """Distilled against undistilled (the teacher-layer initialisation alone): implied positive by the paper."""
+    glue, per_seed, runs = scale["glue_record"], scale["per_seed"], scale["runs"]
     base = _run_params(runs[paper.STUDENT]) if paper.STUDENT in runs else {}
     undistilled = _glue_label_for(base.get("undistilled_name"), glue) if (glue and base.get("undistilled_name")) else None
     row = _change_row("distillation adds to the teacher-layer initialisation (distilled - undistilled)",
-                      EVIDENCE["ablation"], None, ablation_profile if undistilled else None, per_seed,
+                      EVIDENCE["ablation"], None, scale["profile"] if undistilled else None, per_seed,
                       paper.STUDENT, undistilled,
                       "" if undistilled else "no undistilled student fine-tuned on GLUE at this scale")
     row["paper (reference)"] = "implied > 0 (not printed)"
     if base.get("undistilled_name"):  # measured on held-out text even where GLUE did not evaluate it
-        row["note"] = _join(row["note"], heldout_note(heldout, paper.STUDENT, base.get("undistilled_name")))
+        row["note"] = _join(row["note"], heldout_note(scale["heldout"], paper.STUDENT, base.get("undistilled_name")))
     _sign_verdict(row, per_seed, paper.STUDENT, undistilled)
-    rows.append(row)
-    # not in the paper: what the teacher adds over the same budget of masked-LM training alone
-    alone = next(iter(mlm_only_runs(runs)), None)
+    return row
+
+
+def _mlm_only_row(scale):
+    """Not in the paper: what the teacher adds over the same budget of masked-LM training alone."""
+    glue, per_seed = scale["glue_record"], scale["per_seed"]
+    alone = next(iter(mlm_only_runs(scale["runs"])), None)
     alone_label = _glue_label_for(alone, glue) if (alone and glue) else None
     row = _change_row("the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)",
-                      EVIDENCE["ablation"], None, ablation_profile if alone else None, per_seed, paper.STUDENT,
+                      EVIDENCE["ablation"], None, scale["profile"] if alone else None, per_seed, paper.STUDENT,
                       alone_label, "" if alone else "no MLM-only run at any real scale")
     row["paper (reference)"] = "not in the paper"
     if alone:
-        row["note"] = _join(row["note"], heldout_note(heldout, paper.STUDENT, alone))
+        row["note"] = _join(row["note"], heldout_note(scale["heldout"], paper.STUDENT, alone))
     _sign_verdict(row, per_seed, paper.STUDENT, alone_label)
-    rows.append(row)
-    return pd.DataFrame(rows)
+    return row
 
 
 def _join(*notes):

@@ -5,7 +5,8 @@ One fine-tuning run = (model, task, seed) -> a result dict, written by ``run_swe
 or its ``run_key`` (the model's weights hash, a hash of the data rows and the run's settings) no longer matches:
 a retrained model, changed data or a changed hyperparameter is fine-tuned again, never answered with a stale
 result.
-Training is the Hugging Face Trainer; evaluation is on the dev sets (IMDb: test) with lib.metrics.
+Every task is a lib.tasks.Task: its data, head and metric come from that spec. Training is the Hugging Face
+Trainer; evaluation is on the dev sets (IMDb: test) with lib.metrics (the task's `evaluate` module).
 
 Distillation during fine-tuning ("(D)"): the student's loss is alpha * task loss + (1 - alpha) * T^2 *
 KL(teacher || student) on temperature-softened logits (start and end logits for SQuAD, averaged; MSE to the
@@ -27,42 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import glue, hub, paper, preflight
+from lib import glue, hub, paper, preflight, tasks
 from lib import metrics as M
 from lib import results as results_io
 from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 
 
-# task -> where the data is (params field holding the hub id; config name), text columns, head, eval splits and
-# the metrics in its score; the GLUE tasks read from lib.glue (their hub configs are named after them)
-TASKS = {
-    **{name: dict(source="glue_dataset", config=name, text=task.text, num_labels=task.num_labels,
-                  regression=task.regression, eval_splits=task.eval_splits, metric="+".join(task.metrics))
-       for name, task in glue.TASKS.items()},
-    M.IMDB: dict(source="imdb_dataset", config=None, text=("text",), num_labels=2, regression=False,
-                 eval_splits=("test",), metric="accuracy"),
-    "squad": dict(source="squad_dataset", config=None, text=("question", "context"), num_labels=None, regression=False,
-                  eval_splits=("validation",), metric="exact_match+f1"),
-}
-
 HPARAM_NAMES = ("learning_rate", "n_epoch", "batch_size", "warmup_prop", "weight_decay",
                 "max_train_samples", "max_eval_samples")
 
 
-def stage_tasks(params):
-    """The tasks a stage's parameters ask for: GlueParams.tasks, or imdb/squad per run_imdb/run_squad."""
-    if hasattr(params, "tasks"):
-        return list(params.tasks)
-    return [t for t, on in (("imdb", params.run_imdb), ("squad", params.run_squad)) if on]
+stage_tasks = tasks.stage_tasks  # the tasks a stage's parameters ask for
 
 
 def task_hparams(task, params):
     """Hyperparameters for one task: the stage-wide values overridden by ``params.task_overrides[task]``."""
     overrides = dict(getattr(params, "task_overrides", {}) or {})
     for name, given in overrides.items():
-        if name not in TASKS:
-            raise ParameterError("task_overrides", f"unknown task {name!r}; tasks: {list(TASKS)}")
+        if name not in tasks.TASKS:
+            raise ParameterError("task_overrides", f"unknown task {name!r}; tasks: {list(tasks.TASKS)}")
         if not isinstance(given, dict) or set(given) - set(HPARAM_NAMES):
             raise ParameterError("task_overrides", f"{name}: expected a dict of {HPARAM_NAMES}, got {given!r}")
     hp = {name: getattr(params, name) for name in HPARAM_NAMES}
@@ -73,9 +58,21 @@ def task_hparams(task, params):
 
 
 def _spec(task):
-    if task not in TASKS:
-        raise ParameterError("tasks", f"unknown task {task!r}; tasks: {list(TASKS)}")
-    return TASKS[task]
+    """The registered task (lib.tasks), or a ParameterError naming the registered ones."""
+    if task not in tasks.TASKS:
+        raise ParameterError("tasks", f"unknown task {task!r}; tasks: {list(tasks.TASKS)}")
+    return tasks.TASKS[task]
+
+
+def dataset_id(spec, params):
+    """The dataset a task loads: its stage parameter's copy (glue_dataset = smoke/glue, ...) when it names one,
+    else its own hub id."""
+    if spec.dataset_param is None:
+        return spec.dataset
+    if not hasattr(params, spec.dataset_param):
+        raise ParameterError("tasks", f"task {spec.name!r} needs the parameter {spec.dataset_param!r}, which "
+                                      f"{type(params).__name__} lacks")
+    return getattr(params, spec.dataset_param)
 
 
 def load_task(task, params):
@@ -87,19 +84,16 @@ def load_task(task, params):
     """
     import datasets
     spec = _spec(task)
-    repo_id = getattr(params, spec["source"], None)
-    if repo_id is None:
-        raise ParameterError("tasks", f"task {task!r} needs the parameter {spec['source']!r}, which "
-                                      f"{type(params).__name__} lacks")
+    repo_id = dataset_id(spec, params)
     try:
-        data = hub.load_dataset(repo_id, spec["config"], mirror=params.mirror)
+        data = hub.load_dataset(repo_id, spec.config, mirror=params.mirror)
     except hub.ConfigNotFoundError as err:  # e.g. a GLUE task the mirror lacks
-        raise ParameterError("tasks", f"task {task!r} cannot be loaded from {spec['source']} = {repo_id!r}: {err}") from None
+        raise ParameterError("tasks", f"task {task!r} cannot be loaded from {spec.dataset_param} = {repo_id!r}: {err}") from None
     hp = task_hparams(task, params)
     splits = {}
-    for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec["eval_splits"]]:
+    for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec.eval_splits]:
         if split not in data:
-            raise KeyError(f"{repo_id} ({spec['config']}) has no split {split!r}; it has {list(data)}")
+            raise KeyError(f"{repo_id} ({spec.config}) has no split {split!r}; it has {list(data)}")
         splits[split] = subset(data[split], cap, params.seed)
     return datasets.DatasetDict(splits)
 
@@ -262,11 +256,11 @@ def encode_classification(data, task, tokenizer, max_length, truncation="head"):
         raise ParameterError("imdb_truncation", f"{truncation!r} is not one of head, head+tail")
 
     def encode(batch):
-        texts = [batch[c] for c in spec["text"]]
+        texts = [batch[c] for c in spec.text]
         if truncation == "head+tail":
             texts = [[_head_tail(tokenizer, text, max_length) for text in texts[0]]] + texts[1:]
         enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
-        enc["labels"] = [float(x) for x in batch["label"]] if spec["regression"] else batch["label"]
+        enc["labels"] = [float(x) for x in batch["label"]] if spec.regression else batch["label"]
         return enc
 
     return data.map(encode, batched=True, remove_columns=next(iter(data.values())).column_names,
@@ -295,15 +289,13 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
     from lib import models
     spec = _spec(task)
-    if spec["num_labels"] is None:
+    if spec.head == tasks.QA:
         raise ParameterError("tasks", f"{task!r} is not a classification task")
     hp = task_hparams(task, params)
     data = load_task(task, params)
     tokenizer = load_tokenizer(model_path, params.mirror)
-    if task == "imdb":
-        max_length, truncation = params.imdb_max_length, params.imdb_truncation
-    else:
-        max_length, truncation = params.max_length, "head"
+    max_length = getattr(params, spec.max_length_param)
+    truncation = getattr(params, spec.truncation_param) if spec.truncation_param else "head"
     encoded = encode_classification(data, task, tokenizer, max_length, truncation)
 
     transformers.set_seed(seed)  # the new classification head's initialisation depends on the seed
@@ -328,13 +320,13 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     train_seconds = time.time() - started
 
     by_split, summaries = {}, {}
-    for split in spec["eval_splits"]:
+    for split in spec.eval_splits:
         logits = trainer.predict(encoded[split].select_columns(inputs)).predictions
         labels = np.asarray(encoded[split]["labels"])
-        preds = logits.reshape(-1) if spec["regression"] else logits.argmax(-1)
-        by_split[split] = M.glue_metrics(task, preds, labels, split=split)
-        summaries[split] = _prediction_summary(preds, labels, spec["regression"])
-    primary, *others = spec["eval_splits"]
+        preds = logits.reshape(-1) if spec.regression else logits.argmax(-1)
+        by_split[split] = M.task_metrics(task, preds, labels, split=split, mirror=params.mirror)
+        summaries[split] = _prediction_summary(preds, labels, spec.regression)
+    primary, *others = spec.eval_splits
     result_metrics = dict(by_split[primary])
     for split in others:  # MNLI: accuracy_mismatched beside the matched accuracy (the task's score)
         suffix = split.replace("validation_", "")
@@ -353,16 +345,16 @@ def head_config(task, train):
     has one output, named 'score'."""
     import datasets
     spec = _spec(task)
-    if spec["regression"]:
+    if spec.regression:
         names = ["score"]
     else:
         feature = train.features["label"]
         names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        if names is not None and len(names) != spec["num_labels"]:
-            raise ValueError(f"task {task!r} has {spec['num_labels']} classes, but its dataset's label feature "
+        if names is not None and len(names) != spec.num_labels:
+            raise ValueError(f"task {task!r} has {spec.num_labels} classes, but its dataset's label feature "
                              f"names {len(names)}: {names}")
-    head = dict(num_labels=spec["num_labels"],
-                problem_type="regression" if spec["regression"] else "single_label_classification")
+    head = dict(num_labels=spec.num_labels,
+                problem_type="regression" if spec.regression else "single_label_classification")
     if names is not None:  # plain integer labels (no names) keep transformers' LABEL_<i>
         head.update(id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)})
     return head
@@ -477,8 +469,9 @@ def squad_postprocess(examples, features, start_logits, end_logits, n_best=20, m
     return predictions
 
 
-def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save_dir=None):
-    """Fine-tune ``model_path`` on SQuAD 1.1 with one seed; EM/F1 on the dev set (official v1.1 scoring).
+def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save_dir=None, task=tasks.SQUAD):
+    """Fine-tune ``model_path`` on SQuAD 1.1 (or another extractive QA ``task`` in its schema) with one seed;
+    EM/F1 on the dev set (its metric module: official v1.1 scoring).
 
     teacher_path: a model already fine-tuned on SQuAD (the paper's DistilBERT (D)): loss = squad_alpha * CE +
     (1 - squad_alpha) * T^2 * KL on start and end logits (averaged). save_dir: keep the fine-tuned model.
@@ -486,8 +479,8 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     import transformers
     from transformers import AutoModelForQuestionAnswering, default_data_collator
     from lib import models
-    hp = task_hparams("squad", params)
-    data = load_task("squad", params)
+    hp = task_hparams(task, params)
+    data = load_task(task, params)
     tokenizer = load_tokenizer(model_path, params.mirror)
     window = dict(tokenizer=tokenizer, max_length=params.squad_max_length, doc_stride=params.doc_stride)
     train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
@@ -518,13 +511,12 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     start, end = trainer.predict(dev.select_columns(inputs)).predictions
     answers = squad_postprocess(data["validation"], dev, start, end, params.n_best, params.max_answer_length)
     references = {q: a["text"] for q, a in zip(data["validation"]["id"], data["validation"]["answers"])}
-    scores = M.squad_em_f1(answers, references)
-    scores["score"] = scores["f1"]
+    scores = M.qa_metrics(task, answers, references, mirror=params.mirror)  # with 'score', the F1
     summary = {"n": len(answers), "empty": sum(1 for a in answers.values() if not a),
                "mean_answer_words": float(np.mean([len(a.split()) for a in answers.values()])) if answers else 0.0}
     if save_dir is not None:
         trainer.save_model(str(save_dir))
-    result = _result("squad", model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
+    result = _result(task, model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
                      len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
                      doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
     return {**result, "single_class": None, "majority_rate": None}  # spans, not classes
@@ -540,15 +532,18 @@ def result_path(results_dir, label, task, seed):
     return Path(results_dir) / _slug(label) / f"{task}-seed{seed}.json"
 
 
+def _is_qa(task):
+    return _spec(task).head == tasks.QA
+
+
 def _distills(task, params):
-    if task == "squad":
-        return bool(getattr(params, "squad_distill", False))
-    return task in M.GLUE_TASKS and bool(getattr(params, "task_distill", False))
+    """Whether (D) runs are added for ``task``: squad_distill for QA, task_distill (GlueParams) for the others."""
+    return bool(getattr(params, "squad_distill" if _is_qa(task) else "task_distill", False))
 
 
 def _finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
-    if task == "squad":
-        return finetune_squad(model_path, seed, params, work_dir, teacher_path, save_dir)
+    if _is_qa(task):
+        return finetune_squad(model_path, seed, params, work_dir, teacher_path, save_dir, task=task)
     return finetune_classification(model_path, task, seed, params, work_dir, teacher_path, save_dir)
 
 
@@ -639,7 +634,7 @@ def run_key(fingerprint, task, seed, params, distilled=False, data=None, teacher
         data = data_fingerprint(load_task(task, params))
     settings = {name: getattr(params, name) for name in _RESULT_SETTINGS if hasattr(params, name)}
     key = {"model": fingerprint, "task": task, "seed": seed, "distilled": distilled, "teacher": teacher,
-           "dataset": getattr(params, _spec(task)["source"], None), "subset_seed": params.seed,  # picks the subsets
+           "dataset": dataset_id(_spec(task), params), "subset_seed": params.seed,  # picks the subsets
            "data": data, **task_hparams(task, params), **settings, **execution(params)}
     return json.loads(json.dumps(key))  # as it reads back from the results file
 
@@ -665,7 +660,7 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
             continue
         teacher_path = _distill_teacher(task, models, seeds, params, results_dir, provenance) if distilled else None
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
-            task == "squad" and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
+            _is_qa(task) and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
         save_dir = _teacher_dir(run_dir, label, task, seed) if keep else None
         result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
                            teacher_path, save_dir)
@@ -675,7 +670,7 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
 def _teacher_source(task, models, params):
     """The model a (D) run learns from, as it was given: squad_teacher for SQuAD when set, else the distill_teacher
     model whose fine-tuned copy teaches (None when it is not among the models: _distill_teacher says so)."""
-    if task == "squad" and getattr(params, "squad_teacher", None):
+    if _is_qa(task) and getattr(params, "squad_teacher", None):
         return params.squad_teacher
     return models.get(params.distill_teacher)
 
@@ -704,7 +699,7 @@ def _teacher_dir(run_dir, label, task, seed):
 
 def _distill_teacher(task, models, seeds, params, results_dir, provenance):
     """Path of the fine-tuned teacher for a (D) run, fine-tuning it first when its saved copy is missing."""
-    if task == "squad" and getattr(params, "squad_teacher", None):
+    if _is_qa(task) and getattr(params, "squad_teacher", None):
         return params.squad_teacher
     label = params.distill_teacher
     if label not in models:
@@ -730,13 +725,21 @@ def _write_run(path, label, result, key, provenance):
     return results_io.to_dict(record)
 
 
-def run_stage(params, stage):
-    """Stage 3 or 4 (``stage``: "glue" or "imdb_squad"): every (model, task, seed) of ``params`` fine-tuned
-    (run_sweep; one results file each under results_dir/<stage>/) and their summary written to
-    results_dir/<stage>.json (lib.results.StageSummary). Returns (the record, the summary table)."""
+def run(params, progress=True):
+    """Stage 3 or 4 (lib.config.STAGES: GlueParams or ImdbSquadParams): every (model, task, seed) of ``params``
+    fine-tuned (run_sweep; one results file each under results_dir/<stage>/), each fine-tuned model it kept given
+    its model card, and their summary written to results_dir/<stage>.json (lib.results.StageSummary). Returns (the
+    record, the summary table). progress: the sweep's bars are tqdm's, shown always (the one stage signature)."""
+    from lib.config import stage_of
+    from lib.models import finetuned_card
     started = time.perf_counter()
+    stage = stage_of(params)
     with hold_locks(preflight.output_folders(params)), signals_interrupt():  # one sweep per results folder
         runs = run_sweep(params.models, stage_tasks(params), params.seeds, params, params.path("results_dir") / stage)
+        for done in runs:  # the copies that teach the (D) runs (_teacher_dir), when the sweep kept any
+            kept = _teacher_dir(params.path("run_dir"), done["model"], done["task"], done["seed"])
+            if (kept / "config.json").is_file():
+                finetuned_card(kept, done)
     summary = summarize(runs, teacher=params.distill_teacher)
     record = results_io.write_result(params, stage, time.perf_counter() - started,
                                      summary=summary.to_dict(orient="records"), runs=len(runs))
@@ -746,7 +749,12 @@ def run_stage(params, stage):
 # --- summary ---
 
 GLUE_SCORE = glue.SCORE
-PAPER_ORDER = (GLUE_SCORE, *glue.PAPER_ORDER, M.IMDB, "squad")
+
+
+def column_order():
+    """Tasks in table order: the GLUE score, the GLUE tasks as the paper's Table 1 orders them, then every other
+    registered task (IMDb, SQuAD, ...) in the registry's order."""
+    return (GLUE_SCORE, *glue.PAPER_ORDER, *(t for t in tasks.TASKS if t not in glue.TASKS))
 
 
 def summarize(results, teacher=paper.TEACHER):
@@ -784,7 +792,7 @@ def summarize(results, teacher=paper.TEACHER):
             continue
         seed_scores = [M.glue_score(s) for (m, _), s in per_seed.items() if m == model and set(s) == set(medians)]
         spread = M.median_and_spread(seed_scores)
-        constant = [t for t in PAPER_ORDER if t in medians and any(f for f in single[(model, t)])]
+        constant = [t for t in column_order() if t in medians and any(f for f in single[(model, t)])]
         rows.append({"model": model, "task": GLUE_SCORE, "metric": "score", **spread, "median": M.glue_score(medians),
                      "single_class_tasks": ", ".join(constant)})
     table = pd.DataFrame(rows, columns=["model", "task", "metric", "median", "min", "max", "std", "n",
@@ -793,7 +801,7 @@ def summarize(results, teacher=paper.TEACHER):
     keys = list(zip(table.task, table.metric))
     table["retention"] = [100.0 * m / reference[k] if model != teacher and k in reference.index and reference[k]
                           else math.nan for model, k, m in zip(table.model, keys, table["median"])]
-    order = {t: i for i, t in enumerate(PAPER_ORDER)}
+    order = {t: i for i, t in enumerate(column_order())}
     return table.sort_values(["model", "task", "metric"], key=lambda c: c.map(order) if c.name == "task" else c,
                              kind="stable").reset_index(drop=True)
 
@@ -805,9 +813,10 @@ def single_class(result):
     if result.get("single_class") is not None:
         return bool(result["single_class"])
     task = result.get("task")
-    if task not in TASKS:
+    if task not in tasks.TASKS:
         return None
-    counts = ((result.get("predictions") or {}).get(TASKS[task]["eval_splits"][0]) or {}).get("predicted_label_counts")
+    first = tasks.TASKS[task].eval_splits[0]
+    counts = ((result.get("predictions") or {}).get(first) or {}).get("predicted_label_counts")
     return len(counts) == 1 if counts else None
 
 
@@ -815,7 +824,7 @@ def score_table(summary, statistic="median"):
     """Wide view for the book: models x tasks (paper column order), each task's single score."""
     scores = summary[summary.metric == "score"]
     wide = scores.pivot(index="model", columns="task", values=statistic)
-    return wide[[t for t in PAPER_ORDER if t in wide.columns]]
+    return wide[[t for t in column_order() if t in wide.columns]]
 
 
 def retention_fraction(summary, student=paper.STUDENT, teacher=paper.TEACHER):

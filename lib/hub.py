@@ -1,6 +1,7 @@
 """Hub-or-mirror loading.
 
-Every model and dataset is named by its hub id (``google-bert/bert-base-uncased``, ``nyu-mll/glue``).
+Every model, dataset and metric module is named by its hub id (``google-bert/bert-base-uncased``, ``nyu-mll/glue``,
+``evaluate-metric/glue``).
 When a mirror directory is configured (the ``mirror`` stage parameter, else the ``DISTILBERT_MIRROR``
 environment variable) and holds ``<mirror>/<id>``, that local copy is loaded instead; otherwise the id goes
 to the hub. Ids under ``smoke/`` name the synthetic offline profile, generated on first use (lib.smoke).
@@ -39,7 +40,7 @@ def resolve(repo_id, mirror=None):
     """Where ``repo_id`` will be loaded from: a local path (str) or the hub id itself."""
     if repo_id.startswith(SMOKE_PREFIX):
         from lib import smoke
-        smoke.ensure_hub(SMOKE_HUB)
+        smoke.ensure_hub(SMOKE_HUB, repo_id)  # with the stand-ins of registered tasks (lib.tasks) under repo_id
         return str(SMOKE_HUB / repo_id)
     for local in (Path(repo_id).expanduser(), REPO_ROOT / repo_id):  # a local model or data directory
         if local.exists():
@@ -89,6 +90,19 @@ def load_dataset(repo_id, name=None, mirror=None, **kwargs):
         if name is None or "BuilderConfig" not in str(err):  # datasets' wording for an unknown config
             raise
         raise _missing_config(repo_id, name, path, mirror) from None
+
+
+def load_metric(repo_id, config=None, mirror=None):
+    """``evaluate.load`` of a metric module (``evaluate-metric/glue``, config ``mrpc``) on the resolved location:
+    the mirror's copy, else the hub. HubUnavailableError when neither has it (offline with no mirror copy)."""
+    import evaluate
+    path = resolve(repo_id, mirror)
+    try:
+        return evaluate.load(path, config, keep_in_memory=True)  # in memory: no cache files per computation
+    except OSError as err:  # evaluate's FileNotFoundError offline, a ConnectionError without network
+        if path != repo_id:
+            raise
+        raise _unavailable(repo_id, mirror, err) from err
 
 
 def _local_cache_dir(directory):

@@ -508,10 +508,10 @@ def glue_scores(results_dir):
                                       if row["task"] == glue.SCORE and row["metric"] == "score"}
 
 
-def run_stage(params, progress=True):
-    """Stage 5: Table 3 (``table3``), the sequence-length sweep (``sweep_models``) and size against quality (each
-    timed model beside its GLUE score from the same results folder, when stage 3 has run), written to
-    results_dir/latency.json (lib.results.LatencyResult). Returns the record."""
+def run(params, progress=True):
+    """Stage 5 (lib.config.STAGES): Table 3 (``table3``), the sequence-length sweep (``sweep_models``) and size
+    against quality (each timed model beside its GLUE score from the same results folder, when stage 3 has run),
+    written to results_dir/latency.json (lib.results.LatencyResult). Returns the record."""
     from lib import config, results
     started = time.perf_counter()
     models = load_models(params)

@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
 AUTHORS_LAYERS = [0, 2, 4, 7, 9, 11]  # scripts/extract_distilbert.py, 12-layer BERT -> 6 layers
@@ -206,3 +207,117 @@ def set_torch_threads(model):
         threads = _DEFAULT_THREADS
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------------------- model cards
+
+CARD = "README.md"  # a saved model folder's model card, which the hub shows and reads its metadata from
+CARD_TAGS = ("distilbert-reproduced",)
+
+
+def write_model_card(folder, title, about, base_model=None, tags=(), pipeline_tag=None, metrics=None,
+                     provenance=None):
+    """``folder``/README.md, the hub's model card: YAML front matter (library_name, tags, base_model when known,
+    pipeline_tag), then ``title``, ``about`` (what the model is), ``metrics`` ({name: value} measured before the
+    save, when any) and ``provenance`` (a results record's: the git commit, profile and the stage's parameters).
+    No loader reads README.md and lib.finetune.model_fingerprint hashes config, weights and tokenizer files only,
+    so the card changes neither the model nor the results keyed on it. Returns the card's path."""
+    front = {"library_name": "transformers", "tags": [*CARD_TAGS, *tags]}
+    if base_model:
+        front["base_model"] = base_model
+    if pipeline_tag:
+        front["pipeline_tag"] = pipeline_tag
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {title}", "", about, ""]
+    lines += _card_metrics(metrics) + _card_provenance(provenance)
+    path = Path(folder) / CARD
+    path.write_text("\n".join(lines))
+    return path
+
+
+def read_model_card(folder):
+    """(front matter as a dict, body text) of ``folder``/README.md; ({}, "") when there is none."""
+    path = Path(folder) / CARD
+    if not path.is_file():
+        return {}, ""
+    _, front, body = path.read_text().split("---\n", 2)
+    return yaml.safe_load(front) or {}, body
+
+
+def _card_metrics(metrics):
+    rows = {name: value for name, value in (metrics or {}).items() if isinstance(value, (int, float))}
+    if not rows:
+        return ["## Metrics", "", "None measured when this model was saved.", ""]
+    table = [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+             for name, value in rows.items()]
+    return ["## Metrics", "", "Measured when the model was saved:", "", "| metric | value |", "|---|---|", *table, ""]
+
+
+def _card_provenance(provenance):
+    if not provenance:
+        return []
+    scale = provenance.get("scale", provenance.get("profile"))
+    return ["## Provenance", "", f"- git commit: `{provenance.get('git_commit')}`",
+            f"- profile: `{provenance.get('profile')}` ({scale})", f"- created: {provenance.get('created')}",
+            f"- packages: {', '.join(f'{k} {v}' for k, v in (provenance.get('versions') or {}).items())}",
+            "", "The stage's parameters:", "", "```yaml",
+            yaml.safe_dump(provenance.get("params") or {}, sort_keys=False).rstrip(), "```", ""]
+
+
+def base_model_of(model):
+    """The hub id a model given as ``model`` (a hub id or a local folder) descends from: a folder's own card's
+    base_model (stage 1's teacher names the hub teacher it adapted), else ``model`` when it reads as a hub id
+    ("org/name"); None for a folder without a card and for any other path."""
+    from lib import repo_path
+    folder = repo_path(model)
+    if folder.is_dir():
+        return read_model_card(folder)[0].get("base_model")
+    text = str(model)
+    return text if text.count("/") <= 1 and not text.startswith((".", "/", "~")) else None
+
+
+def teacher_card(folder, params, record):
+    """The model card of stage 1's (adapted) teacher, from its results record (lib.results.TeacherResult)."""
+    adapted = "its masked-LM head trained on the corpus" if record.adapted else "as loaded (not adapted)"
+    about = (f"The masked-LM teacher of a DistilBERT reproduction (stage 1): `{params.teacher}`, {adapted}; "
+             f"{record.layers} layers, hidden size {record.hidden_size}, {record.parameters:,} parameters. "
+             f"Metrics: masked-token accuracy and perplexity on {record.heldout_sequences} held-out sequences.")
+    metrics = {f"{k} (before adaptation)": v for k, v in record.mlm_before.items()} if record.adapted else {}
+    metrics.update(record.mlm_after)
+    return write_model_card(folder, "DistilBERT reproduction: the teacher", about, base_model_of(params.teacher),
+                            ("bert", "fill-mask"), "fill-mask", metrics, record.provenance)
+
+
+def student_card(params, record):
+    """The model card of a distilled student (stage 2, one per run: main and ablations), from its results record
+    (lib.results.DistillResult), in run_dir/<run_name>."""
+    about = (f"A DistilBERT student ({record.student_parameters:,} parameters, initialised from teacher layers "
+             f"{record.student_layers}) distilled from `{params.teacher}` with the triple loss for {record.steps} "
+             f"steps ({record.tokens:,} tokens), run `{params.run_name}`. Metrics: the last logged losses and, "
+             "when measured, masked-token accuracy and KL to the teacher on held-out sequences.")
+    metrics = {**{f"final {k}": v for k, v in record.final.items()}, **(record.heldout or {})}
+    tags = ("distilbert", "fill-mask", "knowledge-distillation")
+    return write_model_card(params.path("run_dir") / params.run_name, f"DistilBERT reproduction: student "
+                            f"`{params.run_name}`", about, base_model_of(params.teacher), tags, "fill-mask", metrics,
+                            record.provenance)
+
+
+def undistilled_card(folder, params, measures=None):
+    """The model card of stage 2's undistilled baseline: the student as initialised, never trained. measures:
+    its held-out measures (lib.distill.heldout_evaluator), when taken."""
+    from lib.results import provenance
+    about = (f"The undistilled baseline of a DistilBERT reproduction: the student initialised from "
+             f"`{params.teacher}` (teacher layers copied, or random with random_init) and saved before any training.")
+    return write_model_card(folder, f"DistilBERT reproduction: undistilled student `{params.undistilled_name}`",
+                            about, base_model_of(params.teacher), ("distilbert", "fill-mask"), "fill-mask", measures,
+                            provenance(params))
+
+
+def finetuned_card(folder, run):
+    """The model card of a fine-tuned model a sweep kept (lib.finetune: the copy that teaches the (D) runs), from
+    its fine-tuning run's record (lib.results.FinetuneRun as a dict)."""
+    pipeline_tag = "question-answering" if run["task"] == "squad" else "text-classification"
+    about = (f"`{run['model']}` (`{run['model_path']}`) fine-tuned on {run['task']} with seed {run['seed']}: the "
+             "copy that teaches the distilled (D) fine-tuning runs. Metrics: its evaluation, in percent.")
+    return write_model_card(folder, f"DistilBERT reproduction: {run['model']} fine-tuned on {run['task']}", about,
+                            base_model_of(run["model_path"]), (run["task"],), pipeline_tag, run["metrics"],
+                            run["provenance"])

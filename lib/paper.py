@@ -8,7 +8,8 @@ against: the paper's v4 table, unless a page says otherwise.
 All scores are in percent points (0-100), as printed; times in seconds; parameter counts in millions.
 """
 
-from lib import glue  # no imports of its own: this module stays import-light
+from lib import glue, tasks  # import-light both: this module stays import-light
+from lib.glue import COLA, MNLI, MRPC, QNLI, QQP, RTE, SST2, STSB, WNLI
 
 PAPER = "Sanh et al. (2019), arXiv:1910.01108 v4"
 PAPER_URL = "https://arxiv.org/abs/1910.01108"
@@ -21,28 +22,23 @@ ELMO, BERT_BASE, DISTILBERT = "ELMo", "BERT-base", "DistilBERT"
 TEACHER, STUDENT = "teacher", "student"
 MODEL_LABELS = (BERT_BASE, DISTILBERT, TEACHER, STUDENT)  # the labels stage 5 and the book know
 
-# Table 1 column order (lib.glue: the task names, alphabetical), with the metric behind each column. MRPC and
-# QQP: mean of accuracy and F1; STS-B: mean of Pearson and Spearman (the GLUE-benchmark convention, see
-# lib/metrics.py); MNLI: the matched dev set.
+# Table 1 column order: the registry's GLUE tasks (lib.glue), alphabetical as the paper prints them, with the metric
+# behind each column. MRPC and QQP: mean of accuracy and F1; STS-B: mean of Pearson and Spearman (the
+# GLUE-benchmark convention, see lib/metrics.py); MNLI: the matched dev set. A GLUE task the paper does not print
+# is a column without a paper number (TABLE1 rows are keyed by task name: read them with .get).
 GLUE_TASKS = glue.PAPER_ORDER
-TASK_NAMES = {**{name: task.label for name, task in glue.TASKS.items()}, "imdb": "IMDb", "squad": "SQuAD 1.1"}
+TASK_NAMES = {name: task.label for name, task in tasks.TASKS.items()}
 TASK_METRICS = {name: glue.TASKS[name].paper_metric for name in GLUE_TASKS}
-
-
-def _table1_row(score, *columns):
-    """A Table 1 row as printed: the score, then one number per column in GLUE_TASKS order."""
-    if len(columns) != len(GLUE_TASKS):
-        raise ValueError(f"a Table 1 row has {len(GLUE_TASKS)} columns, got {len(columns)}")
-    return {"score": score, **dict(zip(GLUE_TASKS, columns))}
-
 
 # Table 1: GLUE dev set. BERT-base and DistilBERT are medians of 5 fine-tuning runs; "score" is the macro average
 # as printed (the BERT-base row's nine columns average to 79.7, not 79.5: see README_GLUE).
-#                              CoLA  MNLI  MRPC  QNLI   QQP   RTE SST-2 STS-B  WNLI
 TABLE1 = {
-    ELMO: _table1_row(68.7,       44.1, 68.6, 76.6, 71.1, 86.2, 53.4, 91.5, 70.4, 56.3),
-    BERT_BASE: _table1_row(79.5,  56.3, 86.7, 88.6, 91.8, 89.6, 69.3, 92.7, 89.0, 53.5),
-    DISTILBERT: _table1_row(77.0, 51.3, 82.2, 87.5, 89.2, 88.5, 59.9, 91.3, 86.9, 56.3),
+    ELMO: {"score": 68.7, COLA: 44.1, MNLI: 68.6, MRPC: 76.6, QNLI: 71.1, QQP: 86.2, RTE: 53.4, SST2: 91.5,
+           STSB: 70.4, WNLI: 56.3},
+    BERT_BASE: {"score": 79.5, COLA: 56.3, MNLI: 86.7, MRPC: 88.6, QNLI: 91.8, QQP: 89.6, RTE: 69.3, SST2: 92.7,
+                STSB: 89.0, WNLI: 53.5},
+    DISTILBERT: {"score": 77.0, COLA: 51.3, MNLI: 82.2, MRPC: 87.5, QNLI: 89.2, QQP: 88.5, RTE: 59.9, SST2: 91.3,
+                 STSB: 86.9, WNLI: 56.3},
 }
 TABLE1_NOTE = "GLUE dev set; BERT-base and DistilBERT: median of 5 runs; score = macro average of the 9 tasks"
 
@@ -94,8 +90,8 @@ COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
 README_URL = ("https://github.com/huggingface/transformers/blob/c8dfc84ee87d238ad88090d677fe5f1bae4739cf/"
               "examples/research_projects/distillation/README.md")
 README_GLUE = {
-    BERT_BASE: {**TABLE1[BERT_BASE], glue.MNLI: 84.7},
-    DISTILBERT: {**TABLE1[DISTILBERT], glue.MNLI: 82.1},
+    BERT_BASE: {**TABLE1[BERT_BASE], MNLI: 84.7},
+    DISTILBERT: {**TABLE1[DISTILBERT], MNLI: 82.1},
 }
 
 # The distilbert-base-uncased model card as kept in huggingface/transformers (model_cards/, before cards moved to
@@ -104,8 +100,8 @@ README_GLUE = {
 MODEL_CARD_URL = ("https://github.com/huggingface/transformers/blob/19220704f7aba85987a7bca342b81a3c7419d428/"
                   "model_cards/distilbert-base-uncased-README.md")
 MODEL_CARD_GLUE = {
-    DISTILBERT: {glue.MNLI: 82.2, glue.QQP: 88.5, glue.QNLI: 89.2, glue.SST2: 91.3, glue.COLA: 51.3,
-                 glue.STSB: 85.8, glue.MRPC: 87.5, glue.RTE: 59.9, "average": 77.0},
+    DISTILBERT: {MNLI: 82.2, QQP: 88.5, QNLI: 89.2, SST2: 91.3, COLA: 51.3, STSB: 85.8, MRPC: 87.5, RTE: 59.9,
+                 "average": 77.0},
 }
 
 # huggingface/transformers#2447 (Jan 2020): an earlier arXiv version printed MRPC 90.2 for DistilBERT; a

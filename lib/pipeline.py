@@ -6,19 +6,22 @@
     python -m lib.pipeline --help                               # every stage's parameters, with their help
 
 The notebooks' jupytext sources (notebooks/NN_stage.py) are converted in memory, so there is no second
-copy to keep in sync. Every stage's parameters are validated, and its inputs and output folders checked
-(lib.preflight), before the first stage starts. Executed notebooks go to book/stages/<profile>/ (one folder
-per profile, so a smoke run never overwrites a real one). Stage 2 also runs without papermill, on several
-processes: ``torchrun -m lib.distill`` (lib/distill.py).
+copy to keep in sync; their short parameters cells are filled in with every parameter of the stage and its help,
+from lib/config.py (``read_notebook``). Every stage's parameters are validated, and its inputs and output folders
+checked (lib.preflight), before the first stage starts. Executed notebooks go to book/stages/<profile>/ (one folder
+per profile, so a smoke run never overwrites a real one). The stages are lib.config.STAGES: each notebook runs its
+stage with ``lib.run_stage(params)``. Stage 2 also runs without papermill, on several processes: ``torchrun -m
+lib.distill`` (lib/distill.py, through ``stage_main``).
 """
 import argparse
+import ast
 import dataclasses
 import sys
 import time
 import typing
 from pathlib import Path
 
-from lib import REPO_ROOT, config
+from lib import REPO_ROOT, colab, config
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 STAGES_OUT = REPO_ROOT / "book" / "stages"
@@ -31,11 +34,46 @@ class StageFailed(RuntimeError):
 
 
 def read_notebook(stage):
+    """Stage ``stage``'s notebook as it runs and as Colab opens it: its jupytext source, the parameters cell listing
+    every parameter (``parameters_cell``). Every reader of the stage notebooks goes through here."""
     import jupytext
     source = NOTEBOOKS / f"{config.STAGES[stage].notebook}.py"
     if not source.is_file():
         raise FileNotFoundError(f"stage {stage!r}: notebook source {source} is missing")
-    return jupytext.read(source)
+    notebook = jupytext.read(source)
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: expected one cell tagged parameters, found {len(cells)}")
+    cells[0].source = parameters_cell(stage, cells[0].source)
+    return notebook
+
+
+def parameters_cell(stage, source):
+    """The full parameters cell of ``stage`` from its tracked one (``source``: comments starting with
+    lib.colab.PARAMETERS_MARKER, then a few statements, e.g. ``profile = "smoke"``): the leading comments, then every
+    field of the stage's parameter class in order as ``name = value  # help`` (the value the tracked cell assigns
+    it, else None: the profile's), then the tracked cell's other statements as written, then ``_project_commit =
+    None`` (which lib.pipeline's runs and the Colab copies set, and lib.colab finds the cell by). So the tracked
+    sources stay short and the help is written once, in lib/config.py (lib.config.param)."""
+    tree, lines = ast.parse(source), source.splitlines()
+    names = {f.name for f in dataclasses.fields(config.STAGES[stage].params)}
+    given, others = {}, []
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and target.id in names:
+            given[target.id] = ast.get_source_segment(source, node)  # without the comment: the help replaces it
+        else:
+            others += lines[node.lineno - 1:node.end_lineno]
+    first = tree.body[0].lineno - 1 if tree.body else len(lines)
+    comments = [line for line in lines[:first] if line.strip()]
+    fields = [f"{given.get(name, f'{name} = None')}  # {help}"
+              for name, _, help in config.parameter_help(config.STAGES[stage].params)]
+    commit = [] if "_project_commit" in _assigned(tree) else [f"{colab.COMMIT_LINE}  # {colab.COMMIT_HELP}"]
+    return "\n".join([*comments, *fields, *others, *commit])
+
+
+def _assigned(tree):
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
 
 
 def run_stage(stage, profile="smoke", overrides=None, output_dir=None, log_output=True):
@@ -116,6 +154,28 @@ def stages_help(stages):
         for name, default, help in config.parameter_help(spec.params):
             lines.append(f"  {name:<28}{help} [default: {default!r}]")
     return "\n".join(lines)
+
+
+def stage_main(stage, argv=None, description=None):
+    """A stage's command line without papermill (``python -m lib.distill``; torchrun runs it in every process):
+    ``--profile``, ``-p name=value`` and ``--no-progress``; the parameters loaded and checked (lib.preflight) as in
+    the notebook, then the stage's run function (lib.run_stage, through lib.config.STAGES). Returns the exit code."""
+    import lib
+    from lib import preflight
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=stages_help([stage]))
+    parser.add_argument("--profile", default="smoke", help="parameter set in params/<profile>/ (default smoke)")
+    parser.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="override a parameter")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        params = config.load_params(stage, profile=args.profile, **parse_overrides(args.param))
+        preflight.check(params)  # the checks of the notebook and lib.pipeline, with the same messages
+    except config.ParameterError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    lib.run_stage(params, progress=not args.no_progress)
+    return 0
 
 
 def main(argv=None):

@@ -28,21 +28,30 @@ def show(fig, caption=None):
 
 
 # what lib.training logs: 'loss' is the weighted sum that is minimised, each loss_<term> its term before weighting
-LOSS_LABELS = {"loss": "total: \u03a3 \u03b1\u00b7L (weighted sum)", "loss_ce": "L_ce = T\u00b2\u00b7KL (unweighted; \u00d7 alpha_ce in the total)",
-               "loss_mlm": "L_mlm (unweighted; \u00d7 alpha_mlm in the total)",
-               "loss_cos": "L_cos (unweighted; \u00d7 alpha_cos in the total)",
-               "loss_mse": "L_mse (unweighted; \u00d7 alpha_mse in the total)"}
+TOTAL_LABEL = "total: \u03a3 \u03b1\u00b7L (weighted sum)"
 
 
-def loss_curves(log, keys=("loss", "loss_ce", "loss_mlm", "loss_cos"), x="step", title="Distillation losses"):
-    """Lines of each logged loss term against ``x`` from a list of log dicts, each named as weighted (the total)
-    or unweighted (a term, as logged)."""
+def loss_label(key):
+    """A logged loss's name in a legend: the total as weighted, a term (lib.losses.TERMS) as unweighted."""
+    if key == "loss":
+        return TOTAL_LABEL
+    from lib import losses  # here, not above: this module serves the book's pages, which need no torch
+    name = key.removeprefix("loss_")
+    term = losses.TERMS.get(name)
+    return f"{(term and term.label) or 'L_' + name} (unweighted; \u00d7 alpha_{name} in the total)"
+
+
+def loss_curves(log, keys=None, x="step", title="Distillation losses"):
+    """Lines of each logged loss against ``x`` from a list of log dicts (default keys: the total and every
+    loss_<term> the log holds, in its order), each named as weighted (the total) or unweighted (a term)."""
+    if keys is None:
+        keys = [k for k in dict.fromkeys(k for row in log for k in row) if k == "loss" or k.startswith("loss_")]
     fig = go.Figure()
     for key in keys:
         points = [(row[x], row[key]) for row in log if row.get(key) is not None]
         if points:
             fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
-                                     name=LOSS_LABELS.get(key, key)))
+                                     name=loss_label(key)))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="loss", height=380)
     return fig
 

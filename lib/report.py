@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from lib import REPO_ROOT, config, glue, paper, results
+from lib.tasks import IMDB, SQUAD  # Table 2's tasks
 
 # DISTILBERT_RESULTS_DIR: build the book from another results tree (tests use a synthetic one)
 RESULTS_ROOT = Path(os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
@@ -156,7 +157,7 @@ def paper_glue(tasks, source=None):
     source = source or paper.TABLE1
     rows = {}
     for model in (paper.BERT_BASE, paper.DISTILBERT):
-        row = {t: source[model][t] for t in tasks}
+        row = {t: source[model].get(t) for t in tasks}  # keyed by task: None where the paper has no number
         row[GLUE_SCORE] = source[model]["score"] if set(tasks) == set(paper.GLUE_TASKS) else _mean(row.values())
         rows[model] = row
     return rows
@@ -231,7 +232,7 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
         rows.append({"source": "this run", "model": FLOOR_ROW, **floor,
                      GLUE_SCORE: _mean([floor.get(t) for t in counted]) if counted else None})
     ref = paper_glue(counted) if counted else {m: {GLUE_SCORE: None} for m in (paper.BERT_BASE, paper.DISTILBERT)}
-    ref = {m: {**{t: paper.TABLE1[m][t] for t in tasks}, GLUE_SCORE: ref[m][GLUE_SCORE]} for m in ref}
+    ref = {m: {**{t: paper.TABLE1[m].get(t) for t in tasks}, GLUE_SCORE: ref[m][GLUE_SCORE]} for m in ref}
     rows += [{"source": "paper", "model": model, **{c: scores[c] for c in columns}} for model, scores in ref.items()]
     rows.append({"source": "paper", "model": f"{paper.DISTILBERT} / {paper.BERT_BASE} (%)",
                  **{c: retention_percent(ref[paper.DISTILBERT][c], ref[paper.BERT_BASE][c]) for c in columns}})
@@ -267,9 +268,9 @@ def paper_glue_retention(tasks=paper.GLUE_TASKS):
 def downstream_scores(record, statistic="median"):
     """{model: {imdb_accuracy, squad_exact_match, squad_f1}} (None where a task was not run)."""
     rows = _summary_rows(record)
-    return {model: {"imdb_accuracy": _value(rows, model, "imdb", "accuracy", statistic),
-                    "squad_exact_match": _value(rows, model, "squad", "exact_match", statistic),
-                    "squad_f1": _value(rows, model, "squad", "f1", statistic)}
+    return {model: {"imdb_accuracy": _value(rows, model, IMDB, "accuracy", statistic),
+                    "squad_exact_match": _value(rows, model, SQUAD, "exact_match", statistic),
+                    "squad_f1": _value(rows, model, SQUAD, "f1", statistic)}
             for model in _models(rows)}
 
 
@@ -283,7 +284,7 @@ def downstream_table(record, teacher=paper.TEACHER, student=paper.STUDENT, profi
         if teacher in ours:
             rows.append({"source": "this run", "model": f"{label} / {teacher} (%)",
                          **{c: retention_percent(ours[label][c], ours[teacher][c]) for c in columns}})
-    floor = task_floors(profile, config.IMDB_SQUAD, root).get("imdb") if profile else None
+    floor = task_floors(profile, config.IMDB_SQUAD, root).get(IMDB) if profile else None
     if floor is not None:
         rows.append({"source": "this run", "model": FLOOR_ROW, "imdb_accuracy": floor[0]})
     rows += [{"source": "paper", "model": model, **scores} for model, scores in paper.TABLE2.items()]
@@ -367,9 +368,9 @@ def classify_run(params, baseline):
         return "random student initialisation"
     if mlm_only(params) and not mlm_only(baseline):
         return None  # no teacher signal at all: not one of the paper's rows (ablation_table adds it apart)
-    for term, label in (("alpha_ce", "without L_ce (distillation)"), ("alpha_cos", "without L_cos (cosine)"),
-                        ("alpha_mlm", "without L_mlm (masked LM)")):
-        if params.get(term) == 0 and (baseline.get(term) or 0) > 0:
+    for label in paper.TABLE4:  # "without L_<term> (...)": the run with alpha_<term> set to 0
+        weight = "alpha_" + label.split()[1].removeprefix("L_") if label.startswith("without L_") else None
+        if weight and params.get(weight) == 0 and (baseline.get(weight) or 0) > 0:
             return label
     return None
 
@@ -378,9 +379,10 @@ MLM_ONLY_LABEL = "no teacher signal (MLM loss only)"
 
 
 def mlm_only(params):
-    """A run trained with the masked-LM loss alone (alpha_ce = alpha_cos = alpha_mse = 0): the student with no
-    teacher signal, which answers "what does the teacher add" for the same budget."""
-    return (params.get("alpha_mlm") or 0) > 0 and not any(params.get(k) for k in ("alpha_ce", "alpha_cos", "alpha_mse"))
+    """A run trained with the masked-LM loss alone (every other loss weight 0): the student with no teacher
+    signal, which answers "what does the teacher add" for the same budget."""
+    others = [k for k in config.DistillParams.weight_names() if k != "alpha_mlm"]
+    return (params.get("alpha_mlm") or 0) > 0 and not any(params.get(k) for k in others)
 
 
 def mlm_only_runs(runs, baseline_run=paper.STUDENT):
@@ -795,8 +797,8 @@ def downstream_retention_figure(profile, root=None, models=(paper.STUDENT, "undi
     series = {"paper: DistilBERT / BERT-base": {labels[c]: ref[c] for c in present}}
     errors = {}
     rows = _summary_rows(record)
-    task_metric = {"imdb_accuracy": ("imdb", "accuracy"), "squad_exact_match": ("squad", "exact_match"),
-                   "squad_f1": ("squad", "f1")}
+    task_metric = {"imdb_accuracy": (IMDB, "accuracy"), "squad_exact_match": (SQUAD, "exact_match"),
+                   "squad_f1": (SQUAD, "f1")}
     for model in models:
         if model not in ours:
             continue

@@ -10,6 +10,9 @@ the exact loading code of the real profiles:
 - ``smoke/tiny-bert`` a 4-layer, 64-wide BertForMaskedLM (random weights) with a WordPiece tokenizer
   trained on the corpus
 
+Each task's rows come from the generator its spec names (lib.tasks: ``Task.smoke``); a task registered
+elsewhere (lib.tasks.register) gets its stand-in generated under its own ``smoke/...`` id on first use.
+
 The language is a small grammar whose labels follow from the words, so every task is learnable. Nothing
 here is a finding: it exists to run the whole pipeline in minutes on a laptop.
 """
@@ -17,8 +20,6 @@ import os
 import random
 import shutil
 from pathlib import Path
-
-from lib import glue
 
 VERSION = "2"  # bump when the generated data changes, so stale smoke hubs are rebuilt
 
@@ -33,9 +34,6 @@ ADVERBS = ["today", "again", "quietly", "often", "slowly", "early"]
 SYNONYMS = {"sees": "notices", "likes": "enjoys", "finds": "discovers", "buys": "purchases", "good": "fine",
             "great": "grand", "bad": "poor", "sad": "gloomy"}
 
-# config -> (text columns, label names or None for regression, splits): GLUE's, from lib.glue
-GLUE_LAYOUT = {name: (list(task.text), None if task.regression else list(task.label_names), list(task.splits))
-               for name, task in glue.TASKS.items()}
 SPLIT_SIZES = {"train": 240, "test": 48}  # every other split (validation*) has 64 rows
 TEACHER_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
                       max_position_embeddings=256, type_vocab_size=2)
@@ -67,58 +65,97 @@ def corpus_text(rng, n_documents):
     return docs
 
 
-def glue_row(task, rng):
-    """One example of ``task`` whose label follows from the words."""
+# one generator per GLUE task, (rng, i) -> row: lib.tasks names each in its task's spec. Every draw of the
+# original single generator is kept in its order (sst2's first, unused fact included): the smoke data, and so
+# every smoke number, stay as they were.
+
+def cola_row(rng, i=0):
     f = _fact(rng)
-    if task == glue.COLA:
-        words = _say(f).split()
-        label = rng.randint(0, 1)
-        if not label:
-            core = words[:-1]
-            while core == words[:-1]:
-                rng.shuffle(core)
-            words = core + ["."]
-        return {"sentence": " ".join(words), "label": label}
-    if task == glue.SST2:
-        label = rng.randint(0, 1)
-        return {"sentence": _say(_fact(rng, label)), "label": label}
-    if task in (glue.MRPC, glue.RTE, glue.WNLI):
-        label = rng.randint(0, 1)
-        other = dict(f, name=rng.choice([n for n in NAMES if n != f["name"]]), noun=rng.choice(NOUNS))
-        if task == glue.MRPC:  # equivalent: the same fact in other words
-            second = _say(f, synonyms=True) if label else _say(other, synonyms=True)
-            return {"sentence1": _say(f), "sentence2": second, "label": label}
-        entailed = f"{f['name']} {f['verb']} the {f['noun']} ."
-        wrong = f"{other['name']} {f['verb']} the {other['noun']} ."
-        entail_label = 0 if task == glue.RTE else 1  # rte: 0 = entailment; wnli: 1 = entailment
-        return {"sentence1": _say(f), "sentence2": entailed if label == entail_label else wrong, "label": label}
-    if task == glue.STSB:
-        g = dict(f)
-        for slot in ("name", "verb", "adj", "noun"):
-            if rng.random() < 0.5:
-                g[slot] = rng.choice({"name": NAMES, "verb": VERBS, "adj": POSITIVE + NEGATIVE, "noun": NOUNS}[slot])
-        shared = sum(f[s] == g[s] for s in ("name", "verb", "adj", "noun"))
-        return {"sentence1": _say(f), "sentence2": _say(g), "label": float(5 * shared / 4)}
-    if task == glue.QQP:
-        label = rng.randint(0, 1)
-        q1 = f"does {f['name']} {f['verb']} the {f['noun']} ?"
-        q2 = (f"is it true that {f['name']} {SYNONYMS.get(f['verb'], f['verb'])} the {f['noun']} ?" if label
-              else f"does {f['name']} {f['verb']} the {rng.choice([n for n in NOUNS if n != f['noun']])} ?")
-        return {"question1": q1, "question2": q2, "label": label}
-    if task == glue.MNLI:
-        label = rng.randint(0, 2)
-        hypothesis = [f"{f['name']} {f['verb']} a {f['noun']} .",
-                      f"{f['name']} {f['verb']} the {f['noun']} with a friend .",
-                      f"{f['name']} never {f['verb']} any {f['noun']} ."][label]
-        return {"premise": _say(f), "hypothesis": hypothesis, "label": label}
-    if task == glue.QNLI:
-        label = rng.randint(0, 1)
-        noun = f["noun"] if label == 0 else rng.choice([n for n in NOUNS if n != f["noun"]])
-        return {"question": f"who {f['verb']} the {noun} ?", "sentence": _say(f), "label": label}
-    raise ValueError(f"unknown smoke GLUE task {task!r}")
+    words = _say(f).split()
+    label = rng.randint(0, 1)
+    if not label:
+        core = words[:-1]
+        while core == words[:-1]:
+            rng.shuffle(core)
+        words = core + ["."]
+    return {"sentence": " ".join(words), "label": label}
 
 
-def imdb_row(rng):
+def sst2_row(rng, i=0):
+    _fact(rng)  # unused draw, kept (see above)
+    label = rng.randint(0, 1)
+    return {"sentence": _say(_fact(rng, label)), "label": label}
+
+
+def _fact_and_other(rng):
+    f = _fact(rng)
+    label = rng.randint(0, 1)
+    other = dict(f, name=rng.choice([n for n in NAMES if n != f["name"]]), noun=rng.choice(NOUNS))
+    return f, label, other
+
+
+def mrpc_row(rng, i=0):
+    f, label, other = _fact_and_other(rng)  # equivalent: the same fact in other words
+    second = _say(f, synonyms=True) if label else _say(other, synonyms=True)
+    return {"sentence1": _say(f), "sentence2": second, "label": label}
+
+
+def _entailment_row(rng, entail_label):
+    f, label, other = _fact_and_other(rng)
+    entailed = f"{f['name']} {f['verb']} the {f['noun']} ."
+    wrong = f"{other['name']} {f['verb']} the {other['noun']} ."
+    return {"sentence1": _say(f), "sentence2": entailed if label == entail_label else wrong, "label": label}
+
+
+def rte_row(rng, i=0):
+    return _entailment_row(rng, 0)  # rte: 0 = entailment
+
+
+def wnli_row(rng, i=0):
+    return _entailment_row(rng, 1)  # wnli: 1 = entailment
+
+
+def stsb_row(rng, i=0):
+    f = _fact(rng)
+    g = dict(f)
+    for slot in ("name", "verb", "adj", "noun"):
+        if rng.random() < 0.5:
+            g[slot] = rng.choice({"name": NAMES, "verb": VERBS, "adj": POSITIVE + NEGATIVE, "noun": NOUNS}[slot])
+    shared = sum(f[s] == g[s] for s in ("name", "verb", "adj", "noun"))
+    return {"sentence1": _say(f), "sentence2": _say(g), "label": float(5 * shared / 4)}
+
+
+def qqp_row(rng, i=0):
+    f = _fact(rng)
+    label = rng.randint(0, 1)
+    q1 = f"does {f['name']} {f['verb']} the {f['noun']} ?"
+    q2 = (f"is it true that {f['name']} {SYNONYMS.get(f['verb'], f['verb'])} the {f['noun']} ?" if label
+          else f"does {f['name']} {f['verb']} the {rng.choice([n for n in NOUNS if n != f['noun']])} ?")
+    return {"question1": q1, "question2": q2, "label": label}
+
+
+def mnli_row(rng, i=0):
+    f = _fact(rng)
+    label = rng.randint(0, 2)
+    hypothesis = [f"{f['name']} {f['verb']} a {f['noun']} .",
+                  f"{f['name']} {f['verb']} the {f['noun']} with a friend .",
+                  f"{f['name']} never {f['verb']} any {f['noun']} ."][label]
+    return {"premise": _say(f), "hypothesis": hypothesis, "label": label}
+
+
+def qnli_row(rng, i=0):
+    f = _fact(rng)
+    label = rng.randint(0, 1)
+    noun = f["noun"] if label == 0 else rng.choice([n for n in NOUNS if n != f["noun"]])
+    return {"question": f"who {f['verb']} the {noun} ?", "sentence": _say(f), "label": label}
+
+
+def glue_sizes(splits):
+    """Rows per split of a smoke GLUE task: train 240, test 48, every other split (validation*) 64."""
+    return {split: SPLIT_SIZES.get(split.split("_")[0], 64) for split in splits}
+
+
+def imdb_row(rng, i=0):
     label = rng.randint(0, 1)
     n = rng.randint(3, 8)
     majority = [label] * (n // 2 + 1) + [1 - label] * (n - n // 2 - 1)
@@ -149,33 +186,76 @@ def _write_split(rows, path, label_names=None):
     dataset.to_parquet(str(path))
 
 
-def _size(split):
-    return SPLIT_SIZES.get(split.split("_")[0], 64)
-
-
 def build_datasets(root, seed=0):
+    """The corpus, then every built-in task's smoke data (lib.tasks.BUILTIN, in its order), from one random stream."""
+    from lib import tasks
     rng = random.Random(seed)
     for split, n in (("train", 600), ("test", 60)):
         _write_split([{"text": t} for t in corpus_text(rng, n)], root / "smoke/corpus" / f"{split}-00000-of-00001.parquet")
+    builtin = [tasks.TASKS[name] for name in tasks.BUILTIN]
+    for task in builtin:
+        _write_task(task, root / task.smoke.dataset, task_rows(task, rng))
+    for dataset in dict.fromkeys(task.smoke.dataset for task in builtin):
+        _write_card(root / dataset, [task for task in builtin if task.smoke.dataset == dataset])
+
+
+def task_rows(task, rng):
+    """{split: rows} of a task's smoke stand-in (task.smoke), drawn from ``rng`` split after split."""
+    return {split: [_smoke_row(task, split, i, rng) for i in range(n)] for split, n in task.smoke.sizes.items()}
+
+
+def _smoke_row(task, split, i, rng):
+    row = task.smoke.row(rng, i)
+    if task.smoke.hidden_test_labels and split.startswith("test"):  # like the hub: test labels are hidden
+        row["label"] = -1.0 if task.regression else -1
+    return dict(row, idx=i) if task.smoke.idx else row
+
+
+def _write_task(task, folder, rows):
+    """Write a task's {split: rows} under its smoke dataset's ``folder`` (in its config's folder, if any)."""
+    for split, split_rows in rows.items():
+        _write_split(split_rows, folder / (task.config or "") / f"{split}-00000-of-00001.parquet",
+                     list(task.label_names) if task.label_names else None)
+
+
+def _write_card(folder, members):
+    """The README of a smoke dataset whose tasks are configs of it (smoke/glue), listing them as the hub's does."""
+    if not any(task.config for task in members):
+        return
     card = ["---", "configs:"]
-    for task, (_, labels, splits) in GLUE_LAYOUT.items():
-        card += [f"- config_name: {task}", "  data_files:"]
-        for split in splits:
-            rows = []
-            for i in range(_size(split)):
-                row = glue_row(task, rng)
-                if split.startswith("test"):  # like the hub: test labels are hidden
-                    row["label"] = -1.0 if labels is None else -1
-                rows.append(dict(row, idx=i))
-            _write_split(rows, root / "smoke/glue" / task / f"{split}-00000-of-00001.parquet", labels)
-            card += [f"  - split: {split}", f"    path: {task}/{split}-00000-of-00001.parquet"]
-    (root / "smoke/glue/README.md").write_text("\n".join(card + ["---", "Synthetic GLUE-schema tasks (smoke profile)."]) + "\n")
-    for split in ("train", "test"):
-        _write_split([imdb_row(rng) for _ in range(_size(split) if split == "test" else 200)],
-                     root / "smoke/imdb" / f"{split}-00000-of-00001.parquet", ["neg", "pos"])
-    for split in ("train", "validation"):
-        _write_split([squad_row(rng, i) for i in range(_size(split) if split != "train" else 200)],
-                     root / "smoke/squad" / f"{split}-00000-of-00001.parquet")
+    for task in members:
+        card += [f"- config_name: {task.config}", "  data_files:"]
+        card += [line for split in task.smoke.sizes for line in
+                 (f"  - split: {split}", f"    path: {task.config}/{split}-00000-of-00001.parquet")]
+    footer = f"Synthetic tasks in the schema of {members[0].dataset} (smoke profile)."
+    (folder / "README.md").write_text("\n".join(card + ["---", footer]) + "\n")
+
+
+def ensure_registered(root, repo_id):
+    """The smoke data of tasks registered outside lib.tasks (lib.tasks.register) whose stand-in is ``repo_id``:
+    generated on first use, from a random stream of its own (seeded by the id), and again whenever the rows their
+    generators give change (a stamp of the rows), so an edited generator is never answered with stale data."""
+    import hashlib
+    import json
+
+    from lib import tasks
+    members = [t for name, t in tasks.TASKS.items() if name not in tasks.BUILTIN and t.smoke.dataset == repo_id]
+    if not members:
+        return
+    rng = random.Random(repo_id)
+    rows = {task.name: task_rows(task, rng) for task in members}
+    stamp = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(root) / repo_id
+    if (folder / f"ROWS-{stamp}").exists():
+        return
+    tmp = Path(root) / f"{repo_id}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for task in members:
+        _write_task(task, tmp, rows[task.name])
+    _write_card(tmp, members)
+    (tmp / f"ROWS-{stamp}").write_text("generated by lib.smoke\n")
+    shutil.rmtree(folder, ignore_errors=True)  # a concurrent reader sees the old rows or the new, never a mix
+    os.replace(tmp, folder)
 
 
 def build_teacher(root, seed=0):
@@ -209,12 +289,19 @@ def build_teacher(root, seed=0):
     model.save_pretrained(out)
 
 
-def ensure_hub(root):
-    """Generate the smoke hub at ``root`` unless an up-to-date one is there (safe with concurrent callers)."""
+def ensure_hub(root, repo_id=None):
+    """Generate the smoke hub at ``root`` unless an up-to-date one is there (safe with concurrent callers); with
+    ``repo_id``, also the smoke data of registered tasks that live under that id (ensure_registered)."""
     root = Path(root)
     marker = root / f"COMPLETE-v{VERSION}"
-    if marker.exists():
-        return root
+    if not marker.exists():
+        _build_hub(root, marker)
+    if repo_id is not None:
+        ensure_registered(root, repo_id)
+    return root
+
+
+def _build_hub(root, marker):
     import datasets
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -233,4 +320,3 @@ def ensure_hub(root):
         os.replace(tmp, root)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
-    return root

@@ -1,8 +1,8 @@
-"""The teacher: loading, masked-LM evaluation, the MLM head's adaptation, and stage 1 (``prepare_teacher``).
+"""The teacher: loading, masked-LM evaluation, the MLM head's adaptation, and stage 1 (``run``).
 
 Stage 1 checks that the teacher can teach: its masked-token accuracy and perplexity on held-out text, before and
 after adaptation. A teacher without a masked-LM head (the offline mirror's all-MiniLM-L6-v2 is a sentence
-encoder) gets one trained on the corpus first; ``prepare_teacher`` holds that decision (adapt_mlm: auto, always,
+encoder) gets one trained on the corpus first; ``run`` holds that decision (adapt_mlm: auto, always,
 never), saves the (adapted) teacher to run_dir/teacher for stage 2 and writes results/<profile>/teacher.json;
 ``write_teacher_logits`` writes the Background chapter's example logits. The notebook narrates and calls.
 """
@@ -22,7 +22,7 @@ from lib import config, data, hub, preflight, results
 from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 from lib.data import collate, length_grouped_batches, mlm_token_probs, sequence_lengths, special_token_ids
-from lib.models import count_parameters, set_torch_threads
+from lib.models import count_parameters, set_torch_threads, teacher_card
 from lib.training import MaskingSpec, adamw, autocast, optimizer_step, select_precision
 
 MIN_LENGTH = 12  # held-out and training sequences of <= 11 tokens are dropped, as in stage 2 (released recipe)
@@ -218,13 +218,16 @@ class PreparedTeacher:
     record: results.TeacherResult
 
 
-def prepare_teacher(params, progress=True):
-    """Stage 1 for a TeacherParams: load the teacher and the corpus, evaluate the masked LM on held-out sequences,
-    adapt the MLM head when params.adapt_mlm says so and evaluate again, save the teacher to run_dir/teacher and
-    write results/<profile>/teacher.json. Returns a PreparedTeacher (its loss_log: the adaptation's). The teacher's
-    folder is locked first (lib.checkpoints): one stage 1 at a time per run_dir."""
+def run(params, progress=True):
+    """Stage 1 for a TeacherParams (lib.config.STAGES): load the teacher and the corpus, evaluate the masked LM on
+    held-out sequences, adapt the MLM head when params.adapt_mlm says so and evaluate again, save the teacher to
+    run_dir/teacher with its model card and write results/<profile>/teacher.json. Returns a PreparedTeacher (its
+    loss_log: the adaptation's). The teacher's folder is locked first (lib.checkpoints): one stage 1 at a time per
+    run_dir."""
     with hold_locks(preflight.output_folders(params)), signals_interrupt():
-        return _prepare_teacher(params, progress)
+        prepared = _prepare_teacher(params, progress)
+        teacher_card(prepared.saved_to, params, prepared.record)
+        return prepared
 
 
 def _prepare_teacher(params, progress):

@@ -1,6 +1,9 @@
 """The distillation loop: ``distill``, in the authors' pieces without their class: a masking spec built once
 (``MaskingSpec``), ``prepare_batch``, ``train_step`` (their step: forward and backward of one optimizer step's
-micro-batches) and ``optimizer_step`` (their optimize), with a ``LogWindow`` summed between log records.
+micro-batches) and ``optimizer_step`` (their optimize), with a ``LogWindow`` summed between log records. The loop
+(``_distill``) reads top to bottom; its fixed parts are a ``Run``, what changes a ``RunState``, and resume, NaN
+stop, held-out evaluation, logging and checkpoints are named functions around it. The forward passes
+(``teacher_forward``, ``student_forward``) compute what the loss terms in use need (lib.losses.needed_outputs).
 Also the precision choice, the resume checks and ``estimate_memory``. (The teacher's MLM-head adaptation and
 masked-LM evaluation are in lib.teacher; a stage's runs, results files and ablations in lib.distill.)
 Over 400 lines because the loop, its resume and checkpoint checks and its precision choice are one unit that the
@@ -39,11 +42,11 @@ from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, f
 from lib.config import PRECISIONS, ParameterError
 from lib.data import (collate, length_grouped_batches, mask_tokens, mlm_token_probs, sequence_lengths,
                       special_token_ids, token_counts)
+from lib import losses
 from lib.losses import distillation_loss, logit_rows
 from lib.models import save_model, set_torch_threads
 from lib.models import layer_map as make_layer_map
 
-LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -83,41 +86,58 @@ def autocast(device, dtype):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def loss_weights(params):
-    """The distillation_loss keyword arguments held by a DistillParams."""
-    return dict(alpha_ce=params.alpha_ce, alpha_mlm=params.alpha_mlm, alpha_cos=params.alpha_cos,
-                alpha_mse=params.alpha_mse, temperature=params.temperature,
-                restrict_ce_to_mask=params.restrict_ce_to_mask)
+# where a masked-LM head starts, by model family: BERT (cls), RoBERTa and most others (lm_head), DistilBERT
+HEADS = ("cls", "lm_head", "vocab_transform")
+
+
+@contextlib.contextmanager
+def head_rows(model, rows):
+    """Within the block, ``model``'s masked-LM head takes the positions ``rows`` ((batch, seq) bool) only: a pre-hook
+    on the head's first module selects them, so that the model's own forward still runs (through a
+    DistributedDataParallel wrapper too, which syncs the gradients). A head of another name takes every position
+    (the loss then selects the rows: slower, same values)."""
+    model = getattr(model, "module", model)
+    head = next((getattr(model, name) for name in HEADS if isinstance(getattr(model, name, None), torch.nn.Module)),
+                None)
+    handle = None if head is None else head.register_forward_pre_hook(lambda module, args: (args[0][rows],))
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def teacher_forward(teacher, input_ids, attention_mask, rows, needs, dtype=torch.float32):
+    """The teacher's outputs that the loss terms in use read (``needs``: lib.losses.needed_outputs), in inference
+    mode: its logits for ``rows`` only, its hidden states when asked; it does not run when no term reads it."""
+    if not needs & {"teacher logits", "teacher hidden"}:
+        return SimpleNamespace(logits=None, hidden_states=None)
+    if "teacher logits" not in needs:
+        rows = torch.zeros_like(rows)  # hidden states only: the head takes no row
+    with torch.inference_mode(), autocast(input_ids.device, dtype), head_rows(teacher, rows):
+        return teacher(input_ids=input_ids, attention_mask=attention_mask,
+                       output_hidden_states="teacher hidden" in needs)
+
+
+def student_forward(student, input_ids, attention_mask, rows, needs, dtype=torch.float32):
+    """The student's forward pass, its logits for ``rows`` only: the vocabulary projection is the largest matmul of
+    a step, and its logits the largest tensors."""
+    with autocast(input_ids.device, dtype), head_rows(student, rows):
+        return student(input_ids=input_ids, attention_mask=attention_mask,
+                       output_hidden_states="student hidden" in needs)
 
 
 def forward_losses(teacher, student, input_ids, attention_mask, labels, weights, layer_map=None,
                    dtype=torch.float32):
-    """Teacher (inference mode) and student forward passes on the same masked batch, and the loss terms.
-
-    The models' MLM heads run on the rows some loss term uses only (logit_rows: padding never, the masked tokens
-    only for L_mlm alone): the vocabulary projection is the largest matmul of a step, and its logits the largest
-    tensors. The teacher runs only for the terms that need it (none with alpha_ce = alpha_mse = alpha_cos = 0).
-    """
-    need_hidden = weights.get("alpha_cos", 0) > 0
-    need_teacher_logits = any(weights.get(name, 0) > 0 for name in ("alpha_ce", "alpha_mse"))
-    rows = logit_rows(attention_mask, labels, **weights)
-    teacher_out = SimpleNamespace(logits=None, hidden_states=None)
-    if need_hidden or need_teacher_logits:
-        with torch.inference_mode(), autocast(input_ids.device, dtype):
-            encoded = teacher.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
-            teacher_out.hidden_states = encoded.hidden_states
-            if need_teacher_logits:
-                teacher_out.logits = teacher.cls(encoded.last_hidden_state[rows])
-    # the student's head (from vocab_transform on) takes the used rows only: a pre-hook selects them, so that the
-    # model's own forward still runs (through a DistributedDataParallel wrapper too, which syncs the gradients)
-    head = getattr(student, "module", student).vocab_transform
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0][rows],))
-    try:
-        with autocast(input_ids.device, dtype):
-            student_out = student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_hidden)
-    finally:
-        handle.remove()
-    return distillation_loss(student_out, teacher_out, attention_mask, labels, layer_map=layer_map, **weights)
+    """Teacher and student forward passes on the same masked batch, and the loss terms (lib.losses). ``weights``:
+    loss settings (lib.losses.loss_settings; missing ones take the terms' defaults). The models' heads run on the
+    rows some term uses only (logit_rows: padding never, the masked tokens only for L_mlm alone)."""
+    settings = losses.loss_settings(**weights)
+    needs = losses.needed_outputs(settings)
+    rows = logit_rows(attention_mask, labels, **settings)
+    teacher_out = teacher_forward(teacher, input_ids, attention_mask, rows, needs, dtype)
+    student_out = student_forward(student, input_ids, attention_mask, rows, needs, dtype)
+    return distillation_loss(student_out, teacher_out, attention_mask, labels, layer_map=layer_map, **settings)
 
 
 def adamw(model, learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0):
@@ -232,7 +252,7 @@ def on_main_or_stop_all(state, action):
 @contextlib.contextmanager
 def _lock_run(accelerator, output_dir):
     """The main process holds output_dir's run lock for the ``with`` block (unless its stage holds it already:
-    lib.distill.run_stage locks every folder it writes before it starts); a refusal stops every process."""
+    lib.distill.run locks every folder it writes before it starts); a refusal stops every process."""
     take = accelerator.is_main_process and not holds_lock(output_dir)
     lock = on_main_or_stop_all(accelerator, lambda: acquire_lock(output_dir) if take else None)
     try:
@@ -319,7 +339,7 @@ def masking_spec(params, tokenizer, token_probs):
 class LogWindow:
     """What this process summed over the optimizer steps since the last log record."""
     started: float           # time.perf_counter() at the window's start
-    losses: torch.Tensor     # each of LOSS_TERMS, the steps' means summed
+    losses: torch.Tensor     # each of lib.losses.log_fields(), the steps' means summed
     tokens: torch.Tensor     # non-padding tokens
     positions: torch.Tensor  # token positions, padding included
     grad_norm: torch.Tensor  # the steps' gradient norms summed
@@ -327,7 +347,7 @@ class LogWindow:
 
     @staticmethod
     def empty(device, now):
-        return LogWindow(now, torch.zeros(len(LOSS_TERMS), device=device), torch.zeros((), device=device),
+        return LogWindow(now, torch.zeros(len(losses.log_fields()), device=device), torch.zeros((), device=device),
                          torch.zeros((), device=device), torch.zeros((), device=device))
 
     def add(self, sums, grad_norm, tokens, positions):
@@ -348,21 +368,17 @@ class LogWindow:
                                                                                   "grad_norm")), saved["steps"])
 
 
-# the loss weight that makes each logged term non-zero ("loss", the total, is always logged)
-TERM_WEIGHTS = {"loss_ce": "alpha_ce", "loss_mlm": "alpha_mlm", "loss_cos": "alpha_cos", "loss_mse": "alpha_mse"}
-
-
 def log_record(window, accelerator, weights, step, epoch, lr, tokens_seen, elapsed_s, now):
     """A log record of ``window``'s steps, all processes together (losses averaged, counts summed); returns
     (record, tokens the window saw on all processes)."""
     world = accelerator.num_processes
-    losses = accelerator.reduce(window.losses, "mean") if world > 1 else window.losses
+    means = accelerator.reduce(window.losses, "mean") if world > 1 else window.losses
     counts = torch.stack([window.tokens, window.positions, window.grad_norm])
     tokens, positions, grad_norm = accelerator.reduce(counts, "sum") if world > 1 else counts
     tokens_seen += int(tokens)
     record = dict(step=step, epoch=epoch, lr=lr)
-    for name, value in zip(LOSS_TERMS, (losses / window.steps).tolist()):
-        if name == "loss" or weights[TERM_WEIGHTS[name]] > 0:
+    for name, value in zip(losses.log_fields(), (means / window.steps).tolist()):
+        if name == "loss" or weights[losses.weight_name(name)] > 0:  # "loss", the total, always
             record[name] = value
     record.update(grad_norm=float(grad_norm) / window.steps / world, tokens=tokens_seen,
                   tokens_per_s=float(tokens) / (now - window.started), padding_share=1 - float(tokens / positions),
@@ -379,18 +395,19 @@ def prepare_batch(batch, masking, generator, device):
 def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, scaler, accelerator, generator):
     """The authors' step for one optimizer step: forward and backward of each of its micro-batches (gradients
     synchronised across processes on the last one only). Returns the loss terms averaged over the micro-batches
-    (LOSS_TERMS order; 0 for a term that is off), their non-padding tokens and their token positions."""
+    (lib.losses.log_fields() order; 0 for a term that is off), their non-padding tokens and their token positions."""
     device = model.device if hasattr(model, "device") else next(model.parameters()).device
-    sums = torch.zeros(len(LOSS_TERMS), device=device)
+    fields = losses.log_fields()
+    sums = torch.zeros(len(fields), device=device)
     tokens = positions = 0
     for micro, batch in enumerate(micro_batches):
         input_ids, attention_mask, labels = prepare_batch(batch, masking, generator, device)
         last = micro == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            losses = forward_losses(teacher, model, input_ids, attention_mask, labels, weights, layers, dtype)
-            scaler.scale(losses["loss"] / len(micro_batches)).backward()
-        sums += torch.stack([losses[k].detach() if losses[k] is not None else sums.new_zeros(())
-                             for k in LOSS_TERMS]) / len(micro_batches)
+            terms = forward_losses(teacher, model, input_ids, attention_mask, labels, weights, layers, dtype)
+            scaler.scale(terms["loss"] / len(micro_batches)).backward()
+        sums += torch.stack([terms[k].detach() if terms[k] is not None else sums.new_zeros(())
+                             for k in fields]) / len(micro_batches)
         tokens, positions = tokens + attention_mask.sum(), positions + attention_mask.numel()
     return sums, tokens, positions
 
@@ -398,7 +415,7 @@ def train_step(micro_batches, teacher, model, masking, weights, layers, dtype, s
 def _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype):
     """Raise the FloatingPointError of a non-finite loss at optimizer step step + 1, naming the checkpoint to resume
     from; the newest one is set aside first when it holds the very weights that gave the non-finite loss."""
-    terms = {k: round(float(v), 4) for k, v in zip(LOSS_TERMS, sums)}
+    terms = {k: round(float(v), 4) for k, v in zip(losses.log_fields(), sums)}
     if main and last_checkpoint_step == step and last_checkpoint is not None:
         set_aside(last_checkpoint, f"set aside: its weights gave a non-finite loss at step {step + 1}")
         try:
@@ -504,7 +521,7 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     the held-out records, output_dir, ...).
     """
     output_dir = Path(output_dir).expanduser()
-    heads_unused = params.alpha_ce == params.alpha_mlm == params.alpha_mse == 0
+    heads_unused = "student logits" not in losses.needed_outputs(losses.loss_settings(params))
     # mixed_precision="no": autocast is ours (params.precision); else ACCELERATE_MIXED_PRECISION from a launcher or
     # `accelerate config` would wrap the student's forward in another autocast, whatever the stage asked for
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no",
@@ -514,170 +531,276 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
                         on_log, evaluate)
 
 
-def _distill(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress, on_log,
-             evaluate):
-    weights = loss_weights(params)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
+@dataclasses.dataclass
+class Run:
+    """What a run holds fixed from its first step to its last (``_prepare``)."""
+    accelerator: Accelerator
+    params: typing.Any            # the DistillParams
+    output_dir: Path
+    tokenizer: typing.Any
+    dataset: typing.Any
+    teacher: torch.nn.Module
+    model: torch.nn.Module        # the student as trained: DDP-wrapped in a distributed run
+    student: torch.nn.Module      # the same student unwrapped: saved and evaluated
+    optimizer: torch.optim.Optimizer
+    scheduler: typing.Any         # a resume with changed parameters replaces it
+    scaler: torch.amp.GradScaler
+    settings: dict                # the loss terms' weights and options (lib.losses.loss_settings)
+    masking: MaskingSpec
+    layers: list | None           # L_cos's (student, teacher) layer pairs
+    dtype: torch.dtype            # autocast's
+    plan: StepPlan
+    lengths: list                 # every sequence's length: the batches' order derives from them
+    order: dict                   # what fixes the data order; a resumed run must have the same
+
+    @property
+    def main(self):
+        return self.accelerator.is_main_process
+
+    @property
+    def log_path(self):
+        return self.output_dir / "log.jsonl"
+
+    @property
+    def heldout_path(self):
+        return self.output_dir / "heldout.jsonl"
+
+
+@dataclasses.dataclass
+class RunState:
+    """What changes as a run goes; a checkpoint holds step, tokens_seen, elapsed and segments (and the
+    optimizer's state), an interrupt's checkpoint the window too."""
+    segments: list                # [{start_step, params}]: a resume with changed parameters adds one
+    window: LogWindow             # the steps since the last log record
+    started: float = 0.0          # time.perf_counter() of a virtual start: now - started = training seconds
+    step: int = 0                 # optimizer steps done
+    tokens_seen: int = 0          # non-padding tokens of the logged steps, all processes
+    elapsed: float = 0.0          # training seconds (evaluations left out) at the last checkpoint
+    resumed_from: int | None = None
+    checkpoint: Path | None = None        # the last checkpoint written or resumed from, and its step
+    checkpoint_step: int | None = None
+    last_record: dict | None = None
+
+    def pause(self, seconds):
+        """Leave ``seconds`` (a held-out evaluation) out of the training's time and the log window's."""
+        self.started += seconds
+        self.window.started += seconds
+
+
+def _prepare(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress):
+    """The fixed parts of a run: precision, the loss terms' settings (checked against the models), masking, the
+    step plan, the student wrapped for DDP, its optimizer, schedule and grad scaler."""
+    device, world = accelerator.device, accelerator.num_processes
     dtype, use_scaler = select_precision(params.precision, device)
-    if params.alpha_cos > 0 and student.config.dim != teacher.config.hidden_size:
-        raise ParameterError("alpha_cos", f"the cosine loss needs equal widths: student {student.config.dim}, "
-                                          f"teacher {teacher.config.hidden_size}")
+    settings = losses.loss_settings(params)
+    losses.check_models(settings, student, teacher)
     if token_probs is None:
-        counts = token_counts(dataset, student.config.vocab_size, progress=progress and main)
+        counts = token_counts(dataset, student.config.vocab_size, progress=progress and accelerator.is_main_process)
         token_probs = mlm_token_probs(counts, params.mlm_smoothing, special_token_ids(tokenizer))
     masking = masking_spec(params, tokenizer, token_probs)
     layers = make_layer_map(student, params.cos_layers)
-
-    # data order: a function of (seed, epoch); each process takes every world-th micro-batch
     lengths = sequence_lengths(dataset)
     plan = plan_steps(params, len(lengths), world)
-    accum, steps_per_epoch, total_steps = plan.accum, plan.steps_per_epoch, plan.total_steps
-
-    def epoch_batches(epoch):
-        batches = length_grouped_batches(lengths, params.batch_size, params.seed + epoch)
-        return batches[rank:plan.micro_per_epoch * world:world]
-
     teacher.to(device).eval()
     set_torch_threads(teacher)  # one thread for tiny models: robust on a busy machine
     student.train()
     model = accelerator.prepare_model(student)
     student = accelerator.unwrap_model(model)
     optimizer = adamw(student, params.learning_rate, params.adam_betas, params.adam_epsilon, params.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
     # the data order: a resumed run must see the same batches (the trajectory parameters are checked on their own)
-    run = dict(seed=params.seed, batch_size=params.batch_size, gradient_accumulation_steps=accum, world_size=world,
-               n_sequences=len(lengths))
-    log_path, heldout_path = output_dir / "log.jsonl", output_dir / "heldout.jsonl"
-    step, tokens_seen, elapsed, resumed_from = 0, 0, 0.0, None
-    segments = [dict(start_step=0, params=trajectory_params(params))]
-    checkpoint = find_checkpoint(output_dir) if params.resume else None
-    window = LogWindow.empty(device, time.perf_counter())
+    order = dict(seed=params.seed, batch_size=params.batch_size, gradient_accumulation_steps=plan.accum,
+                 world_size=world, n_sequences=len(lengths))
+    return Run(accelerator, params, output_dir, tokenizer, dataset, teacher, model, student, optimizer, scheduler,
+               scaler, settings, masking, layers, dtype, plan, lengths, order)
+
+
+def _start(run):
+    """The state the run starts from: step 0, or its checkpoint's (params.resume); the main process says which."""
+    params, device = run.params, run.accelerator.device
+    state = RunState(segments=[dict(start_step=0, params=trajectory_params(params))],
+                     window=LogWindow.empty(device, time.perf_counter()))
+    checkpoint = find_checkpoint(run.output_dir) if params.resume else None
     if checkpoint is not None:
-        step, tokens_seen, elapsed, segments, scheduler, saved_window = _resume(
-            checkpoint, run, params, student, optimizer, scheduler, scaler, plan, main)
-        resumed_from = step
+        state.step, state.tokens_seen, state.elapsed, state.segments, run.scheduler, saved_window = _resume(
+            checkpoint, run.order, params, run.student, run.optimizer, run.scheduler, run.scaler, run.plan, run.main)
+        state.resumed_from, state.checkpoint, state.checkpoint_step = state.step, checkpoint, state.step
         if saved_window is not None:  # an interrupt's checkpoint: its unlogged steps go into the next record
-            window = LogWindow.restore(saved_window, device, time.perf_counter())
-    if main:
-        say_how_it_starts(output_dir, checkpoint, step, total_steps, params.resume)
+            state.window = LogWindow.restore(saved_window, device, time.perf_counter())
+    if run.main:
+        say_how_it_starts(run.output_dir, checkpoint, state.step, run.plan.total_steps, params.resume)
+    return state
 
-    def checkpoint_state(window=None):
-        return dict(step=step, tokens=tokens_seen, elapsed_s=elapsed, run=run, params=trajectory_params(params),
-                    segments=segments, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(), window=window)
 
-    last_checkpoint, last_checkpoint_step = checkpoint, resumed_from
-    last_record = None
+def _start_logs(run, state):
+    """A new run clears its folder's checkpoints and logs; a resumed one keeps the log records up to its step."""
+    if run.main:
+        if state.resumed_from is None:
+            clear_checkpoints(run.output_dir)  # starting over: older checkpoints here no longer count
+        for path in (run.log_path, run.heldout_path):
+            kept = [r for r in read_log(path) if r["step"] <= state.step] if state.resumed_from is not None else []
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    run.accelerator.wait_for_everyone()
 
-    def evaluate_heldout():
-        """Evaluate (main process), and return the seconds it took: they are left out of the training's time."""
-        began = time.perf_counter()
-        if main:
-            record = dict(step=step, tokens=tokens_seen, **evaluate(student))
-            record["seconds"] = round(time.perf_counter() - began, 3)
-            with open(heldout_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        accelerator.wait_for_everyone()
-        return time.perf_counter() - began
 
-    bar = tqdm(total=total_steps, initial=step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
-    started = time.perf_counter() - elapsed
+def _step_batches(run, step):
+    """The micro-batches of each optimizer step from ``step`` on. The batch order is a function of (seed, epoch);
+    each process takes every world-th micro-batch of it."""
+    plan, rank, world = run.plan, run.accelerator.process_index, run.accelerator.num_processes
+    collate_batch = partial(collate, pad_token_id=run.student.config.pad_token_id)
+    while step < plan.total_steps:
+        epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
+        order = length_grouped_batches(run.lengths, run.params.batch_size, run.params.seed + epoch)
+        batches = order[rank:plan.micro_per_epoch * world:world]
+        loader = iter(DataLoader(run.dataset, batch_sampler=batches[step_in_epoch * plan.accum:
+                                                                   plan.steps_per_epoch * plan.accum],
+                                 collate_fn=collate_batch))
+        for _ in range(plan.steps_per_epoch - step_in_epoch):
+            if step >= plan.total_steps:
+                return
+            yield [next(loader) for _ in range(plan.accum)]
+            step += 1
+
+
+def _seed_step(run, step):
+    """Seed this process's dropout (the global RNG) for optimizer step ``step``; returns its masking generator."""
+    seed = _step_seed(run.params.seed, step, run.accelerator.process_index)
+    torch.manual_seed(seed)  # dropout
+    return torch.Generator().manual_seed(seed + 1)  # masking
+
+
+def _check_finite(run, state, sums):
+    """The NaN policy: a non-finite loss on any process stops every process before the optimizer steps."""
+    bad = (~torch.isfinite(sums)).any().float()
+    if run.accelerator.num_processes > 1:
+        bad = run.accelerator.reduce(bad, "sum")  # every process stops together
+    if bad.item() > 0:
+        _stop_non_finite(sums, state.step, run.output_dir, state.checkpoint, state.checkpoint_step, run.main,
+                         run.params, run.dtype)
+
+
+def _log(run, state, lr, bar, on_log):
+    """Close the log window: its record, all processes together, appended to log.jsonl by the main process."""
+    now = time.perf_counter()
+    record, state.tokens_seen = log_record(state.window, run.accelerator, run.settings, state.step,
+                                           round(state.step / run.plan.steps_per_epoch, 4), lr, state.tokens_seen,
+                                           round(now - state.started, 3), now)
+    if run.scaler.is_enabled():
+        record["grad_scale"] = run.scaler.get_scale()
+    state.window, state.last_record = LogWindow.empty(run.accelerator.device, now), record
+    if run.main:
+        with open(run.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if on_log is not None:
+            on_log(record)
+
+
+def _evaluate_heldout(run, state, evaluate):
+    """Evaluate (main process) into heldout.jsonl, and return the seconds it took: they are left out of the
+    training's time."""
+    began = time.perf_counter()
+    if run.main:
+        record = dict(step=state.step, tokens=state.tokens_seen, **evaluate(run.student))
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        with open(run.heldout_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    run.accelerator.wait_for_everyone()
+    return time.perf_counter() - began
+
+
+def _checkpoint_state(run, state, window=None):
+    return dict(step=state.step, tokens=state.tokens_seen, elapsed_s=state.elapsed, run=run.order,
+                params=trajectory_params(run.params), segments=state.segments, optimizer=run.optimizer.state_dict(),
+                scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), window=window)
+
+
+def _checkpoint(run, state):
+    """A checkpoint of this step (main process), every process waiting for it."""
+    state.elapsed = time.perf_counter() - state.started
+    if run.main:
+        state.checkpoint = save_checkpoint(run.output_dir, run.student, run.tokenizer, _checkpoint_state(run, state))
+    state.checkpoint_step = state.step
+    run.accelerator.wait_for_everyone()
+
+
+def _checkpoint_interrupted(run, state):
+    """On KeyboardInterrupt (SIGTERM and SIGHUP too, lib.checkpoints): a checkpoint of the last completed
+    optimizer step, unless there is one; no barrier, other processes may already be gone."""
+    if not run.main or state.step == state.checkpoint_step:
+        return
+    world = run.accelerator.num_processes
+    with signals_deferred("the interrupted run's checkpoint is written"):
+        state.elapsed = time.perf_counter() - state.started
+        if world == 1:  # the unlogged steps' sums, so the resumed log equals an uninterrupted one
+            saved_window = state.window.saved(time.perf_counter())
+        else:  # other processes' sums are out of reach without a barrier: their tokens are estimated
+            saved_window, state.tokens_seen = None, state.tokens_seen + int(state.window.tokens) * world
+        slot = save_checkpoint(run.output_dir, run.student, run.tokenizer, _checkpoint_state(run, state, saved_window))
+    print(f"interrupted: checkpoint of step {state.step} written to {slot}; run again to resume")
+
+
+def _summary(run, state, evaluate):
+    """What ``distill`` returns: the run's counts, its log and held-out curve, its final losses and folders."""
+    plan, log = run.plan, read_log(run.log_path)
+    last = log[-1] if log else (state.last_record or {})
+    return dict(steps=state.step, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
+                warmup_steps=plan.warmup_steps, epochs=state.step / plan.steps_per_epoch, tokens=state.tokens_seen,
+                wall_time_s=state.elapsed, tokens_per_s=state.tokens_seen / state.elapsed if state.elapsed else None,
+                resumed_from=state.resumed_from, precision=str(run.dtype).replace("torch.", ""),
+                world_size=run.accelerator.num_processes,
+                final={k: last[k] for k in losses.log_fields() if k in last}, log=log,
+                heldout_curve=read_log(run.heldout_path) if evaluate is not None else [],
+                log_path=str(run.log_path), checkpoint=str(state.checkpoint) if state.checkpoint else None,
+                segments=state.segments, output_dir=str(run.output_dir))
+
+
+def _distill(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress, on_log,
+             evaluate):
+    """The loop (nanoGPT's shape, the authors' prepare_batch / step / optimize inside train_step and
+    optimizer_step): every optimizer step is seeded, trained, checked for NaN, applied and counted; then logged,
+    evaluated and checkpointed when due."""
+    run = _prepare(accelerator, teacher, student, dataset, params, output_dir, tokenizer, token_probs, progress)
+    state = _start(run)
+    total = run.plan.total_steps
+    bar = tqdm(total=total, initial=state.step, desc="distill", disable=not (progress and run.main), dynamic_ncols=True)
+    state.started = time.perf_counter() - state.elapsed
     try:
-        if main:
-            if resumed_from is None:
-                clear_checkpoints(output_dir)  # starting over: older checkpoints here no longer count
-            kept = [r for r in read_log(log_path) if r["step"] <= step] if resumed_from is not None else []
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            kept = [r for r in read_log(heldout_path) if r["step"] <= step] if resumed_from is not None else []
-            heldout_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        accelerator.wait_for_everyone()
-        if evaluate is not None and params.eval_every and resumed_from is None:
-            started += evaluate_heldout()  # the learning curve's first point: the student as initialised
-        while step < total_steps:
-            epoch, step_in_epoch = divmod(step, steps_per_epoch)
-            batches = epoch_batches(epoch)[step_in_epoch * accum:steps_per_epoch * accum]
-            loader = iter(DataLoader(dataset, batch_sampler=batches,
-                                     collate_fn=partial(collate, pad_token_id=student.config.pad_token_id)))
-            for _ in range(steps_per_epoch - step_in_epoch):
-                if step >= total_steps:
-                    break
-                seed = _step_seed(params.seed, step, rank)
-                torch.manual_seed(seed)  # dropout
-                generator = torch.Generator().manual_seed(seed + 1)  # masking
-                micro_batches = [next(loader) for _ in range(accum)]
-                sums, tokens, positions = train_step(micro_batches, teacher, model, masking, weights, layers, dtype,
-                                                     scaler, accelerator, generator)
-                bad = (~torch.isfinite(sums)).any().float()
-                if world > 1:
-                    bad = accelerator.reduce(bad, "sum")  # every process stops together
-                if bad.item() > 0:
-                    _stop_non_finite(sums, step, output_dir, last_checkpoint, last_checkpoint_step, main, params, dtype)
-                grad_norm, lr = optimizer_step(optimizer, scheduler, scaler, model.parameters(), params.max_grad_norm)
-                step += 1
-                window.add(sums, grad_norm, tokens, positions)  # only whole steps: an interrupt may cut one short
-                bar.update(1)
+        _start_logs(run, state)
+        if evaluate is not None and params.eval_every and state.resumed_from is None:
+            # the learning curve's first point: the student as initialised
+            state.pause(_evaluate_heldout(run, state, evaluate))
+        for micro_batches in _step_batches(run, state.step):
+            generator = _seed_step(run, state.step)
+            sums, tokens, positions = train_step(micro_batches, teacher, run.model, run.masking, run.settings,
+                                                 run.layers, run.dtype, run.scaler, accelerator, generator)
+            _check_finite(run, state, sums)
+            grad_norm, lr = optimizer_step(run.optimizer, run.scheduler, run.scaler, run.model.parameters(),
+                                           params.max_grad_norm)
+            state.step += 1
+            state.window.add(sums, grad_norm, tokens, positions)  # only whole steps: an interrupt may cut one short
+            bar.update(1)
 
-                eval_due = evaluate is not None and (step == total_steps or
-                                                     (params.eval_every and step % params.eval_every == 0))
-                if (step % params.log_every == 0 or step % params.checkpoint_every == 0 or step == total_steps
-                        or eval_due):  # an evaluation needs the tokens seen up to its step
-                    now = time.perf_counter()
-                    record, tokens_seen = log_record(window, accelerator, weights, step,
-                                                     round(step / steps_per_epoch, 4), lr, tokens_seen,
-                                                     round(now - started, 3), now)
-                    if use_scaler:
-                        record["grad_scale"] = scaler.get_scale()
-                    window = LogWindow.empty(device, now)
-                    last_record = record
-                    if main:
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                        if on_log is not None:
-                            on_log(record)
-                if eval_due:
-                    spent = evaluate_heldout()
-                    started += spent
-                    window.started += spent
-
-                if step % params.checkpoint_every == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - started
-                    if main:
-                        last_checkpoint = save_checkpoint(output_dir, student, tokenizer, checkpoint_state())
-                    last_checkpoint_step = step
-                    accelerator.wait_for_everyone()
-        elapsed = time.perf_counter() - started
-        if main:
-            save_model(student, output_dir, tokenizer)  # output_dir itself is the model directory
+            step = state.step
+            eval_due = evaluate is not None and (step == total or (params.eval_every and step % params.eval_every == 0))
+            checkpoint_due = step % params.checkpoint_every == 0 or step == total
+            if step % params.log_every == 0 or checkpoint_due or eval_due:  # an evaluation needs the tokens seen
+                _log(run, state, lr, bar, on_log)
+            if eval_due:
+                state.pause(_evaluate_heldout(run, state, evaluate))
+            if checkpoint_due:
+                _checkpoint(run, state)
+        state.elapsed = time.perf_counter() - state.started
+        if run.main:
+            save_model(run.student, output_dir, tokenizer)  # output_dir itself is the model directory
         accelerator.wait_for_everyone()
     except KeyboardInterrupt:
-        # the state of the last completed optimizer step; no barrier: other processes may already be gone
-        if main and step != last_checkpoint_step:
-            with signals_deferred("the interrupted run's checkpoint is written"):
-                elapsed = time.perf_counter() - started
-                if world == 1:  # the unlogged steps' sums, so the resumed log equals an uninterrupted one
-                    saved_window = window.saved(time.perf_counter())
-                else:  # other processes' sums are out of reach without a barrier: their tokens are estimated
-                    saved_window, tokens_seen = None, tokens_seen + int(window.tokens) * world
-                slot = save_checkpoint(output_dir, student, tokenizer, checkpoint_state(saved_window))
-            print(f"interrupted: checkpoint of step {step} written to {slot}; run again to resume")
+        _checkpoint_interrupted(run, state)
         raise
     finally:
         bar.close()
-
-    log = read_log(log_path)
-    last_record = log[-1] if log else (last_record or {})
-    return dict(steps=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_steps=plan.warmup_steps,
-                epochs=step / steps_per_epoch, tokens=tokens_seen, wall_time_s=elapsed,
-                tokens_per_s=tokens_seen / elapsed if elapsed else None, resumed_from=resumed_from,
-                precision=str(dtype).replace("torch.", ""), world_size=world,
-                final={k: last_record[k] for k in LOSS_TERMS if k in last_record}, log=log,
-                heldout_curve=read_log(heldout_path) if evaluate is not None else [],
-                log_path=str(log_path), checkpoint=str(last_checkpoint) if last_checkpoint else None,
-                segments=segments, output_dir=str(output_dir))
+    return _summary(run, state, evaluate)
 
 
 def weights_digest(model):

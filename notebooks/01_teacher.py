@@ -21,25 +21,10 @@
 # directory for stage 2. The work is done by `lib.teacher`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/01_teacher.yaml. Each comment is the parameter's help
-# (lib/config.py, `python -m lib.pipeline --help`).
-profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
-mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
-seed = None  # random seed (56: the authors')
-run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
-results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
-teacher = None  # masked-LM teacher (BERT architecture): hub id or path
-corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
-max_length = None  # tokens per sequence (longer text is cut into chunks)
-heldout_fraction = None  # share of corpus sequences kept aside for the masked-LM check
-eval_sequences = None  # held-out sequences for masked-token accuracy and perplexity
-adapt_mlm = None  # train the MLM head: auto (only when the checkpoint has none), always, never
-adapt_steps = None  # optimizer steps of the MLM-head adaptation
-adapt_top_layers = None  # top teacher layers trained along with the MLM head
-adapt_learning_rate = None  # learning rate of the MLM-head adaptation
-batch_size = None  # sequences per batch (adaptation and evaluation)
-precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
-_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
+# Stage parameters, lib.config.TeacherParams: set any here as `name = value`, e.g. `seed = 7`; one left out,
+# or None, takes params/<profile>/01_teacher.yaml's value (`python -m lib.pipeline --help` lists them all). The
+# Colab copy and the executed notebooks list every parameter here with its help (lib.pipeline.read_notebook).
+profile = "smoke"
 
 # %% tags=["hide-cell"]
 # Setup: put this project on sys.path, found by its lib/colab.py (a bare `lib` folder is not enough: Colab's parent
@@ -51,21 +36,20 @@ sys.path[:0] = [d for d in (os.getcwd(), os.path.dirname(os.getcwd())) if os.pat
 # %%
 import lib  # noqa: E402  (No module named 'lib': run from the project, or open the Colab link)
 import lib.teacher  # noqa: E402  (as lib.teacher: the parameter `teacher` keeps its name)
-from lib import config, models  # noqa: E402
+from lib import models  # noqa: E402
 
 params = lib.notebook_setup("teacher", globals())  # the parameters cell over the profile's file
-config.as_dict(params)
 
 # %% [markdown]
 # ## The teacher, checked and adapted
-# `lib.teacher.prepare_teacher` loads the teacher and its tokenizer (both ids resolve against the offline mirror
+# `lib.teacher.run` (stage 1's run function) loads the teacher and its tokenizer (both ids resolve against the offline mirror
 # when one is configured, `lib.hub`), tokenizes the corpus and keeps `heldout_fraction` of it aside. It measures
 # masked-token accuracy and perplexity on the held-out sequences, trains the masked-LM head when `adapt_mlm` asks
 # for it (`auto`: only when the checkpoint has none), measures again, saves the teacher to `run_dir/teacher` for
-# stage 2 and writes `results/<profile>/teacher.json`.
+# stage 2 with its model card (`README.md`) and writes `results/<profile>/teacher.json`.
 
 # %%
-prepared = lib.teacher.prepare_teacher(params)
+prepared = lib.run_stage(params)  # lib.teacher.run, through lib.config.STAGES
 model = prepared.teacher
 print(f"teacher {params.teacher}: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
       f"{models.count_parameters(model) / 1e6:.1f}M parameters, "

@@ -21,57 +21,13 @@
 #
 # with the released weights 5 / 2 / 1 and $T = 2$ (`lib.losses`). Masking is dynamic, 15 % of tokens with
 # frequency smoothing (`lib.data`); training is resumable from checkpoints in `run_dir` (`lib.training`,
-# `lib.checkpoints`). The stage itself is `lib.distill.run_stage`; this notebook narrates and shows.
+# `lib.checkpoints`). The stage itself is `lib.distill.run`; this notebook narrates and shows.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/02_distill.yaml. Each comment is the parameter's help
-# (lib/config.py, `python -m lib.pipeline --help`).
-profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
-mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
-seed = None  # random seed (56: the authors')
-run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
-results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
-run_name = None  # the student is saved to <run_dir>/<run_name> (ablations use their own names)
-teacher = None  # the teacher: hub id or path ({run_dir}/teacher: stage 1's)
-student_layers = None  # teacher layers copied into the student; None: spread evenly
-n_student_layers = None  # student depth; None: half the teacher's layers
-random_init = None  # ablation: a random student (drawn from seed) instead of teacher layers
-corpus = None  # text sources: [{id, name?, split, column}] (datasets) or [{path}] (text files)
-max_length = None  # tokens per sequence (longer text is cut into chunks)
-min_length = None  # shorter sequences are dropped (the release drops <= 11 tokens)
-alpha_ce = None  # weight of the distillation loss (KL on temperature-softened outputs)
-alpha_mlm = None  # weight of the masked-LM loss
-alpha_cos = None  # weight of the cosine loss between hidden states
-alpha_mse = None  # extension: weight of an MSE loss on the logits
-temperature = None  # softmax temperature of the distillation loss
-restrict_ce_to_mask = None  # distillation loss on masked positions only (off in the release)
-cos_layers = None  # cosine loss on the last hidden layer, or all: every mapped layer (extension)
-mlm_mask_prop = None  # share of tokens that are prediction targets
-word_mask = None  # share of targets replaced by [MASK]
-word_keep = None  # share of targets kept unchanged
-word_rand = None  # share of targets replaced by a random token
-mlm_smoothing = None  # targets drawn with probability ~ max(count, 1) ** -mlm_smoothing
-learning_rate = None  # AdamW peak learning rate
-adam_betas = None  # AdamW betas
-adam_epsilon = None  # AdamW epsilon
-weight_decay = None  # AdamW weight decay (never on biases and LayerNorms)
-warmup_prop = None  # share of the steps with linear warmup, then linear decay
-n_epoch = None  # passes over the corpus
-max_steps = None  # optimizer steps; None: n_epoch passes over the corpus
-batch_size = None  # sequences per micro-batch per device
-gradient_accumulation_steps = None  # micro-batches per optimizer step per device
-effective_batch_size = None  # sequences per optimizer step, all devices (accumulation adapts)
-max_grad_norm = None  # gradient clipping norm
-precision = None  # auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16
-checkpoint_every = None  # optimizer steps between checkpoints
-resume = None  # continue from the last checkpoint in run_dir/<run_name> when there is one
-resume_with_changes = None  # allow a resume with other lr, loss weights, ... (recorded per segment)
-log_every = None  # optimizer steps between log records
-heldout_sequences = None  # sequences held out of training for masked-token accuracy and KL to the teacher; 0: none
-eval_every = None  # optimizer steps between held-out evaluations (the learning curve); 0: at the end only
-undistilled_name = None  # also save the student as initialised (never distilled) to run_dir/<name>
-ablations = None  # run_name -> {parameter: value}, e.g. {no-ce: {alpha_ce: 0}}: one run each
-_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
+# Stage parameters, lib.config.DistillParams: set any here as `name = value`, e.g. `seed = 7`; one left out,
+# or None, takes params/<profile>/02_distill.yaml's value (`python -m lib.pipeline --help` lists them all). The
+# Colab copy and the executed notebooks list every parameter here with its help (lib.pipeline.read_notebook).
+profile = "smoke"
 
 # %% tags=["hide-cell"]
 # Setup: put this project on sys.path, found by its lib/colab.py (a bare `lib` folder is not enough: Colab's parent
@@ -85,14 +41,13 @@ import pandas as pd  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 import lib  # noqa: E402  (No module named 'lib': run from the project, or open the Colab link)
-from lib import config, distill, models, plots, training  # noqa: E402
+from lib import models, plots, training  # noqa: E402
 
 params = lib.notebook_setup("distill", globals())  # the parameters cell over the profile's file
-config.as_dict(params)
 
 # %% [markdown]
 # ## Run the stage
-# `lib.distill.run_stage` does the whole stage, the same function `python -m lib.distill` and `torchrun -m
+# `lib.distill.run` does the whole stage, the same function `python -m lib.distill` and `torchrun -m
 # lib.distill` call: it tokenizes the corpus once into memory-mapped Arrow, builds the student, saves it as the
 # undistilled baseline (`undistilled_name`), distils it into `run_dir/<run_name>` and writes
 # `results/<profile>/distill-<run_name>.json`, then runs each ablation the same way.
@@ -104,7 +59,7 @@ config.as_dict(params)
 # values hold from the checkpoint's step on and the results record each segment.
 
 # %%
-stage = distill.run_stage(params)
+stage = lib.run_stage(params)  # lib.distill.run, through lib.config.STAGES
 summary = stage.runs[params.run_name]
 {k: v for k, v in summary.items() if k != "log"}
 

@@ -20,28 +20,10 @@
 # by example, so both see the same machine state; the tokenizer is timed separately.
 
 # %% tags=["parameters", "hide-cell"]
-# None = the value from params/<profile>/05_latency.yaml. Each comment is the parameter's help
-# (lib/config.py, `python -m lib.pipeline --help`).
-profile = "smoke"  # named parameter set, params/<profile>/: smoke, cpu, t4 (a Colab GPU), paper
-mirror = None  # local hub mirror folder (else $DISTILBERT_MIRROR, else the hub)
-seed = None  # random seed (56: the authors')
-run_dir = None  # checkpoints and models (big, not committed); default runs/<profile>, on Colab Drive
-results_dir = None  # small JSON results with provenance; default results/<profile>, on Colab Drive
-models = None  # label -> model id or path (config-only ids are timed with random weights)
-sentences_dataset = None  # dataset of the timed sentences (the paper: STS-B dev)
-sentences_task = None  # its GLUE task
-max_examples = None  # sentence pairs timed; None: the whole dev set
-batch_size = None  # sentences per forward pass
-num_threads = None  # torch threads; 0: torch's default
-warmup = None  # untimed calls per model first
-repeats = None  # timed passes over the sentences (pass totals and per-example medians)
-seq_lengths = None  # sweep: sequence lengths
-batch_sizes = None  # sweep: batch sizes
-sweep_max_tokens = None  # skip sweep points with batch_size * seq_len above this
-precisions = None  # sweep precisions; fp16, bf16 on GPU only (bf16: capability >= 8)
-quantize = None  # also time the student with int8 dynamic quantization of its Linear layers
-device = None  # cpu or cuda
-_project_commit = None  # lib.pipeline: this run's commit (the book links it); the Colab copy: the commit it clones
+# Stage parameters, lib.config.LatencyParams: set any here as `name = value`, e.g. `seed = 7`; one left out,
+# or None, takes params/<profile>/05_latency.yaml's value (`python -m lib.pipeline --help` lists them all). The
+# Colab copy and the executed notebooks list every parameter here with its help (lib.pipeline.read_notebook).
+profile = "smoke"
 
 # %% tags=["hide-cell"]
 # Setup: put this project on sys.path, found by its lib/colab.py (a bare `lib` folder is not enough: Colab's parent
@@ -54,13 +36,12 @@ sys.path[:0] = [d for d in (os.getcwd(), os.path.dirname(os.getcwd())) if os.pat
 import pandas as pd  # noqa: E402
 
 import lib  # noqa: E402  (No module named 'lib': run from the project, or open the Colab link)
-from lib import config, latency, plots  # noqa: E402
+from lib import latency, plots  # noqa: E402
 
 params = lib.notebook_setup("latency", globals())  # the parameters cell over the profile's file
-config.as_dict(params)
 
 # %%
-record = latency.run_stage(params)  # times the models, writes results/<profile>/latency.json
+record = lib.run_stage(params)  # lib.latency.run: times the models, writes results/<profile>/latency.json
 pd.DataFrame(record.table3)
 
 # %%

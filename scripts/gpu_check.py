@@ -34,7 +34,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer  # noqa: E402
 
-from lib import latency, models, training  # noqa: E402
+from lib import latency, losses, models, training  # noqa: E402
 from lib.config import DistillParams, make_params  # noqa: E402
 from lib.data import mask_tokens, mlm_token_probs  # noqa: E402
 from lib.results import GpuCheck, provenance, write  # noqa: E402
@@ -91,13 +91,13 @@ def one_step(teacher, student, optimizer, scaler, batch_size, seq_length, dtype,
     mask = torch.ones_like(ids)
     probs = mlm_token_probs(torch.ones(vocab), 0.0, range(len(SPECIALS)))
     ids, labels = mask_tokens(ids, mask, probs, SPECIALS.index("[MASK]"), range(len(SPECIALS)), generator=generator)
-    weights = dict(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0, temperature=2.0, restrict_ce_to_mask=False)
-    losses = training.forward_losses(teacher, student, ids.to(device), mask.to(device), labels.to(device), weights,
-                                     training.make_layer_map(student, "last"), dtype)
-    scaler.scale(losses["loss"]).backward()
+    weights = losses.loss_settings()  # the released recipe: every term's default weight and options
+    terms = training.forward_losses(teacher, student, ids.to(device), mask.to(device), labels.to(device), weights,
+                                    training.make_layer_map(student, "last"), dtype)
+    scaler.scale(terms["loss"]).backward()
     training.optimizer_step(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), scaler,
                             student.parameters(), 5.0)
-    return losses["loss"].detach()
+    return terms["loss"].detach()
 
 
 # ------------------------------------------------------------------------------------------------ checks

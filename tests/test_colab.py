@@ -13,7 +13,7 @@ import yaml
 from nbclient import NotebookClient
 
 from colab_layout import edit_parameters
-from lib import REPO_ROOT, colab, config
+from lib import REPO_ROOT, colab, config, pipeline
 
 STEMS = [spec.notebook for spec in config.STAGES.values()]
 FORK = "https://github.com/alice/distil-fork"
@@ -95,7 +95,7 @@ def test_strip_script_removes_the_address_from_an_executed_notebook_and_nothing_
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_clean_notebook_is_the_source_with_the_address_filled_in(stem):
-    source = jupytext.read(REPO_ROOT / "notebooks" / f"{stem}.py")
+    source = pipeline.read_notebook(config.stage_by_notebook(stem))  # its parameters cell lists every parameter
     clean = colab.clean_notebook(stem, FORK, commit="abc123")
     nbformat.validate(clean)
     assert clean.cells[0].cell_type == "markdown" and clean.cells[0].source.startswith("# Stage")
@@ -165,7 +165,7 @@ def test_an_edited_parameters_cell_is_what_each_stage_loads(tmp_path):
         notebook.cells[last].source = "import lib.colab\n" + notebook.cells[last].source.replace(
             "lib.notebook_setup(", "lib.colab.load_notebook_params(")
         notebook.cells = notebook.cells[:last + 1] + [nbformat.v4.new_code_cell(
-            "import json\nprint('PARAMS ' + json.dumps(config.as_dict(params)))")]
+            "import json\nimport lib.config\nprint('PARAMS ' + json.dumps(lib.config.as_dict(params)))")]
         _execute(notebook, REPO_ROOT)
         printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
         loaded = json.loads(printed.split("PARAMS ", 1)[1])
@@ -198,6 +198,18 @@ SETUP_CELLS = ["import os, sys\nsys.path[:0] = []", "import lib\nparams = lib.no
 def _kernel(*cells, **values):
     """A kernel's globals after ``cells`` ran in order (``values`` what they left), ``In`` its input history."""
     return {"In": ["", *cells], "profile": "smoke", "_project_commit": None, **values}
+
+
+def test_the_tracked_notebooks_short_parameters_cell_is_found_by_its_marker():
+    # notebooks/02_distill.py opened in Jupyter as it is: its cell assigns profile, and what the user adds
+    tracked = next(c.source for c in jupytext.read(REPO_ROOT / "notebooks" / "02_distill.py").cells
+                   if "parameters" in c.metadata.get("tags", []))
+    assert "_project_commit" not in tracked and tracked.startswith(colab.PARAMETERS_MARKER)
+    edited = tracked + "\nmax_steps = 3\n"
+    namespace = {"In": ["", tracked, *SETUP_CELLS, edited, *SETUP_CELLS], "profile": "smoke", "max_stps": 3,
+                 "max_steps": 3}  # max_stps: a global that no run of the cell assigned (a user's other cell)
+    assert colab._parameters_cell_names(namespace["In"]) == {"profile", "max_steps"}
+    assert colab.load_notebook_params("distill", namespace).max_steps == 3
 
 
 def test_a_name_the_parameters_cell_no_longer_assigns_is_not_taken():

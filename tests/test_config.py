@@ -109,13 +109,36 @@ def shared_hub_or_none():
 
 @pytest.mark.parametrize("stage", list(config.STAGES))
 def test_notebook_parameters_cell_lists_exactly_the_stage_fields_with_their_help(stage):
-    source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage].notebook}.py").read_text()
-    cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
+    from lib import pipeline
+    notebook = pipeline.read_notebook(stage)  # as papermill runs it and Colab opens it (lib.colab.clean_notebook)
+    cell = next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     found = re.findall(r"^([a-z]\w*) = (.*?)  # (.*)$", cell, flags=re.M)
     expected = [(f.name, '"smoke"' if f.name == "profile" else "None", f.metadata["help"])
                 for f in dataclasses.fields(config.STAGES[stage].params)]
     assert found == expected  # the comment is the field's help (lib.config.param), word for word
     assert len(re.findall(r"^[a-z]\w* = ", cell, flags=re.M)) == len(expected)  # no line without its help
+    assert cell.splitlines()[-1].startswith("_project_commit = None  # ")  # what lib.colab finds the cell by
+
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_the_tracked_parameters_cell_is_short_and_says_how_to_set_a_parameter(stage):
+    # the list is generated from lib/config.py (lib.pipeline.read_notebook), so notebooks share no copy of it
+    source = (REPO_ROOT / "notebooks" / f"{config.STAGES[stage].notebook}.py").read_text()
+    cell = re.split(r'# %% tags=\["parameters".*\]\n', source, maxsplit=1)[1].split("\n# %%", 1)[0]
+    assert re.findall(r"^(\w+) = (.*)$", cell, flags=re.M) == [("profile", '"smoke"')]
+    assert cell.startswith("# Stage parameters") and "`name = value`" in cell and "lib.pipeline --help" in cell
+
+
+def test_the_generated_parameters_cell_keeps_the_values_and_statements_of_the_tracked_one():
+    from lib import pipeline
+    tracked = '# Stage parameters: a note\nprofile = "t4"  # mine\nmax_steps = 3\nx = 1  # kept\n'
+    cell = pipeline.parameters_cell("distill", tracked).splitlines()
+    assert cell[0] == "# Stage parameters: a note"
+    assert cell[1] == 'profile = "t4"  # ' + config.parameter_help(config.DistillParams)[0][2]
+    assert any(line.startswith("max_steps = 3  # optimizer steps") for line in cell)
+    assert cell[-2:] == ["x = 1  # kept", cell[-1]] and cell[-1].startswith("_project_commit = None")
+    given = pipeline.parameters_cell("distill", "_project_commit = 'abc'\n")
+    assert given.splitlines()[-1] == "_project_commit = 'abc'" and given.count("_project_commit") == 1
 
 
 @pytest.mark.parametrize("stage", list(config.STAGES))
@@ -224,3 +247,37 @@ def test_the_paper_profile_matches_reference_md():
     assert stated == RELEASED_RECIPE  # the table above is REFERENCE.md's
     written = config.profile_values("paper", config.DISTILL)
     assert {k: written.get(k) for k in stated} == stated
+
+
+# ------------------------------------------------------------------------------------------- one stage protocol
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_every_stage_runs_through_one_signature(stage):
+    import inspect
+    run = config.STAGES[stage].run_function()  # "module:function" in the registry, imported on use
+    assert list(inspect.signature(run).parameters) == ["params", "progress"]
+    assert inspect.signature(run).parameters["progress"].default is True
+    assert config.stage_of(config.STAGES[stage].params.__new__(config.STAGES[stage].params)) == stage
+    assert config.stage_by_notebook(config.STAGES[stage].notebook) == stage
+
+
+_RAN = []
+
+
+def _fake_run(params, progress=True):
+    _RAN.append((config.stage_of(params), params.seed, progress))
+    return "result"
+
+
+def test_the_notebooks_and_command_lines_run_a_stage_through_the_registry(monkeypatch):
+    import lib
+    from lib import pipeline, preflight
+    monkeypatch.setitem(config.STAGES, "latency", config.STAGES["latency"]._replace(run="test_config:_fake_run"))
+    monkeypatch.setattr(preflight, "check", lambda params: None)  # no models needed: the run is a stand-in
+    _RAN.clear()
+    assert lib.run_stage(config.load_params("latency", seed=3)) == "result"
+    assert pipeline.stage_main("latency", ["-p", "seed=4", "--no-progress"]) == 0
+    assert _RAN == [("latency", 3, True), ("latency", 4, False)]
+    assert pipeline.stage_main("latency", ["-p", "warmups=1"]) == 1 and len(_RAN) == 2  # refused before the run
+    with pytest.raises(config.ParameterError, match="no stage"):
+        config.stage_of(object())

@@ -110,12 +110,16 @@ def glue_params(tmp_path, glue_dir, **overrides):
 # --- specs, data, hyperparameters ---
 
 def test_task_specs():
-    assert set(T.TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "imdb", "squad"}
-    assert T.TASKS["stsb"]["regression"] and T.TASKS["stsb"]["num_labels"] == 1
-    assert T.TASKS["mnli"]["num_labels"] == 3
-    assert T.TASKS["mnli"]["eval_splits"] == ("validation_matched", "validation_mismatched")
-    assert T.TASKS["qqp"]["text"] == ("question1", "question2") and T.TASKS["qnli"]["text"] == ("question", "sentence")
-    assert T.TASKS["imdb"]["eval_splits"] == ("test",)
+    from lib import tasks
+    assert not hasattr(T, "TASKS")  # one registry: lib.tasks
+    assert set(tasks.TASKS) >= {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "imdb", "squad"}
+    assert T._spec("stsb").regression and T._spec("stsb").num_labels == 1
+    assert T._spec("mnli").num_labels == 3
+    assert T._spec("mnli").eval_splits == ("validation_matched", "validation_mismatched")
+    assert T._spec("qqp").text == ("question1", "question2") and T._spec("qnli").text == ("question", "sentence")
+    assert T._spec("imdb").eval_splits == ("test",) and T._spec("imdb").max_length_param == "imdb_max_length"
+    with pytest.raises(ParameterError, match="unknown task 'nope'"):
+        T._spec("nope")
 
 
 def test_load_task_keeps_a_fixed_subset_in_order(tmp_path, glue_dir):

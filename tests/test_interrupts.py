@@ -175,18 +175,18 @@ def test_a_busy_folder_is_refused_before_tokenizing_or_loading(tmp_path, monkeyp
     with pytest.raises(ParameterError, match="'colabvm1'.*run again then") as err:
         preflight.check(params)
     with pytest.raises(ParameterError, match="'colabvm1'") as err2:
-        distill.run_stage(params, progress=False)
+        distill.run(params, progress=False)
     assert str(err.value) == str(err2.value)
     assert not (tmp_path / "runs" / "undistilled").exists()
 
 
 def test_a_refused_resume_leaves_the_undistilled_student_as_it_was(tmp_path):
     params = smoke_distill(tmp_path, n_student_layers=2)
-    distill.run_stage(params, progress=False)
+    distill.run(params, progress=False)
     weights = tmp_path / "runs" / "undistilled" / "model.safetensors"
     before = weights.read_bytes()
     with pytest.raises(ParameterError, match="n_student_layers") as err:
-        distill.run_stage(smoke_distill(tmp_path, n_student_layers=1, resume=True), progress=False)
+        distill.run(smoke_distill(tmp_path, n_student_layers=1, resume=True), progress=False)
     assert "a resumed run cannot change" in str(err.value)
     assert weights.read_bytes() == before
     assert not list((tmp_path / "runs").rglob("run.lock"))  # released after the refusal
@@ -210,4 +210,4 @@ def test_the_glue_stage_takes_its_results_folder_lock(tmp_path, monkeypatch):
     live_lock_of_another_host(tmp_path / "results" / config.GLUE)
     monkeypatch.setattr(finetune, "run_sweep", lambda *a, **k: pytest.fail("the sweep ran beside a live lock"))
     with pytest.raises(ParameterError, match="'colabvm1'"):
-        finetune.run_stage(params, config.GLUE)
+        finetune.run(params)

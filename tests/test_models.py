@@ -217,3 +217,52 @@ def test_quantized_models_keep_their_count():
     class Exported:  # stands for lib.quantize.OrtModel: not a torch module, carries its source's count
         num_parameters = 1234
     assert models.count_parameters(Exported()) == 1234
+
+
+def test_a_saved_student_gets_a_model_card_that_changes_neither_its_weights_nor_its_fingerprint(tmp_path):
+    import hashlib
+    import types
+
+    import yaml
+    from transformers import AutoModel
+
+    from lib import config, finetune, results
+    params = config.load_params("distill", profile="smoke", run_dir=str(tmp_path), results_dir=str(tmp_path / "r"))
+    folder = models.save_model(models.build_student(tiny_teacher()), tmp_path / params.run_name, tiny_tokenizer())
+    weights = hashlib.sha1((folder / "model.safetensors").read_bytes()).hexdigest()
+    fingerprint = finetune.model_fingerprint(folder)
+    record = types.SimpleNamespace(student_parameters=123, student_layers=[0, 3], steps=40, tokens=5120,
+                                   final={"loss": 1.5, "loss_ce": 0.25}, heldout={"mlm_accuracy": 0.125},
+                                   provenance=results.provenance(params))
+    card = models.student_card(params, record)
+    assert card == folder / "README.md"
+    front, body = models.read_model_card(folder)
+    assert yaml.safe_load(card.read_text().split("---\n")[1]) == front  # the hub's front matter: YAML
+    assert front["library_name"] == "transformers" and "distilbert-reproduced" in front["tags"]
+    assert "base_model" not in front  # the smoke teacher is a folder of this run, without a card here
+    assert "| final loss_ce | 0.25 |" in body and "| mlm_accuracy | 0.125 |" in body
+    assert f"git commit: `{record.provenance['git_commit']}`" in body and "run_name: student" in body
+    assert hashlib.sha1((folder / "model.safetensors").read_bytes()).hexdigest() == weights
+    assert finetune.model_fingerprint(folder) == fingerprint  # results keyed on the model stay valid
+    assert AutoModel.from_pretrained(folder).config.model_type == "distilbert"
+
+
+def test_base_model_follows_a_local_teachers_card(tmp_path):
+    assert models.base_model_of("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
+    assert models.base_model_of(str(tmp_path / "nowhere")) is None and models.base_model_of("runs/x/teacher") is None
+    models.write_model_card(tmp_path, "a teacher", "adapted", base_model="google-bert/bert-base-uncased")
+    assert models.base_model_of(str(tmp_path)) == "google-bert/bert-base-uncased"
+
+
+def test_every_model_stage_2_saves_has_its_card(tmp_path):
+    from lib import config, distill
+    params = config.load_params("distill", profile="smoke", teacher="smoke/tiny-bert", run_dir=str(tmp_path),
+                                results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
+                                heldout_sequences=8, undistilled_name="undistilled",
+                                ablations={"random": {"random_init": True}})
+    distill.run(params, progress=False)
+    for name in ("student", "random", "undistilled"):
+        front, body = models.read_model_card(tmp_path / name)
+        assert front["base_model"] == "smoke/tiny-bert" and front["library_name"] == "transformers", name
+        assert "| mlm_accuracy |" in body and "git commit: `" in body, name  # held-out measures, provenance
+    assert "undistilled_name: undistilled" in models.read_model_card(tmp_path / "undistilled")[1]

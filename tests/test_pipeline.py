@@ -38,6 +38,36 @@ def test_the_student_is_a_loadable_model_directory(smoke_run):
     assert out.last_hidden_state.shape[-1] == model.config.dim
 
 
+def test_saved_models_are_hub_native_with_a_model_card(smoke_run):
+    import yaml
+    from transformers import AutoModel
+
+    from lib import finetune, models
+    tmp, _ = smoke_run
+    commit = json.loads((tmp / "results" / "teacher.json").read_text())["provenance"]["git_commit"]
+    teacher, _ = models.read_model_card(tmp / "runs" / "teacher")
+    assert teacher["base_model"] == "smoke/tiny-bert" and teacher["pipeline_tag"] == "fill-mask"
+    record = json.loads((tmp / "results" / "distill-student.json").read_text())
+    card = (tmp / "runs" / "student" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "transformers" and front["base_model"] == "smoke/tiny-bert"  # via stage 1's
+    assert f"`{record['provenance']['git_commit']}`" in card and commit in card
+    assert "| final loss |" in card and "| mlm_accuracy |" in card  # its losses and held-out measures
+    # the card is no weights, config or tokenizer file: the weights' digest and the fine-tuning key are unchanged
+    assert finetune.model_fingerprint(tmp / "runs" / "student") == json.loads(next(
+        (tmp / "results" / "glue" / "student").glob("*.json")).read_text())["run_key"]["model"]
+    assert AutoModel.from_pretrained(tmp / "runs" / "student").config.model_type == "distilbert"
+
+
+def test_executed_notebooks_list_every_parameter_with_its_help(smoke_run):
+    import nbformat
+    _, outputs = smoke_run
+    for output, stage in zip(outputs, config.STAGES.values()):
+        cell = next(c for c in nbformat.read(output, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        for name, _, help in config.parameter_help(stage.params):
+            assert f"{name} = " in cell.source and f"  # {help}" in cell.source, (output.name, name)
+
+
 def test_a_failing_stage_is_named(tmp_path):
     with pytest.raises(pipeline.StageFailed) as err:
         pipeline.run_stage("teacher", "smoke", {"teacher": "acme/no-such-model", "run_dir": str(tmp_path)},

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from lib import smoke
+from lib import smoke, tasks
 
 
 def test_generation_is_deterministic():
@@ -11,24 +11,34 @@ def test_generation_is_deterministic():
     assert smoke.corpus_text(random.Random(3), 5) != smoke.corpus_text(random.Random(4), 5)
 
 
-@pytest.mark.parametrize("task", list(smoke.GLUE_LAYOUT))
-def test_rows_have_the_glue_columns_and_valid_labels(task):
+@pytest.mark.parametrize("task", [t for t in tasks.BUILTIN if tasks.TASKS[t].head != tasks.QA])
+def test_rows_have_the_tasks_columns_and_valid_labels(task):
+    spec = tasks.TASKS[task]  # each task's own generator (lib.tasks: Task.smoke.row)
     rng = random.Random(0)
-    columns, labels, _ = smoke.GLUE_LAYOUT[task]
-    rows = [smoke.glue_row(task, rng) for _ in range(200)]
+    rows = [spec.smoke.row(rng, i) for i in range(200)]
     for row in rows:
-        assert set(row) == set(columns) | {"label"}
+        assert set(row) == set(spec.text) | {"label"}
     values = {row["label"] for row in rows}
-    if labels is None:
+    if spec.regression:
         assert all(0 <= v <= 5 for v in values) and len(values) > 2
     else:
-        assert values == set(range(len(labels)))  # every class occurs
+        assert values == set(range(spec.num_labels))  # every class occurs
+
+
+def test_smoke_splits_follow_the_spec(tmp_path):
+    root = tmp_path / "hub"
+    smoke.build_datasets(root)
+    for task in tasks.TASKS.values():
+        folder = root / task.smoke.dataset / (task.config or "")
+        assert sorted(p.name.split("-")[0] for p in folder.glob("*.parquet")) == sorted(task.smoke.sizes)
+    card = (root / "smoke/glue/README.md").read_text()
+    assert all(f"config_name: {name}" in card for name in tasks.BUILTIN[:9])
 
 
 def test_sst2_label_follows_the_adjective():
     rng = random.Random(0)
     for _ in range(100):
-        row = smoke.glue_row("sst2", rng)
+        row = smoke.sst2_row(rng)
         words = set(row["sentence"].split())
         assert bool(words & set(smoke.POSITIVE)) == bool(row["label"])
 

@@ -1,5 +1,5 @@
 """lib.teacher: loading (MLM head present or not), masked-LM evaluation, MLM-head adaptation, the adapt decision
-and stage 1 (prepare_teacher, write_teacher_logits) on the smoke world. Tiny models, CPU, one thread."""
+and stage 1 (run, write_teacher_logits) on the smoke world. Tiny models, CPU, one thread."""
 import json
 import math
 
@@ -11,7 +11,7 @@ from transformers import BertModel
 from lib import config, data, hub, models, results, training
 from lib import teacher as teacher_module
 from lib.config import ParameterError
-from lib.teacher import (evaluate_mlm, load_teacher, needs_adaptation, prepare_teacher, train_mlm_head,
+from lib.teacher import (evaluate_mlm, load_teacher, needs_adaptation, run, train_mlm_head,
                          write_teacher_logits)
 from test_models import tiny_teacher
 from test_training import one_thread, setup, state, tiny_setup  # noqa: F401  (fixtures: one thread, tiny world)
@@ -115,7 +115,7 @@ def smoke_params(tmp_path, **overrides):
 
 def test_prepare_teacher_adapts_saves_and_writes_its_result(tmp_path):
     params = smoke_params(tmp_path, adapt_mlm="always", adapt_steps=3)
-    prepared = prepare_teacher(params, progress=False)
+    prepared = run(params, progress=False)
     assert prepared.adapted and [r["step"] for r in prepared.loss_log] == [3]  # the adaptation's loss log
     assert prepared.mlm_after != prepared.mlm_before and len(prepared.heldout) == 8
     record = results.load(params.results_dir, config.TEACHER)
@@ -146,7 +146,7 @@ def test_prepare_teacher_adapts_saves_and_writes_its_result(tmp_path):
 
 def test_prepare_teacher_never_adapts_with_never(tmp_path):
     params = smoke_params(tmp_path, adapt_mlm="never")
-    prepared = prepare_teacher(params, progress=False)
+    prepared = run(params, progress=False)
     original, _ = load_teacher(hub.resolve(params.teacher, params.mirror))
     assert not prepared.adapted and prepared.loss_log == [] and prepared.mlm_after == prepared.mlm_before
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in prepared.teacher.state_dict().items())

@@ -356,7 +356,7 @@ def test_run_stage_builds_the_student_once_and_saves_its_initialisation(tmp_path
     params = load_params(config.DISTILL, profile="smoke", teacher="smoke/tiny-bert", run_dir=str(tmp_path / "runs"),
                          results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
                          undistilled_name="undistilled", ablations={"random": {"random_init": True}})
-    stage = distill.run_stage(params, progress=False)
+    stage = distill.run(params, progress=False)
     assert list(stage.runs) == ["student", "random"] and stage.undistilled_dir == tmp_path / "runs" / "undistilled"
     initial = distill.build_student(params, stage.teacher)
     saved = AutoModelForMaskedLM.from_pretrained(stage.undistilled_dir)
@@ -409,7 +409,7 @@ def test_run_stage_measures_every_run_and_the_references_on_the_same_heldout_set
                          results_dir=str(tmp_path / "results"), max_steps=2, checkpoint_every=2, log_every=1,
                          heldout_sequences=8, eval_every=1, undistilled_name="undistilled",
                          ablations={"mlm-only": {"alpha_ce": 0.0, "alpha_cos": 0.0}})
-    stage = distill.run_stage(params, progress=False)
+    stage = distill.run(params, progress=False)
     main = results.read(tmp_path / "results" / "distill-student.json")
     mlm_only = results.read(tmp_path / "results" / "distill-mlm-only.json")
     assert len(stage.heldout) == 8 and main.heldout == main.heldout_curve[-1]
