@@ -17,13 +17,14 @@ by batch -- and its logits travel with the features as ``teacher_*`` columns.
 Over 400 lines because GLUE, IMDb and SQuAD share one Trainer set-up, one run_key and one sweep, and SQuAD's
 windowing and answer post-processing belong with its fine-tuning.
 """
+import contextlib
 import hashlib
 import inspect
 import json
 import math
 import re
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,45 @@ def _head_tail(tokenizer, text, max_length):
     return text[:offsets[head - 1][1]] + " " + text[offsets[len(offsets) - tail][0]:]
 
 
+# --- tokenize once per (task, tokenizer): reused across seeds and models that share a tokenizer ---
+
+_ENCODED = OrderedDict()  # key -> tokenized DatasetDict, most recently used last
+ENCODED_CACHE_SIZE = 8  # a sweep runs task by task, so a few entries hold every hit
+
+
+def tokenizer_fingerprint(tokenizer):
+    """sha256 (16 hex digits) of what decides how ``tokenizer`` reads text: its fast tokenizer's serialised
+    pipeline (vocabulary, normaliser, pre-tokeniser, special-token template) and the settings outside it. Two
+    model folders with the same tokenizer files (a teacher and its students) get the same value. None for a
+    tokenizer without a serialised form: such a tokenizer is never cached."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    outside = [type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side,
+               tokenizer.model_max_length, sorted(tokenizer.all_special_tokens)]
+    digest = hashlib.sha256(backend.to_str().encode())
+    digest.update(json.dumps(outside, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_encoding(kind, data, tokenizer, settings, encode):
+    """``encode()`` (tokenized splits of ``data``) computed once per process for the same rows (data_fingerprint),
+    tokenizer (tokenizer_fingerprint), ``kind`` (the task, or SQuAD's train/dev windows) and ``settings``
+    (max_length, truncation, stride, ...); later calls reuse it. Every seed and every model sharing a tokenizer
+    then skips tokenizing, the largest part of a run's fixed cost. Reuse is safe: callers only derive new datasets
+    from it (select_columns, add_column), never change it."""
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint is None:
+        return encode()
+    key = (kind, data_fingerprint(data), fingerprint, json.dumps(settings, sort_keys=True, default=str))
+    if key not in _ENCODED:
+        _ENCODED[key] = encode()
+        while len(_ENCODED) > ENCODED_CACHE_SIZE:
+            _ENCODED.popitem(last=False)
+    _ENCODED.move_to_end(key)
+    return _ENCODED[key]
+
+
 def finetune_classification(model_path, task, seed, params, output_dir, teacher_path=None, save_dir=None):
     """Fine-tune ``model_path`` on a GLUE task or IMDb with one seed; evaluate on the dev/test split(s).
 
@@ -296,7 +336,8 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     tokenizer = load_tokenizer(model_path, params.mirror)
     max_length = getattr(params, spec.max_length_param)
     truncation = getattr(params, spec.truncation_param) if spec.truncation_param else "head"
-    encoded = encode_classification(data, task, tokenizer, max_length, truncation)
+    encoded = cached_encoding(task, data, tokenizer, {"max_length": max_length, "truncation": truncation},
+                              lambda: encode_classification(data, task, tokenizer, max_length, truncation))
 
     transformers.set_seed(seed)  # the new classification head's initialisation depends on the seed
     head = head_config(task, data["train"])
@@ -314,7 +355,10 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
         del teacher
     train = train.select_columns(inputs + ["labels"] + (["teacher_logits"] if distill else []))
 
-    trainer = _make_trainer(model, _training_args(output_dir, seed, hp, params), train, collator, tokenizer, distill)
+    grouped = group_by_length(params)
+    sampling = {"train_sampling_strategy": "group_by_length"} if grouped else {}
+    trainer = _make_trainer(model, _training_args(output_dir, seed, hp, params, **sampling), train, collator,
+                            tokenizer, distill)
     started = time.time()
     train_out = trainer.train()
     train_seconds = time.time() - started
@@ -334,9 +378,18 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     if save_dir is not None:
         trainer.save_model(str(save_dir))
     result = _result(task, model_path, seed, teacher_path, result_metrics, by_split, summaries, len(train),
-                     train_out, train_seconds, hp, params, max_length=max_length, truncation=truncation)
+                     train_out, train_seconds, hp, params, max_length=max_length, truncation=truncation,
+                     **({"group_by_length": True} if grouped else {}))
     first = summaries[primary]  # the split whose score is the task's
     return {**result, "single_class": first["single_class"], "majority_rate": first.get("majority_rate")}
+
+
+def group_by_length(params):
+    """Whether classification batches are drawn length-grouped (the Trainer's LengthGroupedSampler: rows of similar
+    length share a batch, so dynamic padding pads less: SST-2 on MiniLM went from 62 % to 12 % padding and 1.7x the
+    tokens/s, benchmarks/finetune_throughput.py). Off unless ``params`` has group_by_length set: it changes which rows share a
+    batch and so the result, which must stay the same for the same inputs by default. It is in the run_key when set."""
+    return bool(getattr(params, "group_by_length", False))
 
 
 def head_config(task, train):
@@ -469,6 +522,15 @@ def squad_postprocess(examples, features, start_logits, end_logits, n_best=20, m
     return predictions
 
 
+def squad_windows(data, window):
+    """(train windows with answer positions, dev windows with example ids and offsets) of a SQuAD DatasetDict."""
+    train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
+                              remove_columns=data["train"].column_names, desc="squad train windows")
+    dev = data["validation"].map(squad_features, batched=True, fn_kwargs=dict(training=False, **window),
+                                 remove_columns=data["validation"].column_names, desc="squad dev windows")
+    return train, dev
+
+
 def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save_dir=None, task=tasks.SQUAD):
     """Fine-tune ``model_path`` on SQuAD 1.1 (or another extractive QA ``task`` in its schema) with one seed;
     EM/F1 on the dev set (its metric module: official v1.1 scoring).
@@ -483,10 +545,8 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     data = load_task(task, params)
     tokenizer = load_tokenizer(model_path, params.mirror)
     window = dict(tokenizer=tokenizer, max_length=params.squad_max_length, doc_stride=params.doc_stride)
-    train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
-                              remove_columns=data["train"].column_names, desc="squad train windows")
-    dev = data["validation"].map(squad_features, batched=True, fn_kwargs=dict(training=False, **window),
-                                 remove_columns=data["validation"].column_names, desc="squad dev windows")
+    settings = {"max_length": params.squad_max_length, "doc_stride": params.doc_stride}
+    train, dev = cached_encoding(task, data, tokenizer, settings, lambda: squad_windows(data, window))
     transformers.set_seed(seed)
     model = hub.from_pretrained(AutoModelForQuestionAnswering, model_path, mirror=params.mirror)
     models.set_torch_threads(model)  # one thread for tiny models: robust on a busy machine
@@ -519,7 +579,8 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     result = _result(task, model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
                      len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
                      doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
-    return {**result, "single_class": None, "majority_rate": None}  # spans, not classes
+    # answers: {question id: text}, the official script's input; _write_run saves it as the predictions_file
+    return {**result, "single_class": None, "majority_rate": None, "answers": answers}  # spans, not classes
 
 
 # --- sweeps ---
@@ -542,9 +603,38 @@ def _distills(task, params):
 
 
 def _finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_dir=None):
-    if _is_qa(task):
-        return finetune_squad(model_path, seed, params, work_dir, teacher_path, save_dir, task=task)
-    return finetune_classification(model_path, task, seed, params, work_dir, teacher_path, save_dir)
+    with young_heap():
+        if _is_qa(task):
+            return finetune_squad(model_path, seed, params, work_dir, teacher_path, save_dir, task=task)
+        return finetune_classification(model_path, task, seed, params, work_dir, teacher_path, save_dir)
+
+
+_young_depth = 0  # young_heap calls open in this process: only the outermost freezes and thaws
+
+
+@contextlib.contextmanager
+def young_heap():
+    """Run one fine-tuning with the objects that existed before it frozen out of Python's garbage collector.
+
+    Trainer.train starts with accelerate's free_memory(), a full gc.collect() that walks every object of the
+    process: about 1.7 s per run in a notebook kernel's heap, for nothing, since a run's garbage is its own
+    (the previous run's was collected when it ended, below). Frozen (gc.freeze) older objects are not walked, so
+    that collection costs only what the run created. On the way out, a collection of the run's objects only (its
+    Trainer, model and optimizer hold reference cycles, so reference counting alone does not free them), then
+    everything is thawed as it was. Memory and results are unchanged: only what the collector walks is."""
+    import gc
+    global _young_depth
+    if _young_depth:
+        yield
+        return
+    _young_depth += 1
+    gc.freeze()
+    try:
+        yield
+    finally:
+        _young_depth -= 1
+        gc.collect()  # the run's garbage, still young
+        gc.unfreeze()
 
 
 def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
@@ -581,7 +671,8 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
 
 # settings besides task_hparams that change a fine-tuning result (those a parameter class has)
 _RESULT_SETTINGS = ("max_length", "imdb_max_length", "imdb_truncation", "squad_max_length", "doc_stride",
-                    "max_answer_length", "n_best", "task_alpha", "squad_alpha", "temperature", "precision")
+                    "max_answer_length", "n_best", "task_alpha", "squad_alpha", "temperature", "precision",
+                    "group_by_length")
 
 
 def model_fingerprint(model_path, mirror=None):
@@ -690,7 +781,18 @@ def _finished(path, key, results_dir, params):
         print(f"{path.relative_to(results_dir)}: its model, data or settings changed since it was written; "
               "fine-tuning again")
         return None
+    if _is_qa(done.task) and not _predictions_present(done):
+        print(f"{path.relative_to(results_dir)}: its predictions file is missing; fine-tuning again")
+        return None
     return done
+
+
+def _predictions_present(record):
+    """Whether a QA run's predictions_file (relative to the repository, or absolute outside it) exists."""
+    if not record.predictions_file:
+        return False
+    from lib import REPO_ROOT
+    return (REPO_ROOT / record.predictions_file).is_file()  # an absolute path replaces REPO_ROOT
 
 
 def _teacher_dir(run_dir, label, task, seed):
@@ -715,9 +817,20 @@ def _distill_teacher(task, models, seeds, params, results_dir, provenance):
     return str(save_dir)
 
 
+def predictions_path(path):
+    """Where the run whose record is ``path`` keeps its answers: <model>/predictions/<task>-seed<n>.json, in a
+    folder of its own so that lib.results.read_runs (<model>/*.json) reads run records only."""
+    return path.parent / "predictions" / path.name
+
+
 def _write_run(path, label, result, key, provenance):
     """Write one fine-tuning run's record (lib.results.FinetuneRun, model paths relative to the repository) and
-    return it as the dict summarize reads."""
+    return it as the dict summarize reads. A SQuAD run's answers go to predictions_path first, named in the record
+    as predictions_file (relative to the repository), so EM/F1 can be recomputed by the official scoring."""
+    result = dict(result)
+    answers = result.pop("answers", None)
+    if answers is not None:
+        result["predictions_file"] = results_io.repo_relative(results_io.write_json(predictions_path(path), answers))
     record = results_io.FinetuneRun(**{**result, "model_path": results_io.repo_relative(result["model_path"]),
                                        "teacher_path": results_io.repo_relative(result["teacher_path"])},
                                     model=label, run_key=key, provenance=provenance)

@@ -245,6 +245,7 @@ class FinetuneRun:
     majority_rate: float | None
     run_key: dict | None         # what the result depends on (lib.finetune.run_key); None: a (D) run's teacher
     provenance: dict
+    predictions_file: str | None = None  # SQuAD: {question id: answer text} (official script's input), repo-relative
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -271,7 +272,7 @@ KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, co
 # results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
 _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size",
                                   "heldout", "heldout_curve", "heldout_reference"),
-                "finetune_run": ("single_class", "majority_rate"),
+                "finetune_run": ("single_class", "majority_rate", "predictions_file"),
                 config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp")}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 

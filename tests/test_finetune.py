@@ -375,6 +375,99 @@ def test_finetune_squad_end_to_end_with_distillation(tmp_path, models):
     assert result["score"] == result["metrics"]["f1"] >= result["metrics"]["exact_match"]
 
 
+def squad_params(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def rows(n, prefix):
+        words = [list(rng.choice(FILLER, size=12)) for _ in range(n)]
+        return [squad_example(f"{prefix}{i}", " ".join(w[:5] + ["good"] + w[5:]), "good") for i, w in enumerate(words)]
+
+    squad = write_hub_dataset(tmp_path / "squad", {"plain_text": {"train": rows(48, "t"), "validation": rows(12, "v")}})
+    return make_params(ImdbSquadParams, dict(
+        squad_dataset=squad, models={"student": "x"}, seeds=[1], learning_rate=3e-3, n_epoch=2.0, batch_size=16,
+        squad_max_length=32, doc_stride=8, max_answer_length=5, n_best=5, precision="fp32", run_imdb=False,
+        run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results")))
+
+
+def test_a_squad_run_saves_its_predictions_and_they_rescore_to_the_reported_values(tmp_path, models, capsys):
+    from lib import REPO_ROOT, metrics, results as results_io
+    params = squad_params(tmp_path)
+    results_dir = tmp_path / "results" / "imdb_squad"
+    T.run_sweep({"student": models["distil"]}, ["squad"], [1], params, results_dir, provenance={})
+    record = results_io.read(T.result_path(results_dir, "student", "squad", 1))
+    assert record.predictions_file == str(results_dir / "student" / "predictions" / "squad-seed1.json")
+    answers = json.loads((REPO_ROOT / record.predictions_file).read_text())  # {question id: answer text}
+    dev = T.load_task("squad", params)["validation"]
+    assert sorted(answers) == sorted(dev["id"]) and all(isinstance(a, str) for a in answers.values())
+    # the official scoring (evaluate's squad module) where the mirror holds it, else lib.metrics' own
+    mirror = REPO_ROOT.parent / "shared" / "data" / "hub"
+    mirror = str(mirror) if (mirror / "evaluate-metric" / "squad").is_dir() else None
+    rescored = metrics.qa_metrics("squad", answers, {q: a["text"] for q, a in zip(dev["id"], dev["answers"])}, mirror)
+    assert rescored["exact_match"] == pytest.approx(record.metrics["exact_match"], abs=1e-9)
+    assert rescored["f1"] == pytest.approx(record.metrics["f1"], abs=1e-9)
+    assert [r.task for r in results_io.read_runs(results_dir)] == ["squad"]  # the predictions folder is no run
+    (REPO_ROOT / record.predictions_file).unlink()  # a result without its predictions is done again
+    capsys.readouterr()
+    T.run_sweep({"student": models["distil"]}, ["squad"], [1], params, results_dir, provenance={})
+    assert "predictions file is missing" in capsys.readouterr().out
+    assert (REPO_ROOT / record.predictions_file).is_file()
+
+
+def test_tokenized_once_per_task_and_tokenizer_with_identical_results(tmp_path, glue_dir, models, monkeypatch):
+    calls = []
+    encode = T.encode_classification
+    monkeypatch.setattr(T, "encode_classification", lambda *a, **k: calls.append(a[1]) or encode(*a, **k))
+    T._ENCODED.clear()
+    params = glue_params(tmp_path, glue_dir, n_epoch=1.0)
+    first = T.finetune_classification(models["bert"], "sst2", 1, params, tmp_path / "a")
+    again = T.finetune_classification(models["bert"], "sst2", 1, params, tmp_path / "b")
+    other_seed = T.finetune_classification(models["bert"], "sst2", 2, params, tmp_path / "c")
+    other_model = T.finetune_classification(models["distil"], "sst2", 1, params, tmp_path / "d")  # same tokenizer
+    assert calls == ["sst2"]
+    T._ENCODED.clear()
+    fresh = T.finetune_classification(models["bert"], "sst2", 1, params, tmp_path / "e")
+    assert calls == ["sst2", "sst2"]
+    for result in (again, fresh):  # the cached tokenization trains to the very same numbers
+        assert result["metrics"] == first["metrics"] and result["train"]["loss"] == first["train"]["loss"]
+    assert other_seed["train"]["loss"] != first["train"]["loss"] and other_model["model_path"] == models["distil"]
+    T.finetune_classification(models["bert"], "sst2", 1, glue_params(tmp_path, glue_dir, max_length=16), tmp_path / "f")
+    assert calls == ["sst2"] * 3  # another max_length is another tokenization
+
+
+def test_tokenizer_fingerprint_follows_what_tokenizes(tmp_path, models):
+    from transformers import BertTokenizerFast
+    bert, distil = (T.load_tokenizer(models[name]) for name in ("bert", "distil"))
+    assert T.tokenizer_fingerprint(bert) == T.tokenizer_fingerprint(distil)  # two folders, one tokenizer
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB[:-1]) + "\n")
+    smaller = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
+    assert T.tokenizer_fingerprint(smaller) != T.tokenizer_fingerprint(bert)
+
+
+def test_young_heap_collects_a_runs_cycles_and_thaws_the_heap():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+    with T.young_heap():
+        assert gc.get_freeze_count() > 0
+        with T.young_heap():  # nested: the outer one owns the freeze
+            node = Node()
+            node.me = node  # a cycle, like a Trainer's
+            alive = weakref.ref(node)
+            del node
+        assert gc.get_freeze_count() > 0
+    assert alive() is None and gc.get_freeze_count() == 0
+
+
+def test_group_by_length_is_opt_in_and_keyed(tmp_path, glue_dir):
+    params = glue_params(tmp_path, glue_dir)
+    assert not T.group_by_length(params)
+    key = T.run_key("fp", "sst2", 1, params, data="d")
+    params.group_by_length = True  # as a stage parameter of that name would set it
+    assert T.group_by_length(params) and T.run_key("fp", "sst2", 1, params, data="d") != key
+
+
 # --- sweeps and summaries ---
 
 def fake_result(task, model_path, seed, teacher_path, score):
