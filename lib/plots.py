@@ -12,6 +12,34 @@ import plotly.io as pio
 pio.templates.default = "plotly_white"
 PLOTLY_JSON = "application/vnd.plotly.v1+json"
 
+# Series are told apart by more than colour (printed in grey, read by a colour-blind reader): each series of a
+# figure takes the next colour, marker symbol and dash (lines) or fill pattern (bars) together.
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+          "#7f7f7f")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down", "pentagon",
+           "hexagram")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+PATTERNS = ("", "/", "x", ".", "\\", "+", "-", "|")
+
+
+def series_style(i):
+    """Colour, marker symbol, dash and bar pattern of the ``i``-th series of a figure."""
+    return {"color": COLORS[i % len(COLORS)], "symbol": SYMBOLS[i % len(SYMBOLS)], "dash": DASHES[i % len(DASHES)],
+            "pattern": PATTERNS[i % len(PATTERNS)]}
+
+
+def line_style(i, **line):
+    """Scatter keyword arguments (line and marker) of the ``i``-th line of a figure."""
+    style = series_style(i)
+    return dict(line=dict(color=style["color"], dash=style["dash"], **line),
+                marker=dict(color=style["color"], symbol=style["symbol"], size=7))
+
+
+def bar_style(i):
+    """Bar marker (colour and fill pattern) of the ``i``-th bar series of a figure."""
+    style = series_style(i)
+    return dict(color=style["color"], pattern=dict(shape=style["pattern"], fillmode="overlay", size=6, solidity=0.3))
+
 
 def show(fig, caption=None):
     """Display ``fig`` (caption under it, as <figure>/<figcaption>) with an HTML bundle for the book and the
@@ -42,25 +70,36 @@ def loss_label(key):
 
 
 def loss_curves(log, keys=None, x="step", title="Distillation losses"):
-    """Lines of each logged loss against ``x`` from a list of log dicts (default keys: the total and every
-    loss_<term> the log holds, in its order), each named as weighted (the total) or unweighted (a term)."""
+    """One panel per logged loss against ``x`` from a list of log dicts (default keys: the total and every
+    loss_<term> the log holds, in its order), each named as weighted (the total) or unweighted (a term). The terms
+    differ in scale by orders of magnitude (a cosine loss below 1, a masked-LM loss near 10, the weighted total
+    above both), so each has its own panel and y axis, with x shared."""
+    from plotly.subplots import make_subplots
     if keys is None:
         keys = [k for k in dict.fromkeys(k for row in log for k in row) if k == "loss" or k.startswith("loss_")]
-    fig = go.Figure()
-    for key in keys:
-        points = [(row[x], row[key]) for row in log if row.get(key) is not None]
-        if points:
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
-                                     name=loss_label(key)))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title="loss", height=380)
+    series = [(key, [(row[x], row[key]) for row in log if row.get(key) is not None]) for key in keys]
+    series = [(key, points) for key, points in series if points]
+    cols = 2 if len(series) > 1 else 1
+    rows = max(1, -(-len(series) // cols))
+    titles = [loss_label(key).replace(" (", "<br>(", 1) for key, _ in series]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True, horizontal_spacing=0.12,
+                        vertical_spacing=0.2 if rows > 1 else 0.1)
+    for i, (key, points) in enumerate(series):
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
+                                 name=loss_label(key), showlegend=False, **line_style(i)), row=row, col=col)
+        fig.update_yaxes(title_text="loss", row=row, col=col)
+    fig.update_xaxes(title_text=x, row=rows)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(title=title, height=120 + 230 * rows, margin=dict(t=96))  # room for the title and the legend
     return fig
 
 
 def bars(labels, values, title, yaxis_title, reference=None, reference_name="paper"):
     """A bar chart, optionally with a second series of reference values (e.g. the paper's)."""
-    fig = go.Figure(go.Bar(x=list(labels), y=list(values), name="this run"))
+    fig = go.Figure(go.Bar(x=list(labels), y=list(values), name="this run", marker=bar_style(0)))
     if reference is not None:
-        fig.add_trace(go.Bar(x=list(labels), y=list(reference), name=reference_name))
+        fig.add_trace(go.Bar(x=list(labels), y=list(reference), name=reference_name, marker=bar_style(1)))
     fig.update_layout(title=title, yaxis_title=yaxis_title, barmode="group", height=380)
     return fig
 
@@ -121,8 +160,8 @@ def kd_gradient_norms(teacher_logits, student_logits, temperatures):
 def kd_gradient_figure(teacher_logits, student_logits, temperatures, title="Gradient of the soft-target loss"):
     plain, scaled = kd_gradient_norms(teacher_logits, student_logits, temperatures)
     fig = go.Figure([
-        go.Scatter(x=list(temperatures), y=plain, mode="lines+markers", name="KL only"),
-        go.Scatter(x=list(temperatures), y=scaled, mode="lines+markers", name="T\u00b2 \u00b7 KL"),
+        go.Scatter(x=list(temperatures), y=plain, mode="lines+markers", name="KL only", **line_style(0)),
+        go.Scatter(x=list(temperatures), y=scaled, mode="lines+markers", name="T\u00b2 \u00b7 KL", **line_style(1)),
     ])
     fig.update_layout(title=title, xaxis_title="temperature T", yaxis_title="gradient norm w.r.t. student logits",
                       xaxis_type="log", yaxis_type="log", height=380)
@@ -134,7 +173,7 @@ def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=Fal
     ``errors``: name -> {category: (low, high)}, drawn as error bars from low to high (e.g. min-max over seeds)."""
     fig = go.Figure()
     errors = errors or {}
-    for name, values in series.items():
+    for i, (name, values) in enumerate(series.items()):
         points = [(k, v) for k, v in values.items() if v is not None]
         cats, vals = [p[0] for p in points], [p[1] for p in points]
         spans = errors.get(name) or {}
@@ -145,7 +184,7 @@ def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=Fal
             bar["error_x" if horizontal else "error_y"] = dict(type="data", symmetric=False, array=high,
                                                                arrayminus=low, visible=True)
         fig.add_trace(go.Bar(x=vals if horizontal else cats, y=cats if horizontal else vals, name=name,
-                             orientation="h" if horizontal else "v", **bar))
+                             orientation="h" if horizontal else "v", marker=bar_style(i), **bar))
     if reference_line is not None:
         line = dict(type="line", line=dict(dash="dot", color="grey"))
         if horizontal:
@@ -160,14 +199,29 @@ def grouped_bars(series, title, yaxis_title, reference_line=None, horizontal=Fal
 
 
 def latency_sweep_figure(frame, title="Latency against sequence length"):
-    """Lines of median latency (ms) against sequence length, one per model and batch size."""
-    fig = go.Figure()
+    """Median latency (ms) against sequence length, one panel per batch size and one line per model; a model keeps
+    its colour, marker and dash in every panel (one legend entry)."""
+    from plotly.subplots import make_subplots
+    models = list(dict.fromkeys(frame["model"]))
+    batches = list(dict.fromkeys(frame["batch_size"]))
+    fig = make_subplots(rows=1, cols=len(batches), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[f"batch size {b}" for b in batches])
     for (model, batch), group in frame.groupby(["model", "batch_size"], sort=False):
         group = group.sort_values("seq_len")
+        col = batches.index(batch) + 1
         fig.add_trace(go.Scatter(x=group["seq_len"], y=group["latency_ms"], mode="lines+markers",
-                                 name=f"{model}, batch {batch}"))
-    fig.update_layout(title=title, xaxis_title="sequence length (tokens)", yaxis_title="latency (ms, median)",
-                      xaxis_type="log", yaxis_type="log", height=400)
+                                 name=f"{model}, batch {batch}", legendgroup=model, legendgrouptitle_text=None,
+                                 showlegend=False, **line_style(models.index(model))), row=1, col=col)
+    for i, model in enumerate(models):  # one legend entry per model, styled like its lines
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines+markers", name=model, legendgroup=model,
+                                 **line_style(i)), row=1, col=1)
+    lengths = sorted(set(frame["seq_len"]))
+    fig.update_xaxes(title_text="sequence length (tokens)", type="log", tickvals=lengths,
+                     ticktext=[str(n) for n in lengths])
+    low, high = frame["latency_ms"].min(), frame["latency_ms"].max()
+    fig.update_yaxes(type="log", **({"dtick": 1} if low > 0 and high / low > 20 else {}))  # label the decades only
+    fig.update_yaxes(title_text="latency (ms, median)", col=1)
+    fig.update_layout(title=title, height=440, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return fig
 
 
@@ -175,11 +229,13 @@ def size_quality_figure(frame, title="Size and speed against GLUE score"):
     """Relative latency (x) against GLUE score (y), marker size ~ parameters; paper points and this run's
     (a ``lib.latency.size_quality_table``). Models without a GLUE score of this scale are left out."""
     fig = go.Figure()
-    for source, group in frame.dropna(subset=["glue_score"]).groupby("source", sort=False):
+    for i, (source, group) in enumerate(frame.dropna(subset=["glue_score"]).groupby("source", sort=False)):
+        style = series_style(i)
         fig.add_trace(go.Scatter(
             x=group["relative_latency"], y=group["glue_score"], mode="markers+text", name=source,
             text=group["model"], textposition="top center",
-            marker=dict(size=[max(8.0, min(40.0, p ** 0.5 * 3)) for p in group["params_m"]], opacity=0.7),
+            marker=dict(size=[max(8.0, min(40.0, p ** 0.5 * 3)) for p in group["params_m"]], opacity=0.7,
+                        color=style["color"], symbol=style["symbol"]),
             hovertext=[f"{m}: {p:.1f}M parameters" for m, p in zip(group["model"], group["params_m"])]))
     fig.update_layout(title=title, xaxis_title="latency relative to the reference model (CPU, batch 1)",
                       yaxis_title="GLUE dev macro score", height=420)
@@ -197,9 +253,7 @@ def heldout_curves(curves, reference=None, x="tokens", title="Held-out measures 
     held-out set; every run is measured on the same masks)."""
     from plotly.subplots import make_subplots
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(HELDOUT_MEASURES.values()), horizontal_spacing=0.1)
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
     for i, (name, points) in enumerate(curves.items()):
-        color = palette[i % len(palette)]
         xs = [p[x] for p in points]
         for col, measure in enumerate(HELDOUT_MEASURES, start=1):
             scale = 100.0 if measure == "mlm_accuracy" else 1.0
@@ -207,7 +261,7 @@ def heldout_curves(curves, reference=None, x="tokens", title="Held-out measures 
             errors = ([2 * 100.0 * (p[measure] * (1 - p[measure]) / p["n_tokens"]) ** 0.5 for p in points]
                       if measure == "mlm_accuracy" else None)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name,
-                                     showlegend=col == 1, line=dict(color=color),
+                                     showlegend=col == 1, **line_style(i),
                                      error_y=dict(type="data", array=errors, visible=True) if errors else None),
                           row=1, col=col)
     for name, point in (reference or {}).items():

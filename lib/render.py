@@ -5,6 +5,7 @@ lib.report computes the tables (pandas DataFrames read from the results files); 
 """
 import html
 import math
+import re
 from pathlib import Path
 
 from lib import REPO_ROOT, findings, paper, report
@@ -81,12 +82,60 @@ def format_table(table, digits=1):
     return table.apply(lambda column: column.map(cell))
 
 
+NUMBER = re.compile(r"^[-+\u2212]?(\d[\d,]*)?\.?\d+(e[-+]?\d+)?( ?(%|pts|s|ms|M|MB|GB|x|\u00d7))?$")
+
+
+def numeric_columns(table, text):
+    """Which columns of ``table`` (its formatted ``text``: format_table) hold numbers: a numeric dtype, or only
+    numbers with an optional unit and missing values. They are right-aligned and never wrapped; the others are
+    left-aligned text that wraps."""
+    import pandas as pd
+    flags = []
+    for i, column in enumerate(table.columns):
+        dtype = table.dtypes.iloc[i]
+        if pd.api.types.is_bool_dtype(dtype):
+            flags.append(False)
+        elif pd.api.types.is_numeric_dtype(dtype):
+            flags.append(True)
+        else:
+            values = [v for v in text.iloc[:, i] if v != "\u2014"]
+            flags.append(bool(values) and all(NUMBER.match(v) for v in values))
+    return flags
+
+
+def _breakable(table_html):
+    """Break opportunities after '/' and '_' in the cells' text of a table's HTML: hub ids, parameter names and
+    paths may wrap there."""
+    return re.sub(r"(<t[dh][^>]*>)([^<]+)(</t[dh]>)", lambda cell: cell.group(1) + re.sub(
+        r"(?<=[/_])(?=[^\s/_])", "<wbr>", cell.group(2)) + cell.group(3), table_html)
+
+
 def html_table(table, caption, notes=(), digits=1):
-    """A table with its caption above and notes (units, scale, provenance) below, as one HTML block."""
-    body = format_table(table, digits).to_html(escape=True, border=0, classes="report-table")
+    """A table with its caption above and notes (units, scale, provenance) below, as one HTML block. Number
+    columns carry the class "num" (right-aligned, unwrapped), text cells may wrap after '/' and '_', so that the
+    table fits the page's content column."""
+    text = format_table(table, digits)
+    numeric = numeric_columns(table, text)
+    body = text.to_html(escape=True, border=0, classes="report-table")
     body = body.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
+    head, _, rest = body.partition("</thead>")
+
+    def classify_row(match):
+        cells = iter(numeric)
+        return re.sub(r"<td>(.*?)</td>",
+                      lambda cell: f'<td class="num">{cell.group(1)}</td>' if next(cells, False)
+                      else f"<td>{cell.group(1)}</td>", match.group(0), flags=re.S)
+    rest = re.sub(r"<tr>.*?</tr>", classify_row, rest, flags=re.S)
+    if table.columns.nlevels == 1:  # the column headers: the last len(columns) cells of the first header row
+        def classify_header(match):
+            cells = re.findall(r"<th[^>]*>.*?</th>", match.group(2), flags=re.S)
+            labels = cells[len(cells) - len(numeric):]
+            out = cells[:len(cells) - len(numeric)] + [
+                (cell.replace("<th", '<th class="num"', 1) if flag else cell) for cell, flag in zip(labels, numeric)]
+            return match.group(1) + "\n      ".join(out) + match.group(3)
+        head = re.sub(r"(<thead>\s*<tr[^>]*>\s*)(.*?)(\s*</tr>)", classify_header, head, count=1, flags=re.S)
     notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes if n)
-    return f'<div class="report-block">{body}{notes_html}</div>'
+    return f'<div class="report-block">{_breakable(head + "</thead>" + rest)}{notes_html}</div>'
 
 
 def scale_notes(profile, record):
@@ -129,29 +178,52 @@ def stage_link_html(profile, stem):
 SCORECARD_COLUMNS = ("claim", "paper (reference)", "measured", "scale", "seeds", "floor", "noise", "verdict", "note")
 
 
+SCORECARD_DETAIL = "note"  # printed under its claim's row, across the table, with the evidence link
+SCORECARD_NUMBERS = ("paper (reference)", "measured", "seeds", "noise")  # right-aligned, may wrap
+
+
+def _scorecard_text(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2014"
+    return f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def scorecard_html(card, caption="Scorecard: each claim of the paper, as measured here"):
-    """lib.findings.scorecard as an HTML table: the verdict coloured by class, the evidence as a link, and notes
-    stating the resolution rule and the verdict rules once."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in (*SCORECARD_COLUMNS, "evidence"))
+    """lib.findings.scorecard as an HTML table that fits the page's content column: one row of figures per claim
+    (the verdict coloured by class), its note and evidence link on a row under it across the table (each claim is
+    one <tbody>), the scale in the caption when every measured row has the same one, and notes stating the
+    resolution rule and the verdict rules once."""
+    rows = card.to_dict("records")
+    scales = {_scorecard_text(row.get("scale")) for row in rows} - {"\u2014"}
+    one_scale = len(scales) == 1
+    columns = [c for c in SCORECARD_COLUMNS if c != SCORECARD_DETAIL and not (one_scale and c == "scale")]
+    if one_scale:
+        caption = f"{caption} (scale: {next(iter(scales))})"
+
+    def css(column, text):
+        classes = [f"verdict-{text.split()[0]}" if column == "verdict" else "",
+                   "scorecard-claim" if column == "claim" else "", "right" if column in SCORECARD_NUMBERS else ""]
+        classes = " ".join(c for c in classes if c)
+        return f' class="{classes}"' if classes else ""
+
+    head = "".join(f"<th{css(c, c) if c != 'verdict' else ''}>{html.escape(c)}</th>" for c in columns)
     body = []
-    for row in card.to_dict("records"):
-        cells = []
-        for column in SCORECARD_COLUMNS:
-            value = row.get(column)
-            text = "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-                f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value))
-            css = (f' class="verdict-{text.split()[0]}"' if column == "verdict" else
-                   ' class="scorecard-note"' if column == "note" else "")
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
-        cells.append(f'<td><a href="{html.escape(row["evidence"])}">evidence</a></td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
+    for row in rows:
+        cells = "".join(f"<td{css(c, _scorecard_text(row.get(c)))}>{html.escape(_scorecard_text(row.get(c)))}</td>"
+                        for c in columns)
+        note = _scorecard_text(row.get(SCORECARD_DETAIL))
+        note = "" if note in ("", "\u2014") else f"{html.escape(note)} "
+        detail = (f'<tr class="scorecard-detail"><td colspan="{len(columns)}">{note}'
+                  f'<a href="{html.escape(row["evidence"])}">evidence</a></td></tr>')
+        body.append(f'<tbody><tr class="scorecard-row">{cells}</tr>{detail}</tbody>')
     notes = [f"Resolution rule: {report.RESOLUTION_RULE}", f"Verdicts: {findings.VERDICT_RULES}",
              f"Tasks that count: {report.COUNTED_RULE}",
              f"Held-out notes (Table 4 rows; the verdict stays on GLUE, the paper's measure): {report.HELDOUT_RULE}",
              "Scale: the largest real scale with results (paper, then t4, then cpu); smoke-scale runs never enter "
              "this table. Seeds: fine-tuning seeds per model. Floor: the score of a constant (majority-class) "
              "answer, and the undistilled student (teacher-layer initialisation, never trained). Noise: the larger "
-             "seed range (max - min) of the two sides compared.", PAPER_NOTE]
+             "seed range (max - min) of the two sides compared. Under each claim: its note and the page with the "
+             "evidence.", PAPER_NOTE]
     notes_html = "".join(f'<p class="report-note">{html.escape(n)}</p>' for n in notes)
     return (f'<div class="report-block"><table class="report-table scorecard"><caption>{html.escape(caption)}'
-            f'</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes_html}</div>')
+            f'</caption><thead><tr>{head}</tr></thead>{"".join(body)}</table>{notes_html}</div>')

@@ -63,6 +63,39 @@ def test_scorecard_html_links_each_row_and_states_the_rules():
                           "seeds": 3.0, "floor": "\u2014", "noise": "1.0 pts", "verdict": "not run", "note": "",
                           "evidence": "table1_glue.html"}])
     html = render.scorecard_html(card)
-    assert "a &lt;claim&gt;" in html and '<td class="verdict-not">not run</td>' in html
-    assert '<td>3</td>' in html and '<a href="table1_glue.html">evidence</a>' in html
+    assert '<td class="scorecard-claim">a &lt;claim&gt;</td>' in html and '<td class="verdict-not">not run</td>' in html
+    assert '<td class="right">3</td>' in html and '<a href="table1_glue.html">evidence</a>' in html
     assert report.RESOLUTION_RULE in html.replace("&#x27;", "'") and "majority-class floor" in html
+
+
+def test_scorecard_html_fits_a_column_note_and_evidence_under_each_claim():
+    import pandas as pd
+    rows = [{"claim": f"claim {i}", "paper (reference)": "97.0 %", "measured": "55.3 %", "scale": scale,
+             "seeds": 3.0, "floor": "\u2014", "noise": "1.0 pts", "verdict": "confirmed", "note": note,
+             "evidence": f"page{i}.html"} for i, (scale, note) in enumerate([("cpu", "2 counted tasks"), ("cpu", ""),
+                                                                            ("\u2014", None)])]
+    html = render.scorecard_html(pd.DataFrame(rows))
+    # one scale: named once in the caption, no column; the note leaves the row for a full-width line under it
+    assert "(scale: cpu)</caption>" in html and "<th>scale</th>" not in html and "<th>note</th>" not in html
+    head = html.split("<thead>")[1].split("</thead>")[0]
+    assert head.count("<th") == len(render.SCORECARD_COLUMNS) - 2
+    assert html.count("<tbody>") == 3 and html.count('<tr class="scorecard-detail">') == 3
+    columns = len(render.SCORECARD_COLUMNS) - 2
+    assert f'<td colspan="{columns}">2 counted tasks <a href="page0.html">evidence</a>' in html
+    assert f'<td colspan="{columns}"><a href="page2.html">evidence</a></td>' in html  # no note: the link alone
+    rows[1]["scale"] = "t4"  # two scales: the column stays
+    assert "<th>scale</th>" in render.scorecard_html(pd.DataFrame(rows))
+
+
+def test_html_table_aligns_numbers_right_and_lets_text_wrap():
+    import pandas as pd
+    table = pd.DataFrame({"meaning": ["a long text", "x"], "value": ["google-bert/bert-base-uncased", "56"],
+                          "n": [1234, None], "ratio": ["98.1 %", "\u2014"], "flag": [True, False]},
+                         index=pd.Index(["gradient_accumulation_steps", "seed"], name="parameter"))
+    assert render.numeric_columns(table, render.format_table(table)) == [False, False, True, True, False]
+    block = render.html_table(table, "a_caption")
+    assert '<td class="num">1,234.0</td>' in block and '<td class="num">98.1 %</td>' in block
+    assert '<th class="num">n</th>' in block and "<th>meaning</th>" in block and "<td>a long text</td>" in block
+    assert "<td>google-bert/<wbr>bert-base-uncased</td>" in block
+    assert "<th>gradient_<wbr>accumulation_<wbr>steps</th>" in block
+    assert "<caption>a_caption</caption>" in block  # breaks only inside cells
