@@ -244,9 +244,17 @@ def _summary(times, n_examples, batch_size, n_tokens):
 
 
 def extrapolate_total_s(result, n_total=STSB_DEV_SIZE):
-    """A subset's full-pass time scaled to ``n_total`` examples (per-example mean x n_total). Honest only if the
-    subset is representative in length: compare its ``mean_tokens`` with the full set's."""
+    """A subset's full-pass time scaled to ``n_total`` examples (per-example mean x n_total, i.e. the measured
+    ``total_s`` x ``extrapolation_factor``). An estimate, not a measurement; honest only if the subset is
+    representative in length: compare its ``mean_tokens`` with the full set's."""
     return result["per_example_ms_mean"] * n_total / 1e3
+
+
+def extrapolation_factor(n_examples, n_total):
+    """How many times more examples the full pass has than the timed subset (1.0: the whole set was timed)."""
+    if n_examples <= 0 or n_total <= 0:
+        raise ValueError(f"extrapolation_factor: counts must be > 0, got {n_examples} timed of {n_total}")
+    return n_total / n_examples
 
 
 # ---------------------------------------------------------------------------------------------- text inputs
@@ -428,8 +436,9 @@ def load_models(params):
 def table3(params, models=None, progress=True):
     """Table 3 for a LatencyParams: each model's parameters, size on disk and time over the STS-B dev (sub)set at
     ``params.batch_size``, all models interleaved example by example in one run, tokenizer excluded then included.
-    Returns one JSON-ready record per model: total_s (median pass over the n_examples measured),
-    extrapolated_total_s (per-example mean x the full dev set), per-example median and mean, the same
+    Returns one JSON-ready record per model: total_s (measured: the median pass over the n_examples timed),
+    extrapolated_total_s (an estimate: total_s x extrapolation_factor, n_total / n_examples, the full dev set over
+    the examples timed; equal to total_s when the whole set was timed), per-example median and mean, the same
     ``*_with_tokenizer``, ratio to the reference (BERT-base, else teacher, else the first) from pass totals and
     from per-example medians, threads, device and load average. ``models``: a ``load_models`` result to reuse."""
     models = models if models is not None else load_models(params)
@@ -460,6 +469,7 @@ def table3(params, models=None, progress=True):
                            f"ratio_per_example{suffix}": r["per_example_ms_median"] / ref["per_example_ms_median"]})
         r, out = runs[False]["models"][label], runs[False]
         record.update({"n_examples": r["n_examples"], "mean_tokens": r["mean_tokens"], "batch_size": r["batch_size"],
+                       "extrapolation_factor": extrapolation_factor(r["n_examples"], n_total),
                        "repeats": out["repeats"], "warmup": out["warmup"], "interleave": out["interleave"],
                        "num_threads": out["num_threads"], "device": r["device"],
                        "loadavg_1min": [runs[False]["machine"].get("loadavg_1min"), runs[True]["loadavg_1min_after"]],

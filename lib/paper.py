@@ -78,9 +78,12 @@ CLAIM = {"glue_retained_percent": 97, "smaller_percent": 40, "faster_percent": 6
 # Training compute (section 3).
 COMPUTE = {"gpus": 8, "gpu": "16 GB V100", "hours": 90,
            "data": "English Wikipedia + Toronto Book Corpus",
-           # the same corpus's size as BERT's paper gives it (Devlin et al. 2019: BooksCorpus 800M + English
-           # Wikipedia 2,500M words); the DistilBERT paper prints no count
-           "corpus_words": 3.3e9}
+           # the same corpus's size as BERT's paper gives it (the DistilBERT paper prints no count; it trains "on
+           # the same corpus as the original BERT model"): words, not WordPiece tokens
+           "corpus_words": 3.3e9,
+           "corpus_words_parts": {"BooksCorpus": 800e6, "English Wikipedia": 2500e6},
+           "corpus_words_source": "Devlin et al. (2019), BERT, arXiv:1810.04805, section 3.1",
+           "corpus_words_url": "https://arxiv.org/abs/1810.04805"}
 
 # --- variants of Table 1 published by the authors elsewhere (errata) ---
 

@@ -7,8 +7,10 @@ because a silent gap would look like a missing run.
 
 Functions return plain pandas DataFrames (tested in tests/test_report.py); lib.render formats them for the book.
 Longer than the project's ~400 lines on purpose: one function per table of the book's report pages (Tables 1-4,
-the held-out measures) and the rules they share (resolved, counted_tasks, the seed noise), with the reading
-helpers at the top. What the tables say about each claim (scorecard, headline, a scale's findings) is
+the held-out measures), one function per derived figure shown on more than one page (counted_glue_score,
+counted_glue_retention, counted_glue_change, encoder_parameters_m, encoder_parameter_ratio, named by statistic
+and task set) and the rules they share (resolved, counted_tasks, the seed noise), with the reading helpers at
+the top. What the tables say about each claim (scorecard, headline, a scale's findings) is
 lib.findings.
 """
 import math
@@ -214,8 +216,8 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
     columns = [GLUE_SCORE, *tasks]
     ours = {m: s for m, s in glue_scores(record).items() if m not in exclude}
     counted = counted_tasks(profile, root=root, teacher=teacher)[0] if profile else tasks
-    for scores in ours.values():  # the GLUE score over the tasks that count, never over the others' zeros
-        scores[GLUE_SCORE] = _mean([scores.get(t) for t in counted]) if counted else None
+    for model, scores in ours.items():  # the GLUE score over the tasks that count, never over the others' zeros
+        scores[GLUE_SCORE] = _counted_score((counted, ours, {}), model)  # counted_glue_score's statistic
     constant = single_class_runs(record, profile, root=root)
     marked = any(constant.get(m) for m in ours)
     rows = [{"source": "this run", "model": model, **{c: scores.get(c) for c in columns},
@@ -241,9 +243,10 @@ def glue_table(record, teacher=paper.TEACHER, student=paper.STUDENT, exclude=(),
 
 def glue_spread(record):
     """Seed statistics behind Table 1: model, task, metric, median, min, max, std, n (every metric), and where the
-    summary has them, single_class_seeds and majority_rate (lib.finetune.summarize)."""
+    summary has them, single_class_seeds and majority_rate (lib.finetune.summarize). The summary's own 'glue' row
+    (a macro average over every task run, counted or not) is left out: the GLUE score is counted_glue_score's."""
     import pandas as pd
-    frame = pd.DataFrame(_summary_rows(record))
+    frame = pd.DataFrame([row for row in _summary_rows(record) if row.get("task") != GLUE_SCORE])
     keep = [c for c in ("model", "task", "metric", "median", "min", "max", "std", "n", "single_class_seeds",
                         "majority_rate") if c in frame.columns]
     return frame[keep] if keep else frame
@@ -376,6 +379,7 @@ def classify_run(params, baseline):
 
 
 MLM_ONLY_LABEL = "no teacher signal (MLM loss only)"
+UNDISTILLED_LABEL = "no distillation at all (teacher-layer init only)"
 
 
 def mlm_only(params):
@@ -414,39 +418,24 @@ def _ablation_kinds(runs, baseline_run):
 
 
 def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
-    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its GLUE score over the tasks that
-    count (counted_tasks; median over seeds of the macro score), the change against the triple-loss run (points),
-    the larger seed range of the two, whether the change is resolved (``resolved``), next to the paper's change.
-    Rows with no GLUE result keep None."""
+    """Table 4 at one scale: for each ablation run found (distill-<run>.json), its counted_glue_score, the change
+    against the triple-loss run (counted_glue_change, points), the larger of the two counted seed ranges, whether
+    the change is resolved (``resolved``), next to the paper's change (over its nine tasks). Rows with no GLUE
+    result keep None."""
     import pandas as pd
     runs = distill_runs(profile, root)
     glue = load(profile, config.GLUE, root)
-    counted = counted_tasks(profile, root=root)[0] if glue else []
-    per_seed = seed_scores(profile, root=root, tasks=counted) if counted else {}
+    context = _glue_context(profile, root)
     base = runs.get(baseline_run)
     base_params = _run_params(base) if base else {}
     base_label = _glue_label_for(baseline_run, glue) if (glue and base) else None
-    medians = glue_scores(glue) if glue else {}
-
-    def score_and_range(label):
-        """Median and range over seeds of the counted macro score; without per-run files, the macro of the
-        summary's medians and no range."""
-        values = list((per_seed.get(label) or {}).values())
-        if values:
-            return spread(values)[0], seed_range(values)
-        known = [(medians.get(label) or {}).get(t) for t in counted]
-        return (_mean(known) if counted and None not in known else None), None
-
-    base_score, base_range = score_and_range(base_label)
 
     def row(name, label, delta):
-        score, noise = score_and_range(label)
-        change = score - base_score if None not in (score, base_score) else None
-        ranges = [r for r in (noise, base_range) if r is not None]
-        ok = resolved(change, *ranges)
-        return {"run": name, "GLUE score": score, "change (points)": change,
-                "seed range (points)": max(ranges) if ranges else None,
-                "resolved": None if ok is None else ("yes" if ok else "no"), "paper change (points)": delta}
+        change, noise = _change(context, label, base_label)
+        ok = resolved(change, noise)
+        return {"run": name, "GLUE score": _counted_score(context, label), "change (points)": change,
+                "seed range (points)": noise, "resolved": None if ok is None else ("yes" if ok else "no"),
+                "paper change (points)": delta}
 
     kinds = _ablation_kinds(runs, baseline_run)
     rows, index = [], []
@@ -458,15 +447,17 @@ def ablation_table(profile, root=None, baseline_run=paper.STUDENT):
     undistilled = base_params.get("undistilled_name")
     undistilled_label = _glue_label_for(undistilled, glue) if (undistilled and glue) else None
     if undistilled_label is not None:  # not in the paper: the initialisation alone, never distilled
-        index.append("no distillation at all (teacher-layer init only)")
+        index.append(UNDISTILLED_LABEL)
         rows.append(row(undistilled, undistilled_label, None))
     for name in mlm_only_runs(runs, baseline_run):  # not in the paper either: the same budget, no teacher signal
         index.append(MLM_ONLY_LABEL)
         rows.append(row(name, _glue_label_for(name, glue) if glue else None, None))
     index.append("triple loss (reference)")
+    base_score = _counted_score(context, base_label)
     rows.append({"run": baseline_run if base else None, "GLUE score": base_score,
-                 "change (points)": 0.0 if base_score is not None else None, "seed range (points)": base_range,
-                 "resolved": None, "paper change (points)": 0.0})
+                 "change (points)": 0.0 if base_score is not None else None,
+                 "seed range (points)": _counted_range(context, base_label), "resolved": None,
+                 "paper change (points)": 0.0})
     return pd.DataFrame(rows, index=pd.Index(index, name="variant"))
 
 
@@ -511,7 +502,7 @@ def _heldout_label(name, params, base_params, teacher_name=paper.TEACHER):
     if name == teacher_name:
         return "teacher (KL 0 by definition)"
     if name == base_params.get("undistilled_name"):
-        return "no distillation at all (teacher-layer init only)"
+        return UNDISTILLED_LABEL
     if mlm_only(params) and not mlm_only(base_params):
         return MLM_ONLY_LABEL
     return classify_run(params, base_params) or "triple loss (reference)"
@@ -683,17 +674,95 @@ def counted_tasks(profile, name=config.GLUE, root=None, teacher=paper.TEACHER, m
     return counted, excluded
 
 
-def counted_glue(profile, root=None, student=paper.STUDENT, teacher=paper.TEACHER):
-    """(student / teacher GLUE retention in %, counted tasks, the paper's retention on those tasks): the macro
-    average of per-task medians over the tasks that count (counted_tasks), never over the others. Retention None
-    when no task counts or a model is missing."""
+# ------------------------------------------------------------------------------------------- derived figures
+# One function per figure the book shows on more than one page, named by its statistic and its task set: every
+# page and table that shows the figure calls its function, and prints the task set (task_set_label) beside it.
+
+def task_set_label(tasks):
+    """The names of a task set, as the pages print them beside a figure over it: 'SST-2, STS-B'."""
+    return ", ".join(paper.TASK_NAMES.get(t, t) for t in tasks) or "none"
+
+
+def _glue_context(profile, root=None):
+    """What the counted-GLUE figures read: (counted tasks, {model: {task: median}}, {model: {seed: counted macro}})."""
     record = load(profile, config.GLUE, root)
-    counted = counted_tasks(profile, root=root, teacher=teacher)[0] if record else []
+    counted = counted_tasks(profile, root=root)[0] if record else []
     if not counted:
+        return [], {}, {}
+    return counted, glue_scores(record), seed_scores(profile, root=root, tasks=counted)
+
+
+def _counted_score(context, model):
+    counted, medians, _ = context
+    values = [(medians.get(model) or {}).get(t) for t in counted]
+    return _mean(values) if counted and None not in values else None
+
+
+def _counted_range(context, model):
+    return seed_range(list((context[2].get(model) or {}).values()))
+
+
+def counted_glue_score(profile, model, root=None):
+    """(GLUE score over the counted tasks, counted tasks): the macro average over counted_tasks of ``model``'s
+    per-task medians over seeds, the paper's statistic (Table 1's score column). None when no task counts or the
+    model lacks one of them."""
+    context = _glue_context(profile, root)
+    return _counted_score(context, model), context[0]
+
+
+def counted_glue_seed_range(profile, model, root=None):
+    """(max - min over seeds of ``model``'s per-seed macro average over the counted tasks, counted tasks): the
+    seed noise of counted_glue_score. None with a single seed."""
+    context = _glue_context(profile, root)
+    return _counted_range(context, model), context[0]
+
+
+def _change(context, model, base):
+    a, b = _counted_score(context, model), _counted_score(context, base)
+    ranges = [r for r in (_counted_range(context, model), _counted_range(context, base)) if r is not None]
+    return (a - b if None not in (a, b) else None), (max(ranges) if ranges else None)
+
+
+def counted_glue_change(profile, model, base, root=None):
+    """(counted_glue_score of ``model`` minus that of ``base`` in points, the larger of their counted seed ranges,
+    counted tasks): what Table 4 and the scorecard's change rows show (e.g. distilled - undistilled)."""
+    context = _glue_context(profile, root)
+    return (*_change(context, model, base), context[0])
+
+
+def counted_glue_retention(profile, root=None, student=paper.STUDENT, teacher=paper.TEACHER):
+    """(counted_glue_score of ``student`` / that of ``teacher`` in %, counted tasks, the paper's DistilBERT /
+    BERT-base retention on the same tasks): Table 1's retention rows, the scorecard, the headline and the CPU
+    page. (None, [], None) when no task counts."""
+    context = _glue_context(profile, root)
+    if not context[0]:
         return None, [], None
-    scores = glue_scores(record)
-    macro = {m: _mean([(scores.get(m) or {}).get(t) for t in counted]) for m in (student, teacher)}
-    return retention_percent(macro[student], macro[teacher]), counted, paper_glue_retention(counted)[GLUE_SCORE]
+    ours = retention_percent(_counted_score(context, student), _counted_score(context, teacher))
+    return ours, context[0], paper_glue_retention(context[0])[GLUE_SCORE]
+
+
+def encoder_parameters_m(profile, model, root=None):
+    """Parameters (millions) of ``model``'s encoder without the MLM head, as stage 5 counted it (latency.json's
+    Table 3 rows: BertModel with its pooler, DistilBertModel; the paper's Table 3 counts the same way). None when
+    stage 5 did not count it. Stages 1 and 2 count their masked-LM models, head included: never shown."""
+    record = load(profile, config.LATENCY, root)
+    return (latency_models(record).get(model) or {}).get("params_m") if record else None
+
+
+def encoder_parameter_ratio(profile, small, large, root=None):
+    """encoder_parameters_m of ``small`` / that of ``large`` in %: (DistilBERT, BERT-base) for the paper's shapes,
+    (student, teacher) for this scale's trained pair."""
+    return retention_percent(encoder_parameters_m(profile, small, root), encoder_parameters_m(profile, large, root))
+
+
+def paper_parameter_ratio():
+    """The paper's DistilBERT / BERT-base parameters in % (Table 3: encoders without the MLM head)."""
+    return retention_percent(paper.TABLE3[paper.DISTILBERT]["params_m"], paper.TABLE3[paper.BERT_BASE]["params_m"])
+
+
+def paper_time_ratio():
+    """The paper's DistilBERT / BERT-base inference time in % (Table 3)."""
+    return retention_percent(paper.TABLE3[paper.DISTILBERT]["seconds"], paper.TABLE3[paper.BERT_BASE]["seconds"])
 
 
 def seed_scores(profile, name=config.GLUE, root=None, tasks=None):
@@ -742,43 +811,56 @@ REAL_SCALES = ("paper", "t4", "cpu")  # largest first; the smoke scale checks th
 
 # ------------------------------------------------------------------------------------------- figure data
 
-def _retention_spans(per_seed_scores, teacher_median):
-    """(low, high) retention from a model's per-seed scores and the teacher's median."""
-    values = [v for v in per_seed_scores if v is not None]
-    if not values or not teacher_median:
+def retention_span(model_values, teacher_values):
+    """(low, high) retention in % from both models' seed spreads: the smallest and the largest of
+    100 x (the model's min or max over seeds) / (the teacher's min or max over seeds). None when either side has no
+    value or the teacher's smallest value is not above 0 (the ratio is then unbounded)."""
+    m = [v for v in model_values if v is not None]
+    t = [v for v in teacher_values if v is not None]
+    if not m or not t or min(t) <= 0:
         return None
-    return retention_percent(min(values), teacher_median), retention_percent(max(values), teacher_median)
+    corners = [retention_percent(a, b) for a in (min(m), max(m)) for b in (min(t), max(t))]
+    return min(corners), max(corners)
+
+
+def _with_value(span, value):
+    """A (low, high) span widened to hold ``value`` (a median of medians can sit outside the per-seed range)."""
+    if span is None or value is None:
+        return span
+    return min(span[0], value), max(span[1], value)
 
 
 def glue_retention_figure(profile, root=None, models=(paper.STUDENT, "undistilled")):
     """(series, errors) of one scale's GLUE retention figure (plots.grouped_bars): per counted task and the GLUE
-    score over the counted tasks, each model's median / the teacher's median (%), with min-max over seeds as the
-    error bar, beside the paper's retention on the same tasks. One scale per figure: scales have different
-    teachers. ({}, {}) when no task counts."""
-    record = load(profile, config.GLUE, root)
-    counted = counted_tasks(profile, root=root)[0] if record else []
+    score over the counted tasks (counted_glue_retention), each model's median / the teacher's median (%), with
+    retention_span over both models' seeds as the error bar, beside the paper's retention on the same tasks. One
+    scale per figure: scales have different teachers. ({}, {}) when no task counts."""
+    context = _glue_context(profile, root)
+    counted, scores, macro = context
     if not counted:
         return {}, {}
     label = {t: paper.TASK_NAMES.get(t, t) for t in counted}
-    glue_label = f"GLUE ({len(counted)} counted tasks)"
+    glue_label = f"GLUE ({task_set_label(counted)})"
     ref = paper_glue_retention(counted)
     series = {"paper: DistilBERT / BERT-base, same tasks": {**{label[t]: ref[t] for t in counted},
                                                              glue_label: ref[GLUE_SCORE]}}
     errors = {}
-    scores = glue_scores(record)
     runs = _runs(profile, config.GLUE, root)
-    macro = seed_scores(profile, root=root, tasks=counted)
     teacher = scores.get(paper.TEACHER) or {}
-    teacher_glue = _mean([teacher.get(t) for t in counted])
+
+    def seeds(model, task):
+        return [r.score for r in (runs.get(model) or {}).get(task, {}).values()]
+
     for model in models:
         if model not in scores or not teacher:
             continue
         name = f"{profile}: {model} / teacher"
         series[name] = {label[t]: retention_percent(scores[model].get(t), teacher.get(t)) for t in counted}
-        series[name][glue_label] = retention_percent(_mean([scores[model].get(t) for t in counted]), teacher_glue)
-        errors[name] = {label[t]: _retention_spans([r.score for r in (runs.get(model) or {}).get(t, {}).values()],
-                                                   teacher.get(t)) for t in counted}
-        errors[name][glue_label] = _retention_spans(list((macro.get(model) or {}).values()), teacher_glue)
+        series[name][glue_label] = counted_glue_retention(profile, root, student=model)[0]
+        errors[name] = {label[t]: retention_span(seeds(model, t), seeds(paper.TEACHER, t)) for t in counted}
+        errors[name][glue_label] = retention_span(list((macro.get(model) or {}).values()),
+                                                  list((macro.get(paper.TEACHER) or {}).values()))
+        errors[name] = {k: _with_value(span, series[name].get(k)) for k, span in errors[name].items()}
     return series, errors
 
 
@@ -804,21 +886,22 @@ def downstream_retention_figure(profile, root=None, models=(paper.STUDENT, "undi
             continue
         name = f"{profile}: {model} / teacher"
         series[name] = {labels[c]: retention_percent(ours[model][c], teacher[c]) for c in present}
-        errors[name] = {labels[c]: _retention_spans([_value(rows, model, *task_metric[c], "min"),
-                                                     _value(rows, model, *task_metric[c], "max")], teacher[c])
-                        for c in present}
+        errors[name] = {labels[c]: _with_value(retention_span(
+            [_value(rows, model, *task_metric[c], s) for s in ("min", "max")],
+            [_value(rows, paper.TEACHER, *task_metric[c], s) for s in ("min", "max")]), series[name][labels[c]])
+            for c in present}
     return series, errors
 
 
 def ablation_figure(profile, root=None):
-    """(series, errors) of one scale's Table 4 figure: each variant's change in counted GLUE score against the
-    triple loss, min-max over seeds of the variant's score minus the triple loss's median as error bar, beside the
-    paper's change."""
+    """(series, errors) of one scale's Table 4 figure: each variant's counted_glue_change against the triple loss,
+    beside the paper's change (over its nine tasks), each series named with its task set. Error bar: from the
+    variant's smallest per-seed counted score minus the triple loss's largest to its largest minus the triple
+    loss's smallest (both seed spreads)."""
     table = ablation_table(profile, root)
-    counted = counted_tasks(profile, root=root)[0]
-    macro = seed_scores(profile, root=root, tasks=counted) if counted else {}
+    counted, _, macro = _glue_context(profile, root)
     glue = load(profile, config.GLUE, root)
-    base = table.loc["triple loss (reference)", "GLUE score"]
+    base = list((macro.get(_glue_label_for(paper.STUDENT, glue) if glue else None) or {}).values())
     values, spans = {}, {}
     for variant, row in table.iterrows():
         change = row["change (points)"]
@@ -826,7 +909,9 @@ def ablation_figure(profile, root=None):
             continue
         values[variant] = change
         seeds = list((macro.get(_glue_label_for(row["run"], glue) if glue else None) or {}).values())
-        spans[variant] = (min(seeds) - base, max(seeds) - base) if seeds else None
+        span = (min(seeds) - max(base), max(seeds) - min(base)) if seeds and base else None
+        spans[variant] = _with_value(span, change)
     if not values:
         return {}, {}
-    return {"paper": dict(paper.TABLE4), profile: values}, {profile: spans}
+    ours = f"{profile} ({task_set_label(counted)})"
+    return {f"paper ({len(paper.GLUE_TASKS)} tasks)": dict(paper.TABLE4), ours: values}, {ours: spans}

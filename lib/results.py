@@ -226,6 +226,22 @@ class LatencyResult(StageResult):
     sweep: list                  # lib.latency.sweep_models rows
     size_quality: list           # lib.latency.size_quality_table rows
 
+    def timings(self, suffix=""):
+        """{model: measured and extrapolated times kept apart} from ``table3``: measured_s (the median pass over the
+        examples timed), n_examples (how many were timed), n_total (the full set), factor (n_total / n_examples),
+        extrapolated_s (the full-pass estimate measured_s x factor; None when the whole set was timed) and
+        measured_whole_set. ``suffix``: '' (tokenization excluded) or '_with_tokenizer'. Rows written before
+        lib.latency.table3 recorded ``extrapolation_factor`` get it from their n_total and n_examples."""
+        out = {}
+        for row in self.table3:
+            n, n_total = row.get("n_examples"), row.get("n_total") or row.get("n_examples")
+            whole = bool(n) and n >= n_total
+            out[row["model"]] = {"measured_s": row[f"total_s{suffix}"], "n_examples": n, "n_total": n_total,
+                                 "factor": row.get("extrapolation_factor") or (n_total / n if n else None),
+                                 "extrapolated_s": None if whole else row[f"extrapolated_total_s{suffix}"],
+                                 "measured_whole_set": whole}
+        return out
+
 
 @dataclasses.dataclass(kw_only=True)
 class FinetuneRun:

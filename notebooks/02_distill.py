@@ -108,29 +108,40 @@ else:
 # ## Ablations (the paper's Table 4)
 # Each ablation is a full distillation run with one change (a loss weight set to 0, or a random
 # initialisation drawn from `seed`) and the same budget, corpus, masking weights and teacher; the GLUE stage
-# evaluates each.
+# evaluates each. The columns are each run's last logged losses; a dash marks a term the run does not compute
+# (its weight is 0).
 
 # %%
 if params.ablations:
-    display(pd.DataFrame({name: {"change": str(params.ablations.get(name, "(triple loss)")), **run["final"],
-                                 "tokens": run["tokens"], "wall time (s)": round(run["wall_time_s"])}
-                          for name, run in stage.runs.items()}).T)
+    runs = pd.DataFrame.from_dict({name: {"change": str(params.ablations.get(name, "(triple loss)")), **run["final"],
+                                          "tokens": run["tokens"], "wall time (s)": round(run["wall_time_s"])}
+                                   for name, run in stage.runs.items()}, orient="index")
+    display(runs.astype(object).where(runs.notna(), "\u2014"))
 else:
     print("no ablations at this scale (set the ablations parameter)")
 
 # %% [markdown]
 # ## Held-out intrinsic measures
 # Every model of the stage on the same `heldout_sequences` sequences, never trained on, with the same masks:
-# masked-token accuracy, and KL(teacher || student) at temperature 1 per masked token (nats). The teacher is the
-# ceiling (KL 0), the undistilled student the floor; `mlm-only` (no teacher signal) shows what the teacher adds.
+# masked-token accuracy, and KL(teacher || student) at temperature 1 per masked token (nats). Two reference points,
+# neither a bound:
+#
+# - the **teacher** has KL 0 by definition: it is what the students imitate, not a ceiling on accuracy (a student
+#   also trained on the masked tokens' labels, `L_mlm`, can predict them better than its teacher does);
+# - the **undistilled** student (the copied teacher layers, before any training) is the starting point, not a
+#   floor: copied from the teacher, it can start closer to the teacher's distribution (lower KL) than trained runs
+#   end, because `L_mlm` pulls a student towards the labels and away from the teacher's distribution.
+#
+# `mlm-only` (no teacher signal) shows what the teacher adds. A dash: not trained here (no tokens seen).
 
 # %%
 if stage.heldout is not None:
     measured = {**(stage.heldout_reference or {}),
                 **{name: run["heldout_curve"][-1] for name, run in stage.runs.items() if run["heldout_curve"]}}
-    display(pd.DataFrame({name: {"tokens seen": m.get("tokens"), "masked-token accuracy": m["mlm_accuracy"],
-                                 "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
-                          for name, m in measured.items()}).T)
+    display(pd.DataFrame.from_dict({name: {"tokens seen": m.get("tokens") if m.get("tokens") is not None else "\u2014",
+                                           "masked-token accuracy": m["mlm_accuracy"],
+                                           "KL to teacher (nats)": m["kl_to_teacher"], "masked targets": m["n_tokens"]}
+                                    for name, m in measured.items()}, orient="index"))
     curves = {name: run["heldout_curve"] for name, run in stage.runs.items() if run["heldout_curve"]}
     plots.show(plots.heldout_curves(curves, stage.heldout_reference),
                f"Held-out masked-token accuracy and KL to the teacher against tokens seen, every run of this stage "

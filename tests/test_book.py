@@ -172,9 +172,9 @@ def built_site(tmp_path_factory):
     """The book built (warnings as errors) from a synthetic results tree with cpu-scale results only."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_report import write_example_results
-    from test_scorecard import _plant_smoke
+    from test_scorecard import _plant_smoke, plant_known_figures
     base = tmp_path_factory.mktemp("book")
-    results = write_example_results(base / "results")
+    results = plant_known_figures(write_example_results(base / "results"))  # GLUE figures known by hand
     _plant_smoke(results)  # smoke results whose every number is test_scorecard.SENTINEL: none may leak
     out = base / "out"
     env = {**os.environ, "DISTILBERT_RESULTS_DIR": str(results)}
@@ -219,6 +219,48 @@ def test_built_site_pages_tables_and_plotly_setup(built_site):
 
 
 @pytest.mark.slow
+def test_built_site_shows_each_derived_figure_once_with_its_task_set(built_site):
+    """test_scorecard.KNOWN: every page that shows a derived figure shows its one value, beside its task set."""
+    from test_scorecard import KNOWN
+    def page(name):  # cells as <td>value</td>, whatever their classes; no line-break hints
+        text = (built_site / f"{name}.html").read_text().replace("&#x27;", "'").replace("<wbr>", "")
+        return re.sub(r"<td[^>]*>", "<td>", text)
+    pages = {name: page(name) for name in ("intro", "table1_glue", "table4_ablation", "cpu_reproduction",
+                                           "discussion")}
+    tasks = KNOWN["tasks"]
+    intro = pages["intro"]  # the scorecard and the headline table
+    assert f"{KNOWN['retention']} % ({tasks})" in intro  # scorecard: GLUE retention
+    assert f"{KNOWN['retention']} % ({tasks}; paper on the same:" in intro  # headline
+    assert f"undistilled {KNOWN['undistilled retention']} %" in intro
+    assert f"{KNOWN['gain']} pts ({tasks})" in intro and f"{KNOWN['no-ce change']} pts ({tasks})" in intro
+    assert "<td>same sign</td>" in intro  # -10 against the paper's -2.96, resolved: the sign only
+    # parameters: the DistilBERT / BERT-base shapes (66 / 110) and our pair (11M / 22M), each labelled
+    assert "60.0 %" in intro and "cpu (paper's shapes)" in intro
+    assert "50.0 % (student / teacher, without MLM head)" in intro
+    assert "11.0M-parameter student (without MLM head)" in intro
+    table1 = pages["table1_glue"]
+    assert f"GLUE score ({tasks})" in table1
+    for value in (KNOWN["teacher score"], KNOWN["student score"], KNOWN["undistilled score"], KNOWN["retention"],
+                  KNOWN["undistilled retention"]):
+        assert f"<td>{value}</td>" in table1, value
+    table4 = pages["table4_ablation"]
+    assert f"GLUE score ({tasks})" in table4 and f"change ({tasks})" in table4
+    assert f"<td>{KNOWN['no-ce change']}0</td>" in table4 and "<td>-3.00</td>" in table4  # undistilled - student
+    assert "<td>same sign</td>" in table4
+    cpu = pages["cpu_reproduction"]
+    assert f"GLUE score ({tasks}): distilled student / teacher" in cpu
+    assert f"on the GLUE score over {tasks}" in cpu and f"keeps {KNOWN['retention']} %" in cpu
+    assert f"{KNOWN['undistilled retention']} %" in cpu and f"is {KNOWN['gain']}" in cpu
+    assert "(11.0M parameters) has 50.0 %" in cpu
+    assert f"GLUE ({tasks}, the tasks that count" in pages["discussion"] and f"keeps {KNOWN['retention']} %" in \
+        pages["discussion"]
+    # the other statistics the pages once mixed: a median of per-seed macro scores (undistilled 56.5 / 75 = 75.3 %,
+    # gain 60 - 56.5 = +3.5) appears nowhere
+    for name, text in pages.items():
+        assert "75.3 %" not in text and "+3.5 p" not in text, name
+
+
+@pytest.mark.slow
 def test_built_site_in_headless_chromium(built_site):
     chromium = check_site.find_chromium()
     if chromium is None:
@@ -231,6 +273,48 @@ def test_built_site_in_headless_chromium(built_site):
     for page in RESULTS_PAGES:
         assert report[f"{page}.html"]["drawn"] >= 1 and report[f"{page}.html"]["svgs"] >= 1, page
     assert report["background.html"]["drawn"] == 2
+
+
+def test_layout_check_and_wide_notebook_frames():
+    # check_site.layout_problems: an element passing the content column's right (or left) edge is named
+    layout = {"window": 1400, "column": 772, "items": [
+        {"kind": "table", "label": "Scorecard", "left": 0, "width": 1095},
+        {"kind": "plotly", "label": "fits", "left": 0, "width": 772},
+        {"kind": "img", "label": "shifted", "left": -20, "width": 300}]}
+    assert check_site.layout_problems("intro.html", layout) == [
+        "intro.html: table 'Scorecard' is 1095 px wide, the content column 772 px",
+        "intro.html: img 'shifted' is 300 px wide, the content column 772 px"]
+    assert check_site.layout_problems("a.html", None) == [
+        "a.html: no layout measurements (the page's script did not run)"]
+    measured = json.dumps(layout).replace(chr(34), "&quot;")
+    dom = f'<body><pre id="{check_site.LAYOUT_ID}" hidden="">{measured}</pre></body>'
+    assert check_site.layout_of(dom) == layout
+    # a wide frame printed by a stage notebook is shown transposed (same cells); a narrow one is left alone
+    import pandas as pd
+    fixes = _extension("site_fixes")
+    wide = pd.DataFrame([{f"field_{j}": i * 100 + j for j in range(12)} for i in range(3)]).to_html()
+    out = fixes.transpose_frame_html(wide)
+    assert out.count("<tr>") == 13 and "<th>field_11</th><td>11</td><td>111</td><td>211</td>" in out
+    assert fixes.TRANSPOSED_NOTE in out
+    assert fixes.transpose_frame_html(pd.DataFrame({"a": [1, 2], "b": [3, 4]}).to_html()) is None
+
+
+@pytest.mark.slow
+def test_built_site_fits_the_content_column_at_1400_px(built_site):
+    chromium = check_site.find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium (apt-get install chromium)")
+    pages = ["intro.html", "method.html", *(f"{p}.html" for p in RESULTS_PAGES)]
+    report = check_site.check_site(built_site, chromium, pages=pages)
+    for page in pages:
+        layout = report[page]["layout"]
+        assert layout is not None and layout["window"] == check_site.WINDOW[0], page
+        assert 600 < layout["column"] < check_site.WINDOW[0], page  # the article column, not the window
+        assert check_site.layout_problems(page, layout) == [], page
+    kinds = {item["kind"] for page in pages for item in report[page]["layout"]["items"]}
+    assert {"table", "plotly"} <= kinds  # the check saw the tables and figures it vouches for
+    scorecard = [i for i in report["intro.html"]["layout"]["items"] if i["label"].startswith("Scorecard")]
+    assert scorecard and scorecard[0]["width"] <= report["intro.html"]["layout"]["column"]
 
 
 @pytest.mark.slow

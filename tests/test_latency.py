@@ -290,6 +290,27 @@ def test_extrapolation_uses_the_per_example_mean():
     assert latency.extrapolate_total_s({"per_example_ms_mean": 2.0}, n_total=10) == pytest.approx(0.02)
 
 
+def test_measured_and_extrapolated_times_are_kept_apart():
+    from lib import results
+    # rows as stage 5 writes them: 150 of 1,500 pairs timed, a 9 s median pass; one older row without the factor
+    row = {"model": "BERT-base", "n_examples": 150, "n_total": 1500, "extrapolation_factor": 10.0, "total_s": 9.0,
+           "extrapolated_total_s": 90.0, "total_s_with_tokenizer": 10.0, "extrapolated_total_s_with_tokenizer": 100.0}
+    older = {k: v for k, v in row.items() if k != "extrapolation_factor"} | {"model": "student", "total_s": 1.0,
+                                                                               "extrapolated_total_s": 10.0}
+    record = results.as_record({"name": "latency", "wall_time_s": 1.0, "provenance": {}, "table3": [row, older],
+                                "sweep": [], "size_quality": []}, "latency")
+    timed = record.timings()
+    assert timed["BERT-base"] == {"measured_s": 9.0, "n_examples": 150, "n_total": 1500, "factor": 10.0,
+                                  "extrapolated_s": 90.0, "measured_whole_set": False}
+    assert timed["student"]["factor"] == 10.0 and timed["student"]["measured_s"] == 1.0
+    assert record.timings("_with_tokenizer")["BERT-base"]["measured_s"] == 10.0
+    record.table3 = [{**row, "n_examples": 1500, "extrapolation_factor": 1.0, "extrapolated_total_s": 9.0}]
+    whole = record.timings()["BERT-base"]
+    assert whole["factor"] == 1.0 and whole["extrapolated_s"] is None and whole["measured_whole_set"]
+    with pytest.raises(ValueError, match="counts"):
+        latency.extrapolation_factor(0, 1500)
+
+
 def test_end_to_end_on_tiny_real_models():
     """End to end on two tiny real models (no timing asserted): summaries are complete and positive."""
     tok = StubTokenizer(Clock())
@@ -401,6 +422,9 @@ def test_stage_table3_and_sweep_on_the_smoke_hub():
     assert by_label["student"]["n_examples"] == 6 and by_label["student"]["n_total"] > 6
     assert by_label["student"]["extrapolated_total_s"] == pytest.approx(
         by_label["student"]["per_example_ms_mean"] * by_label["student"]["n_total"] / 1e3)
+    assert by_label["student"]["extrapolation_factor"] == by_label["student"]["n_total"] / 6
+    assert by_label["student"]["extrapolated_total_s"] == pytest.approx(
+        by_label["student"]["total_s"] * by_label["student"]["extrapolation_factor"])
     assert by_label["student int8"]["parameters"] == by_label["student"]["parameters"]
     assert by_label["student int8"]["size_mb"] < by_label["student"]["size_mb"]
     assert by_label["DistilBERT"]["paper_seconds"] == paper.TABLE3["DistilBERT"]["seconds"]

@@ -36,8 +36,12 @@ def _run(root, profile, model, task, seed, **fields):
 
 
 def _table3_row(model, seconds, n_examples=None, params_m=None):
-    """A row of latency.json's table3 (lib.latency.table3), with the fields lib.report reads."""
+    """A row of latency.json's table3 (lib.latency.table3), with the fields lib.report and LatencyResult.timings
+    read: ``seconds`` is the full pass over STS-B dev's 1,500 pairs, extrapolated from the ``n_examples`` timed."""
+    n_total = 1500 if n_examples else None
     return {"model": model, "extrapolated_total_s": seconds, "n_examples": n_examples, "params_m": params_m,
+            "n_total": n_total, "total_s": seconds * n_examples / n_total if n_examples else seconds,
+            "batch_size": 1, "repeats": 3, "warmup": 10, "interleave": "example", "mean_tokens": 32.5,
             "parameters": None if params_m is None else int(params_m * 1e6), "size_mb": None,
             "per_example_ms_median": None}
 
@@ -76,8 +80,8 @@ def write_example_results(tmp_path):
     down = _summary({"teacher": {"imdb": [90, 92]}, "student": {"imdb": [88, 90]}})
     _write(tmp_path, "cpu", "imdb_squad", {"summary": down, "runs": 4})
     _write(tmp_path, "cpu", "latency", {"table3": [
-        _table3_row("BERT-base", 100.0, 300), _table3_row("DistilBERT", 50.0, 300), _table3_row("teacher", 10.0),
-        _table3_row("student", 6.0)], "sweep": []}, gpu=None)
+        _table3_row("BERT-base", 100.0, 300, 110.0), _table3_row("DistilBERT", 50.0, 300, 66.0),
+        _table3_row("teacher", 10.0, 300, 22.0), _table3_row("student", 6.0, 300, 11.0)], "sweep": []}, gpu=None)
     (tmp_path / "t4").mkdir(exist_ok=True)  # an empty profile folder: not a profile with results
     return tmp_path
 
@@ -283,10 +287,42 @@ def test_headline_columns_per_scale(results_root):
     table = findings.headline(results_root)
     assert list(table.columns) == ["paper", "cpu"]
     assert table.loc["GLUE score: student / teacher", "paper"] == f"{100 * 77.0 / 79.5:.1f} % (9 tasks)"
-    assert table.loc["parameters: student / teacher", "cpu"] == "50.0 %"
+    # parameters: stage 5's counts of our student and teacher (11M / 22M), never the masked-LM models' of stage 2
+    assert table.loc["parameters: student / teacher", "cpu"] == "50.0 % (student / teacher, without MLM head)"
+    assert table.loc["parameters: student / teacher", "paper"] == "60.0 % (DistilBERT / BERT-base, without MLM head)"
     assert table.loc["inference time: student / teacher", "cpu"] == "50.0 % (DistilBERT / BERT-base)"
     assert table.loc["SQuAD F1: student / teacher", "cpu"] == "not run"
-    assert "all-MiniLM-L6-v2" in table.loc["teacher -> student", "cpu"]
+    pair = table.loc["teacher -> student", "cpu"]
+    assert "all-MiniLM-L6-v2" in pair and "11.0M-parameter student (without MLM head)" in pair
+    # GLUE: only CoLA counts here (SST-2's floor is not recorded), named beside the value
+    assert table.loc["GLUE score: student / teacher", "cpu"].startswith(f"{100 * 35 / 50:.1f} % (CoLA; paper on")
+
+
+def test_each_derived_figure_has_one_function_and_one_value(results_root):
+    """Table 1, Table 4, the scorecard and the CPU page's facts read the same numbers from the same functions."""
+    record = report.load("cpu", "glue", results_root)
+    table1 = report.glue_table(record, exclude=["no-ce"], profile="cpu", root=results_root).loc["this run"]
+    score, counted = report.counted_glue_score("cpu", "undistilled", results_root)
+    assert counted == ["cola"] and table1.loc["undistilled", "GLUE score"] == score == 12
+    retention = report.counted_glue_retention("cpu", results_root, student="undistilled")[0]
+    assert table1.loc["undistilled / teacher (%)", "GLUE score"] == pytest.approx(retention) == 24
+    change, _, _ = report.counted_glue_change("cpu", "student", "undistilled", results_root)
+    table4 = report.ablation_table("cpu", results_root)
+    assert -table4.loc[report.UNDISTILLED_LABEL, "change (points)"] == pytest.approx(change) == 35 - 12
+    facts = findings.scale_findings("cpu", root=results_root)
+    assert facts["glue_gain"] == pytest.approx(change) and facts["glue_undistilled"] == pytest.approx(retention)
+    assert facts["parameters"] == report.encoder_parameter_ratio("cpu", "student", "teacher", results_root) == 50
+    assert report.encoder_parameters_m("cpu", "student", results_root) == 11.0
+    assert report.task_set_label(["sst2", "stsb"]) == "SST-2, STS-B" and report.task_set_label([]) == "none"
+
+
+def test_retention_error_bars_carry_both_seed_spreads():
+    # student 80-90, teacher 95-105: from 80/105 to 90/95, never the student's spread over the teacher's median
+    low, high = report.retention_span([80, 85, 90], [95, 100, 105])
+    assert (low, high) == (pytest.approx(100 * 80 / 105), pytest.approx(100 * 90 / 95))
+    low, high = report.retention_span([-5, 2], [40, 50])  # a negative score: the four corners, ordered
+    assert (low, high) == (pytest.approx(-12.5), pytest.approx(5.0))
+    assert report.retention_span([1, 2], [0, 3]) is None  # a teacher seed at 0: unbounded
 
 
 def test_teacher_logits_prefers_the_largest_scale(tmp_path):
