@@ -820,7 +820,7 @@ def _distill_teacher(task, models, seeds, params, results_dir, provenance):
 def predictions_path(path):
     """Where the run whose record is ``path`` keeps its answers: <model>/predictions/<task>-seed<n>.json, in a
     folder of its own so that lib.results.read_runs (<model>/*.json) reads run records only."""
-    return path.parent / "predictions" / path.name
+    return path.parent / results_io.PREDICTIONS / path.name
 
 
 def _write_run(path, label, result, key, provenance):

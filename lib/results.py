@@ -293,6 +293,15 @@ _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulat
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 
 
+PREDICTIONS = "predictions"  # a fine-tuning run's folder of predictions ({question id: answer}), not a record
+
+
+def results_files(root):
+    """Every results record under ``root`` (results/ or one profile's folder): the JSON files but the runs'
+    predictions, which their records name (FinetuneRun.predictions_file)."""
+    return sorted(p for p in Path(root).rglob("*.json") if p.parent.name != PREDICTIONS)
+
+
 def kind_of(path):
     """The kind of a results file, from where it lies and its name."""
     path = Path(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lib import results  # noqa: E402
 from lib.results import write_json  # noqa: E402
 
 # an absolute path with a runs/<profile>/ part: the checkout it was written in is everything before "runs/"
@@ -39,7 +40,7 @@ def numbers(value):
 
 
 def main():
-    for path in sorted((ROOT / "results").rglob("*.json")):
+    for path in results.results_files(ROOT / "results"):
         before = json.loads(path.read_text())
         after = relative(before)
         if after != before:

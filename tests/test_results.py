@@ -84,10 +84,18 @@ def test_every_kind_round_trips_through_the_schema(tmp_path, kind):
     assert list(written)[-1] == "provenance" and set(written) == {f.name for f in dataclasses.fields(record)}
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "results").rglob("*.json")), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize("path", results.results_files(REPO_ROOT / "results"), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_every_committed_results_file_reads(path):
     record = results.read(path)
     assert type(record) is results.KINDS[results.kind_of(path)]
+
+
+def test_every_committed_predictions_file_is_named_by_its_run_and_read_by_no_other_reader():
+    predictions = sorted((REPO_ROOT / "results").rglob(f"{results.PREDICTIONS}/*.json"))
+    named = {REPO_ROOT / record.predictions_file for path in results.results_files(REPO_ROOT / "results")
+             if results.kind_of(path) == "finetune_run" and (record := results.read(path)).predictions_file}
+    assert set(predictions) == named
+    assert not set(predictions) & set(results.results_files(REPO_ROOT / "results"))
 
 
 def test_unknown_missing_or_mistyped_fields_name_the_file_and_the_field(tmp_path):
