@@ -13,14 +13,10 @@ from lib.config import ParameterError
 PRODUCED_BY = {paper.TEACHER: config.TEACHER}  # a model folder's name -> the stage that writes it (others: distill)
 
 
-def stage_of(params):
-    return next(name for name, stage in config.STAGES.items() if type(params) is stage.params)
-
-
 def check(params, output_dir=None, pending=()):
     """Run every check for ``params`` (a stage's parameters). output_dir: where the executed notebook goes.
     pending: stages that run before this one in the same pipeline run, whose outputs do not exist yet."""
-    stage = stage_of(params)
+    stage = config.stage_of(params)
     for name in ("results_dir", "run_dir"):
         writable(params.path(name), name)
     if output_dir is not None:
@@ -67,7 +63,7 @@ def writable(path, name):
 def output_folders(params):
     """The folders a stage writes and locks while it runs (lib.checkpoints: one run per folder): stage 1 its
     teacher, stage 2 each run's folder and the undistilled student's, stages 3 and 4 their per-run results."""
-    stage, run_dir = stage_of(params), params.path("run_dir")
+    stage, run_dir = config.stage_of(params), params.path("run_dir")
     if stage == config.TEACHER:
         return [run_dir / config.TEACHER]
     if stage == config.DISTILL:
@@ -128,7 +124,7 @@ def resolve_model(params, name, value, producer=None):
     if not (path / "config.json").is_file():
         what = "not found" if not path.exists() else "has no config.json (not a model folder)"
         raise ParameterError(name, f"{shown} {what}{made}")
-    stage = stage_of(params)
+    stage = config.stage_of(params)
     if stage not in CONFIG_ONLY_STAGES and not any((path / f).is_file() for f in WEIGHT_FILES):
         raise ParameterError(name, f"{shown} has no weights (model.safetensors, pytorch_model.bin or their sharded "
                                    f".index.json), only a config: stage {stage!r} loads its trained weights; give a "
@@ -173,7 +169,7 @@ def bert_parameters(cfg, n_layers=None):
 def disk_space(params, teacher):
     """Room under run_dir for what the stage writes: per distillation run two checkpoint slots (fp32 weights and
     two AdamW moments, 12 bytes per parameter each) and the final model (4 bytes per parameter)."""
-    if stage_of(params) == config.DISTILL:
+    if config.stage_of(params) == config.DISTILL:
         n = (len(params.student_layers) if params.student_layers else params.n_student_layers
              or teacher["num_hidden_layers"] // 2)
         runs = 1 + len(params.ablations)
