@@ -296,6 +296,8 @@ class RunLock:
 
     def release(self):
         self._stop.set()
+        if self._thread.is_alive():  # a renewal in flight would put the file back after the unlink
+            self._thread.join()
         _HELD.pop(self.path, None)
         if self.owned():
             self.path.unlink(missing_ok=True)

@@ -157,7 +157,7 @@ def load_notebook_params(stage, namespace):
         return config.load_params(stage, given)
     except config.ParameterError as err:
         known = {f.name for f in dataclasses.fields(config.STAGES[stage].params)}
-        injected = {name for source in history if _is_papermills(source) for name in _top_level_names(source)}
+        injected = set(config._injected_names(namespace))
         if exact or err.name in known | injected or err.name not in given:
             raise
         raise config.ParameterError(err.name, f"not a parameter of stage {stage!r}. If the parameters cell no longer "

@@ -239,8 +239,15 @@ def read_model_card(folder):
     path = Path(folder) / CARD
     if not path.is_file():
         return {}, ""
-    _, front, body = path.read_text().split("---\n", 2)
-    return yaml.safe_load(front) or {}, body
+    text = path.read_text()
+    parts = text.split("---\n", 2)
+    if not text.startswith("---\n") or len(parts) < 3:  # a README of another kind: no metadata to read
+        return {}, text
+    try:
+        front = yaml.safe_load(parts[1])
+    except yaml.YAMLError:
+        return {}, text
+    return (front if isinstance(front, dict) else {}), parts[2]
 
 
 def _card_metrics(metrics):

@@ -7,7 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from lib import checkpoints, config, hub, paper, repo_path
+from lib import config, hub, paper, repo_path
 from lib.config import ParameterError
 
 PRODUCED_BY = {paper.TEACHER: config.TEACHER}  # a model folder's name -> the stage that writes it (others: distill)
@@ -21,8 +21,9 @@ def check(params, output_dir=None, pending=()):
         writable(params.path(name), name)
     if output_dir is not None:
         writable(Path(output_dir), "output_dir")
+    from lib.checkpoints import check_lock  # here, not at the top: the module imports torch, preflight does not
     for folder in output_folders(params):  # another live run writing there: refused before anything loads
-        checkpoints.check_lock(folder)
+        check_lock(folder)
     for name, value in models_needed(params):
         producer = producer_of(params, value)
         if producer is not None and producer in pending:

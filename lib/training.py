@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lib.checkpoints import (CheckpointError, acquire_lock, clear_checkpoints, find_checkpoint, holds_lock,
+from lib.checkpoints import (SLOTS, CheckpointError, acquire_lock, clear_checkpoints, find_checkpoint, holds_lock,
                              load_state, read_manifest, release_lock, save_checkpoint, set_aside, signals_deferred,
                              signals_interrupt)
 from lib.config import PRECISIONS, ParameterError
@@ -463,8 +463,7 @@ def say_how_it_starts(output_dir, checkpoint, step, total_steps, resume):
         age = _age(written)
         print(f"resuming {output_dir.name} from step {step:,} of {total_steps:,}: checkpoint {checkpoint}, written "
               f"{written}{f' ({age} ago)' if age else ''}", flush=True)
-    elif not resume and any((output_dir / slot / "manifest.json").is_file() for slot in ("checkpoint-a",
-                                                                                         "checkpoint-b")):
+    elif not resume and any(read_manifest(output_dir / slot) for slot in SLOTS):
         print(f"resume=false: starting {output_dir.name} over at step 0; its checkpoints in {output_dir} no longer "
               "count and will be overwritten", flush=True)
 

@@ -135,6 +135,7 @@ def test_the_holder_renews_its_lease_while_it_runs(tmp_path, monkeypatch):
             _as_another_host(monkeypatch, lambda: checkpoints.acquire_lock(tmp_path))
     finally:
         checkpoints.release_lock(lock)
+    assert not lock._thread.is_alive()  # joined: no renewal in flight can write the file back
     assert not (tmp_path / "run.lock").exists()
 
 

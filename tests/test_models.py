@@ -266,3 +266,10 @@ def test_every_model_stage_2_saves_has_its_card(tmp_path):
         assert front["base_model"] == "smoke/tiny-bert" and front["library_name"] == "transformers", name
         assert "| mlm_accuracy |" in body and "git commit: `" in body, name  # held-out measures, provenance
     assert "undistilled_name: undistilled" in models.read_model_card(tmp_path / "undistilled")[1]
+
+
+def test_a_readme_without_front_matter_is_a_card_without_metadata(tmp_path):
+    (tmp_path / "README.md").write_text("# my model\n\nfine-tuned by hand --- see notes\n")
+    assert models.read_model_card(tmp_path) == ({}, "# my model\n\nfine-tuned by hand --- see notes\n")
+    (tmp_path / "README.md").write_text("---\nbase_model: [unclosed\n---\nbody\n")
+    assert models.read_model_card(tmp_path)[0] == {}
