@@ -5,7 +5,7 @@ STAGES  ?= teacher,distill,glue,imdb_squad,latency
 ARGS    ?=
 BOOK     = jupyter-book build book/ -W --keep-going
 
-.PHONY: install reproduce stages book test clean-smoke gpu-check
+.PHONY: install reproduce stages book test clean-smoke gpu-check gpu-run
 
 # torch first, pinned to the wheel this machine kind ships, so pip never picks a multi-GB CUDA build here;
 # an existing torch (Colab's, yours) is kept as it is. requirements-dev.txt = requirements.txt (the runtime, all a
@@ -32,6 +32,11 @@ test: install
 # the GPU check (under 5 min, offline, random-init BERT-base): results/gpu-check/<gpu>.json; ARGS=--cpu: CPU dry run
 gpu-check:
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/gpu_check.py $(ARGS)
+
+# on one lent GPU (H200 class): gpu-check, then the gpu profile, ~10 min, elapsed time per step; writes
+# results/gpu-check/<gpu>.json and results/gpu/. ARGS="--cpu [--out DIR]": the CPU dry run on tiny shapes (tests do)
+gpu-run:
+	$(PYTHON) scripts/gpu_run.py $(ARGS)
 
 clean-smoke:
 	rm -rf build/smoke-hub runs/smoke

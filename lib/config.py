@@ -23,7 +23,7 @@ import yaml
 from lib import REPO_ROOT, glue, paper, repo_path
 
 PARAMS_DIR = REPO_ROOT / "params"
-PROFILES = ("smoke", "cpu", "t4", "paper")
+PROFILES = ("smoke", "cpu", "t4", "paper", "gpu")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ADAPT_MLM = ("auto", "always", "never")  # when stage 1 trains the teacher's MLM head (lib.teacher.needs_adaptation)
 

@@ -87,8 +87,8 @@ def test_unknown_stage_and_missing_profile_file():
 @pytest.mark.parametrize("profile", config.PROFILES)
 @pytest.mark.parametrize("stage", list(config.STAGES))
 def test_every_profile_file_is_valid(profile, stage, shared_hub_or_none):
-    if profile == "cpu" and shared_hub_or_none is None:
-        pytest.skip("the cpu profile reads the offline mirror, absent here")
+    if profile in ("cpu", "gpu") and shared_hub_or_none is None:
+        pytest.skip(f"the {profile} profile reads the offline mirror, absent here")
     params = config.load_params(stage, profile=profile)
     assert params.profile == profile
 
