@@ -16,6 +16,12 @@ losses of the two are printed side by side (they agree to float32 rounding). GPU
 follow warm-up steps. On CPU, peak memory is the process's peak resident set (both students, weights, optimizer
 and Python included); on CUDA, torch's peak allocated memory per implementation. The analytical T4 estimate of
 lib.training.estimate_memory is printed alongside.
+
+Share of the matmul peak (issue 23): between the steps, under the same load, the run times 2048^3 float32 matmuls
+(torch's thread count as set) for this machine's peak GFLOP/s; a step's FLOPs per non-padding token are 6 x the
+student's parameters that take part + 2 x the teacher's (flops_per_token: embeddings are lookups, the vocabulary
+projection counts on the tokens the heads take, attention scores and element-wise ops are left out); each
+implementation's tokens/s x FLOPs per token is its share of that peak. --json includes them.
 """
 import argparse
 import copy
@@ -35,6 +41,7 @@ from transformers import AutoConfig, BertConfig, BertForMaskedLM  # noqa: E402
 
 from lib import models, training  # noqa: E402
 from lib.data import mask_tokens, mlm_token_probs  # noqa: E402
+from lib.losses import logit_rows  # noqa: E402
 
 PRESETS = {
     "bert-base": dict(),  # BertConfig defaults: 12 layers, 768 hidden, 12 heads, 3072 FFN
@@ -95,6 +102,43 @@ def released_forward_losses(teacher, student, input_ids, attention_mask, labels,
 
 
 IMPLEMENTATIONS = dict(released=released_forward_losses, current=training.forward_losses)
+PEAK_SIZE = 2048  # the peak: a 2048 x 2048 @ 2048 x 2048 float32 matmul, timed between the steps
+
+
+def matmul_rate(device, size=PEAK_SIZE, repeats=3):
+    """GFLOP/s of ``repeats`` float32 size^3 matmuls (torch's thread count as set): this machine's matmul peak, as
+    busy as the steps around it."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+    a @ b  # warm: the first call allocates
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def matmul_parameters(model):
+    """(body, head): the parameters a token's matmuls (and the small ops next to them) use once each: every one
+    outside the embeddings (lookups, not FLOPs), the vocabulary projection (weight tied to the word embeddings,
+    and bias) apart as the head."""
+    decoder = training.vocab_projection(model)
+    head = {id(p): p for p in decoder.parameters()} if decoder is not None else {}
+    unique = {}
+    for name, p in model.named_parameters():
+        unique.setdefault(id(p), (name, p))
+    body = sum(p.numel() for key, (name, p) in unique.items() if key not in head and "embeddings" not in name)
+    return body, sum(p.numel() for p in head.values())
+
+
+def flops_per_token(teacher, student, head_share=1.0):
+    """FLOPs per non-padding token of a distillation step: 6 x the student's parameters that take part (forward,
+    and backward for the inputs and the weights) + 2 x the teacher's (forward only), the vocabulary projection
+    counted on the share of tokens the heads take (1 with restrict_ce_to_mask false: every real token). Attention
+    scores (QK^T, AV: ~2% here) are left out, as are the element-wise ops."""
+    (s_body, s_head), (t_body, t_head) = matmul_parameters(student), matmul_parameters(teacher)
+    return 6 * (s_body + s_head * head_share) + 2 * (t_body + t_head * head_share)
 
 
 def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_size=8, steps=3, warmup=1,
@@ -116,6 +160,7 @@ def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_
         runs[name] = dict(student=student, optimizer=training.adamw(student, 5e-4), seconds=[], losses=[],
                           scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), peak_mib=0.0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    peak_rates = []
 
     def step(name, batch, step_seed):
         run = runs[name]
@@ -147,19 +192,27 @@ def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_
             runs[name]["losses"].append(float(loss.detach()))
             if device.type == "cuda":
                 runs[name]["peak_mib"] = max(runs[name]["peak_mib"], torch.cuda.max_memory_allocated(device) / 2 ** 20)
+        if index >= warmup:  # the peak under the same load as the steps
+            peak_rates.append(matmul_rate(device))
 
     tokens = batch_size * seq_len  # every position is a real token here (no padding)
+    head_share = float(logit_rows(attention_mask, labels, **weights).sum()) / tokens  # of the last batch
+    step_flops = flops_per_token(teacher, first_student, head_share)
+    peak = statistics.median(peak_rates)
     estimate = training.estimate_memory(teacher.config, first_student.config, batch_size, seq_len, "fp16")
     result = dict(teacher=teacher_name, teacher_layers=n_teacher, student_layers=first_student.config.teacher_layers,
                   teacher_parameters=models.count_parameters(teacher),
                   student_parameters=models.count_parameters(first_student),
                   device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                   threads=torch.get_num_threads(), precision=str(dtype).replace("torch.", ""), seq_len=seq_len,
-                  batch_size=batch_size, steps=steps, t4_fp16_estimate_gib=estimate["total_gib"])
+                  batch_size=batch_size, steps=steps, t4_fp16_estimate_gib=estimate["total_gib"],
+                  matmul_peak_gflops=peak, matmul_peak_runs_gflops=peak_rates, mflop_per_token=step_flops / 1e6,
+                  head_share=head_share)
     for name, run in runs.items():
         seconds = statistics.median(run["seconds"])
+        gflops = tokens / seconds * step_flops / 1e9
         result[name] = dict(seconds_per_step=seconds, tokens_per_s=tokens / seconds, first_loss=run["losses"][0],
-                            step_seconds=run["seconds"])
+                            step_seconds=run["seconds"], gflops=gflops, share_of_peak=gflops / peak)
         if device.type == "cuda":
             result[name]["peak_memory_mib"] = run["peak_mib"]
     result["speedup"] = result["current"]["tokens_per_s"] / result["released"]["tokens_per_s"]
@@ -199,8 +252,14 @@ def main():
             run = result[name]
             memory = f"   peak memory {run['peak_memory_mib']:,.0f} MiB" if "peak_memory_mib" in run else ""
             print(f"  {name:9s} {run['tokens_per_s']:7,.0f} tokens/s   {run['seconds_per_step']:.3f} s/step   "
+                  f"{run['gflops']:6.1f} GFLOP/s = {run['share_of_peak']:.0%} of peak   "
                   f"first-step loss {run['first_loss']:.6f}{memory}")
         print(f"  current / released: {result['speedup']:.2f}x")
+        peaks = result["matmul_peak_runs_gflops"]
+        print(f"  matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(peaks)} timings of 3 x {PEAK_SIZE}^3 float32 matmuls between the steps, "
+              f"{min(peaks):.0f}-{max(peaks):.0f}); "
+              f"{result['mflop_per_token']:.1f} MFLOP per token (6 x student + 2 x teacher parameters outside the "
+              f"embeddings, heads on {result['head_share']:.0%} of the tokens)")
         if "process_peak_rss_mib" in result:
             print(f"  process peak RSS {result['process_peak_rss_mib']:,.0f} MiB (both implementations)")
         print(f"  T4 fp16 estimate {result['t4_fp16_estimate_gib']:.2f} GiB")

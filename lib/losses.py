@@ -14,7 +14,10 @@ there is one (add it to lib/config.py to make the weight a stage parameter), els
 
 Speed (the same arithmetic, fewer passes over vocabulary-sized tensors): the logits may come for the rows that
 logit_rows selects only, so that padding rows never reach the vocabulary projection, and the KL is one chunked
-pass (kl_divergence) instead of autograd's chain of full-size softmaxes, differences and their gradients.
+pass (kl_divergence) instead of autograd's chain of full-size softmaxes, differences and their gradients. In
+float32 (lib.training.forward_losses) the logits do not even exist: the models' outputs carry VocabHeads (the
+projection's input, weight and bias) and L_ce and L_mlm come with their gradients from one chunked pass
+(fused_head_losses), the vocabulary projections included (issue 23).
 Measured on 2 CPU cores at the cpu profile's shapes: see benchmarks/distill_throughput.py.
 """
 import dataclasses
@@ -67,6 +70,115 @@ def kl_divergence(s_logits, t_logits, temperature):
     """sum over rows of KL(softmax(t_logits / T) || softmax(s_logits / T)), differentiable in s_logits only
     (the teacher's logits are constants, inference tensors included)."""
     return _KLDivergence.apply(s_logits, t_logits, temperature)
+
+
+# ------------------------------------------------------------------------------------------------ the fused head
+
+FUSED_CHUNK_ROWS = 256  # rows of logits per chunk of the fused head: 3 buffers of 256 x 30,522 float32 = 94 MB
+FUSED_TERMS = frozenset({"ce", "mlm"})  # the terms that can read their logits from a VocabHead
+
+
+class VocabHead(typing.NamedTuple):
+    """A masked-LM head stopped before its vocabulary projection: the projection's input (the rows logit_rows
+    selects, (n_rows, dim); or (batch, seq, dim)), weight (vocab, dim) and bias. Given as a model output's
+    ``logits``, the loss computes the logits itself, chunk by chunk (fused_head_losses)."""
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def _chunk_logits(hidden, weight, bias, out):
+    """hidden @ weight.T + bias into ``out``: what the model's nn.Linear computes, for a chunk of rows."""
+    if bias is None:
+        return torch.mm(hidden, weight.t(), out=out)
+    return torch.addmm(bias, hidden, weight.t(), out=out)
+
+
+class _FusedVocabLosses(torch.autograd.Function):
+    """w_ce * sum of KL(softmax(t/T) || softmax(s/T)) over the kl_rows + w_mlm * sum of the cross-entropy of s on
+    the targets (-100: none), with s = s_hidden @ s_weight.T + s_bias and t the teacher's alike, and the
+    gradients w.r.t. s_hidden, s_weight and s_bias; all in one pass over chunks of rows, in three reused
+    (chunk, vocab) buffers: neither model's full logits, nor their softmaxes, nor their gradient are ever
+    materialised (issue 23). The weights are known before the backward pass (alpha_ce, alpha_mlm, the row counts),
+    so the forward pass computes the gradients, and the backward pass only scales them. Also returns the two sums,
+    unweighted and not differentiable, for the log."""
+
+    @staticmethod
+    def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, t_weight, t_bias, targets, kl_rows, temperature, w_ce,
+                w_mlm):
+        n, vocab = s_hidden.size(0), s_weight.size(0)
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        chunk = max(1, min(FUSED_CHUNK_ROWS, n))
+        logits, log_p_s, scratch = (s_hidden.new_empty(chunk, vocab) for _ in range(3))
+        grad_hidden = torch.empty_like(s_hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(s_weight) if need_weight else None
+        grad_bias = torch.zeros_like(s_bias) if need_bias else None
+        kl_sum, ce_sum = s_hidden.new_zeros(()), s_hidden.new_zeros(())
+        # per row: the KL's gradient scale (0 off the kl_rows)
+        kl_scale = kl_rows.to(s_hidden.dtype) * (w_ce / temperature)
+        for start in range(0, n, chunk):
+            rows = slice(start, min(start + chunk, n))
+            m = rows.stop - start
+            s, grad = logits[:m], log_p_s[:m]  # the gradient of the chunk ends in log_p_s's buffer
+            _chunk_logits(s_hidden[rows], s_weight, s_bias, s)
+            mlm_rows, mlm_grad = None, None
+            if w_mlm:
+                ce_part, mlm_rows, mlm_grad = _cross_entropy_part(s, targets[rows], w_mlm)
+                ce_sum += ce_part
+            if w_ce:
+                kl_sum += _kl_part(s, t_hidden[rows], t_weight, t_bias, temperature, kl_rows[rows],
+                                   kl_scale[rows], grad, scratch[:m])
+            else:
+                grad.zero_()
+            if mlm_rows is not None:  # row by row: index_add_ on CPU took 100x as long (a serial scatter)
+                for row, row_grad in zip(mlm_rows.tolist(), mlm_grad):
+                    grad[row].add_(row_grad)
+            if need_hidden:
+                torch.mm(grad, s_weight, out=grad_hidden[rows])
+            if need_weight:
+                grad_weight.addmm_(grad.t(), s_hidden[rows])
+            if need_bias:
+                grad_bias += grad.sum(0)
+        ctx.grads = (grad_hidden, grad_weight, grad_bias)  # not save_for_backward: backward scales them in place
+        ctx.mark_non_differentiable(kl_sum, ce_sum)
+        return kl_sum * w_ce + ce_sum * w_mlm, kl_sum, ce_sum
+
+    @staticmethod
+    def backward(ctx, grad_output, _kl_grad, _ce_grad):
+        if ctx.grads is None:
+            raise RuntimeError("the fused head supports one backward pass only (its gradients are scaled in place)")
+        grads, ctx.grads = ctx.grads, None
+        if not torch.equal(grad_output, torch.ones_like(grad_output)):  # 1 in fp32 training: skip a pass
+            grads = tuple(None if g is None else g.mul_(grad_output) for g in grads)
+        return (*grads, None, None, None, None, None, None, None, None)
+
+
+def _cross_entropy_part(s, targets, w_mlm):
+    """The chunk's summed cross-entropy on its target rows, those rows' indices in the chunk, and their gradient
+    w_mlm * (softmax(s) - onehot)."""
+    rows = (targets != -100).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return 0.0, None, None
+    labels = targets[rows]
+    log_p = torch.log_softmax(s[rows], dim=-1)
+    ce = -log_p.gather(1, labels.unsqueeze(1)).sum()
+    grad = log_p.exp_()
+    grad[torch.arange(rows.numel(), device=s.device), labels] -= 1
+    return ce, rows, grad.mul_(w_mlm)
+
+
+def _kl_part(s, t_hidden, t_weight, t_bias, temperature, kl_rows, kl_scale, grad, scratch):
+    """The chunk's KL(teacher/T || student/T) summed over its kl_rows, as kl_divergence computes it; its gradient
+    (softmax(s/T) - softmax(t/T)) * w_ce / T into ``grad``. ``s`` (the student's logits) is overwritten."""
+    log_p_s = grad
+    torch.log_softmax(s.div_(temperature), dim=-1, out=log_p_s)
+    t = _chunk_logits(t_hidden, t_weight, t_bias, s)  # the student's logits are no longer needed
+    log_p_t = torch.log_softmax(t.div_(temperature), dim=-1, out=scratch)
+    p_t = torch.exp(log_p_t, out=s)
+    per_row = log_p_t.sub_(log_p_s).mul_(p_t).sum(-1)  # p_t * (log p_t - log p_s)
+    kl = per_row.sum() if kl_rows.all() else per_row[kl_rows].sum()
+    log_p_s.exp_().sub_(p_t).mul_(kl_scale.unsqueeze(1))
+    return kl
 
 
 # ------------------------------------------------------------------------------------------------ the registry
@@ -256,6 +368,40 @@ register(LossTerm("cos", cos, 1.0, HIDDEN, label="L_cos", check=same_width))
 register(LossTerm("mse", mse, 0.0, LOGITS, rows=distill_rows, label="L_mse", options=dict(restrict_ce_to_mask=False)))
 
 
+def fusable(settings):
+    """Whether every term in use that reads logits can read them from VocabHeads (fused_head_losses)."""
+    return all(term.name in FUSED_TERMS for term in active_terms(settings) if term.needs & LOGITS)
+
+
+def fused_head_losses(batch, terms):
+    """{} unless the student's logits come as a VocabHead (then the teacher's too, when L_ce is on). Else L_ce and
+    L_mlm from one chunked pass over the vocabulary (_FusedVocabLosses): {"weighted": alpha_ce * L_ce + alpha_mlm *
+    L_mlm, differentiable, and loss_ce, loss_mlm: the same values as ce() and mlm(), for the log only}."""
+    if not isinstance(batch.student.logits, VocabHead):
+        return {}
+    names = {term.name for term in terms if term.needs & LOGITS}
+    if not names <= FUSED_TERMS:
+        raise ValueError(f"logits given as a VocabHead serve {sorted(FUSED_TERMS)} only, not "
+                         f"{sorted(names - FUSED_TERMS)}")
+    settings, temperature = batch.settings, batch.settings["temperature"]
+    student, teacher = batch.student.logits, batch.teacher.logits if "ce" in names else None
+    kl_rows = distill_rows(batch.attention_mask, batch.labels, settings)[batch.rows]
+    targets = batch.row_labels if "mlm" in names else torch.full_like(batch.row_labels, -100)
+    n_kl, n_targets = int(kl_rows.sum()), int((targets != -100).sum())
+    w_ce = settings["alpha_ce"] * temperature ** 2 / max(n_kl, 1) if "ce" in names else 0.0
+    w_mlm = settings["alpha_mlm"] / n_targets if n_targets else 0.0
+    rows_of = lambda head: head.hidden[batch.rows] if head.hidden.dim() == 3 else head.hidden  # noqa: E731
+    t_args = (rows_of(teacher), teacher.weight, teacher.bias) if teacher is not None else (None, None, None)
+    weighted, kl_sum, ce_sum = _FusedVocabLosses.apply(rows_of(student), student.weight, student.bias, *t_args,
+                                                       targets, kl_rows, temperature, w_ce, w_mlm)
+    values = dict(weighted=weighted)
+    if "ce" in names:
+        values["loss_ce"] = kl_sum / max(n_kl, 1) * temperature ** 2
+    if "mlm" in names:
+        values["loss_mlm"] = ce_sum / max(n_targets, 1)  # 0 without a target, as mlm()
+    return values
+
+
 def distillation_loss(student_out, teacher_out, attention_mask, labels, layer_map=None, **given):
     """Weighted loss and its terms from two model outputs (see LossBatch); ``given``: weights and options
     (loss_settings: alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_mse=0.0, temperature=2.0,
@@ -267,6 +413,8 @@ def distillation_loss(student_out, teacher_out, attention_mask, labels, layer_ma
     if not terms:
         raise ValueError(f"{', '.join(t.weight for t in TERMS.values())} are all 0: no loss to compute")
     batch = LossBatch(student_out, teacher_out, attention_mask, labels, settings, layer_map)
-    values = {term.field: term.fn(batch) for term in terms}
-    total = torch.stack([settings[term.weight] * values[term.field] for term in terms]).sum()
+    fused = fused_head_losses(batch, terms)  # L_ce and L_mlm, when the logits come as VocabHeads
+    values = {term.field: fused[term.field] if term.field in fused else term.fn(batch) for term in terms}
+    weighted = [settings[term.weight] * values[term.field] for term in terms if term.field not in fused]
+    total = torch.stack(weighted + ([fused["weighted"]] if fused else [])).sum()
     return dict(loss=total, **{term.field: values.get(term.field) for term in TERMS.values()})

@@ -216,3 +216,79 @@ def test_training_step_matches_released_arithmetic(monkeypatch, options, cos_lay
     scale = max(grad.abs().max() for grad in grads["released"].values())
     for k, grad in grads["released"].items():
         assert torch.allclose(grads["current"][k], grad, rtol=1e-5, atol=1e-6 * scale), k
+
+
+def plain_step(monkeypatch, teacher, student, batch, weights, layer_map=None, scale=1.0):
+    """forward_losses without the fused head (the logits materialised, the registry's ce and mlm): its terms and
+    every student gradient; and the same with the fused head."""
+    got = {}
+    for fused in (False, True):
+        monkeypatch.setattr(training, "fused_head", lambda *args, _fused=fused: _fused)
+        student.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the same dropout masks
+        terms = training.forward_losses(teacher, student, *batch, weights, layer_map)
+        (terms["loss"] * scale).backward()
+        got[fused] = terms, {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}
+    return got[False], got[True]
+
+
+@pytest.mark.parametrize("options", [dict(), dict(restrict_ce_to_mask=True, temperature=3.0),
+                                     dict(alpha_ce=0.0, alpha_cos=0.0), dict(alpha_mlm=0.0)],
+                         ids=["recipe", "restrict-ce", "mlm-only", "no-mlm"])
+def test_fused_head_gives_the_plain_losses_and_gradients(monkeypatch, options):
+    """The fused head (logits, L_ce, L_mlm and their gradients in chunks) against the same step with the logits
+    materialised: every term and every student gradient (the tied decoder weight and its bias included), with a
+    grad_output other than 1 (as GradScaler or gradient accumulation give it)."""
+    monkeypatch.setattr(losses, "FUSED_CHUNK_ROWS", 5)  # several chunks, the last one short
+    teacher, student = tiny_models()
+    (plain, plain_grads), (fused, fused_grads) = plain_step(monkeypatch, teacher, student, tiny_batch(),
+                                                            dict(RECIPE, **options), scale=0.37)
+    for term, value in plain.items():
+        assert (value is None) == (fused[term] is None), term
+        if value is not None:
+            torch.testing.assert_close(fused[term], value.detach(), rtol=1e-5, atol=1e-6, msg=term)
+    assert fused_grads.keys() == plain_grads.keys()
+    assert "vocab_projector.bias" in fused_grads
+    scale = max(grad.abs().max() for grad in plain_grads.values())
+    for k, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[k], grad, rtol=1e-5, atol=1e-6 * scale, msg=k)
+
+
+def test_fused_head_runs_in_float32_and_for_the_terms_it_serves_only():
+    teacher, student = tiny_models()
+    settings = losses.loss_settings(**RECIPE)
+    assert training.fused_head(teacher, student, settings, torch.float32)
+    assert not training.fused_head(teacher, student, settings, torch.bfloat16)  # autocast's logits: the plain path
+    assert not training.fused_head(teacher, student, losses.loss_settings(alpha_mse=0.5), torch.float32)
+    assert not training.fused_head(teacher, student, losses.loss_settings(alpha_ce=0, alpha_mlm=0), torch.float32)
+
+
+def test_fused_vocab_losses_match_float64_autograd(monkeypatch):
+    """The fused function itself: KL rows that leave some rows out, a chunk without a target, a bias; its sums and
+    gradients against autograd in float64; one backward pass only."""
+    monkeypatch.setattr(losses, "FUSED_CHUNK_ROWS", 4)  # 10 rows: chunks of 4, 4 and 2
+    g = torch.Generator().manual_seed(2)
+    n, d, vocab, T = 10, 6, 11, 2.5
+    s_hidden, s_weight, s_bias = (torch.randn(*shape, generator=g) for shape in ((n, d), (vocab, d), (vocab,)))
+    t_hidden, t_weight, t_bias = (torch.randn(*shape, generator=g) for shape in ((n, d), (vocab, d), (vocab,)))
+    targets = torch.tensor([3, -100, -100, 7, -100, -100, -100, -100, 0, 10])  # none in rows 4..7
+    kl_rows = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    w_ce, w_mlm = 0.7, 0.3
+    leaves = [t.clone().requires_grad_(True) for t in (s_hidden, s_weight, s_bias)]
+    weighted, kl_sum, ce_sum = losses._FusedVocabLosses.apply(*leaves, t_hidden, t_weight, t_bias, targets, kl_rows,
+                                                              T, w_ce, w_mlm)
+    (weighted * 1.5).backward()
+    ref = [t.double().requires_grad_(True) for t in (s_hidden, s_weight, s_bias)]
+    s = ref[0] @ ref[1].T + ref[2]
+    t = t_hidden.double() @ t_weight.double().T + t_bias.double()
+    kl = F.kl_div(F.log_softmax(s[kl_rows] / T, -1), F.log_softmax(t[kl_rows] / T, -1), reduction="sum",
+                  log_target=True)
+    ce = F.cross_entropy(s, targets, reduction="sum", ignore_index=-100)
+    ((w_ce * kl + w_mlm * ce) * 1.5).backward()
+    torch.testing.assert_close(kl_sum.double(), kl.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ce_sum.double(), ce.detach(), rtol=1e-5, atol=1e-6)
+    assert not kl_sum.requires_grad and not ce_sum.requires_grad
+    for got, want in zip(leaves, ref):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        weighted.backward()
