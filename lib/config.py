@@ -96,7 +96,8 @@ class TeacherParams(StageParams):
     eval_sequences: int = param(256, "held-out sequences for masked-token accuracy and perplexity")
     adapt_mlm: str = param("auto", "train the MLM head: auto (only when the checkpoint has none), always, never")
     adapt_steps: int = param(0, "optimizer steps of the MLM-head adaptation")
-    adapt_top_layers: int = param(0, "top teacher layers trained along with the MLM head")
+    adapt_top_layers: int | list = param(0, "top layers trained with the MLM head; a list: each tried, best kept")
+    adapt_eval_every: int = param(0, "steps between scores on the selection sequences; 0: start, end only")
     adapt_learning_rate: float = param(1e-4, "learning rate of the MLM-head adaptation")
     batch_size: int = param(32, "sequences per batch (adaptation and evaluation)")
     precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
@@ -107,6 +108,12 @@ class TeacherParams(StageParams):
         _one_of("precision", self.precision, PRECISIONS)
         _positive(self, "max_length", "eval_sequences", "batch_size")
         _fraction("heldout_fraction", self.heldout_fraction)
+        layers = self.adapt_top_layers if isinstance(self.adapt_top_layers, list) else [self.adapt_top_layers]
+        if not layers or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in layers):
+            raise ParameterError("adapt_top_layers", f"give a number of top layers >= 0, or a list of them, got "
+                                                     f"{self.adapt_top_layers!r}")
+        if self.adapt_eval_every < 0:
+            raise ParameterError("adapt_eval_every", f"must be >= 0, got {self.adapt_eval_every}")
         _check_corpus(self.corpus)
 
 
@@ -243,6 +250,12 @@ class EvalParams(StageParams):
     recompute: bool = param(False, "re-run (model, task, seed) results that already exist")
     task_overrides: dict = param({}, "task -> {name: value} for the fields above, e.g. {squad: {n_epoch: 2}}")
     distill_teacher: str = param(paper.TEACHER, "label in models whose fine-tuned copy teaches the (D) runs")
+    group_by_length: bool = param(False, "batches of rows of similar length: less padding, faster")
+    # the budget rule (lib.budget_rule), measured on train-split rows held out of training, never the dev split
+    heldout_rows: int = param(0, "train-split rows kept out of training, scored after each run; 0: none")
+    budget_ladder: dict = param({}, "task -> rising max_train_samples; the first where the teacher reaches its target is used")
+    budget_margin: float = param(10.0, "a rung's target: held-out constant-answer floor + this many points")
+    budget_targets: dict = param({}, "task -> held-out score to reach instead (SQuAD F1: no constant answer)")
 
     def validate(self):
         super().validate()
@@ -255,6 +268,10 @@ class EvalParams(StageParams):
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ParameterError(name, f"must be > 0 or None, got {getattr(self, name)}")
+        if self.heldout_rows < 0:
+            raise ParameterError("heldout_rows", f"must be >= 0, got {self.heldout_rows}")
+        from lib.budget_rule import check_ladder
+        check_ladder(self)
 
 
 @dataclass

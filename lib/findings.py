@@ -39,6 +39,7 @@ from lib.report import (  # noqa: F401
     profiles,
     resolved,
     retention_percent,
+    same_budget_base,
     root_dir,
     seed_range,
     seed_scores,
@@ -529,7 +530,7 @@ def _ablation_row(label, delta, scale, root):
         note = f"{variant} predicted a single class on {_single_class_text(constant)} (seeds)"
     if run and not variant:
         note = note or "this run was not evaluated on GLUE at this scale"
-    note = _join(note, heldout_note(scale["heldout"], run) if run else "")
+    note = _join(note, heldout_note(scale["heldout"], run, same_budget_base(scale["runs"], run)) if run else "")
     row = _change_row(f"Table 4: {label}", delta, scale, root, variant, paper.STUDENT if variant else None, note)
     row["scale"] = profile if run else "\u2014"
     return row
@@ -557,7 +558,7 @@ def _mlm_only_row(scale, root):
     alone_label = _glue_label_for(alone, glue) if (alone and glue) else None
     note = "" if alone else "no MLM-only run at any real scale"
     if alone:
-        note = _join(note, heldout_note(scale["heldout"], paper.STUDENT, alone))
+        note = _join(note, heldout_note(scale["heldout"], same_budget_base(scale["runs"], alone), alone))
     row = _change_row("the teacher's signal adds to masked-LM training alone (distilled - MLM loss only)", None,
                       scale, root, paper.STUDENT if alone_label else None, alone_label, note, sign=1)
     row["paper (reference)"] = "not in the paper"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import glue, hub, paper, preflight, tasks
+from lib import budget_rule, glue, hub, paper, preflight, tasks
 from lib import metrics as M
 from lib import results as results_io
 from lib.checkpoints import hold_locks, signals_interrupt
@@ -81,7 +81,8 @@ def load_task(task, params):
 
     max_train_samples / max_eval_samples (per task via task_overrides) keep a fixed random subset drawn with
     params.seed, in the original order: every model and fine-tuning seed sees the same examples (a plain head
-    would be biased: IMDb's train split is sorted by label).
+    would be biased: IMDb's train split is sorted by label). With heldout_rows, a "heldout" split of train rows
+    that never train joins them, and the training subset is drawn from the rest (lib.budget_rule.split_train).
     """
     import datasets
     spec = _spec(task)
@@ -96,6 +97,10 @@ def load_task(task, params):
         if split not in data:
             raise KeyError(f"{repo_id} ({spec.config}) has no split {split!r}; it has {list(data)}")
         splits[split] = subset(data[split], cap, params.seed)
+    heldout_rows = getattr(params, "heldout_rows", 0)
+    if heldout_rows:  # the budget rule's rows: out of the train split, never trained on
+        splits["train"], splits[budget_rule.HELDOUT] = budget_rule.split_train(
+            data["train"], heldout_rows, hp["max_train_samples"], params.seed)
     return datasets.DatasetDict(splits)
 
 
@@ -365,11 +370,16 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
 
     by_split, summaries = {}, {}
     for split in spec.eval_splits:
-        logits = trainer.predict(encoded[split].select_columns(inputs)).predictions
         labels = np.asarray(encoded[split]["labels"])
-        preds = logits.reshape(-1) if spec.regression else logits.argmax(-1)
+        preds = _predicted(spec, trainer.predict(encoded[split].select_columns(inputs)).predictions)
         by_split[split] = M.task_metrics(task, preds, labels, split=split, mirror=params.mirror)
         summaries[split] = _prediction_summary(preds, labels, spec.regression)
+    if budget_rule.HELDOUT in encoded:  # the budget rule's measure, beside its constant-answer floor
+        labels = np.asarray(encoded[budget_rule.HELDOUT]["labels"])
+        preds = _predicted(spec, trainer.predict(encoded[budget_rule.HELDOUT].select_columns(inputs)).predictions)
+        by_split[budget_rule.HELDOUT] = M.task_metrics(task, preds, labels, split=budget_rule.HELDOUT, mirror=params.mirror)
+        summaries[budget_rule.HELDOUT] = {**_prediction_summary(preds, labels, spec.regression), "floor": budget_rule.constant_floor(
+            task, labels, lambda p, y: M.task_metrics(task, p, y, split=budget_rule.HELDOUT, mirror=params.mirror)["score"])}
     primary, *others = spec.eval_splits
     result_metrics = dict(by_split[primary])
     for split in others:  # MNLI: accuracy_mismatched beside the matched accuracy (the task's score)
@@ -384,11 +394,15 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     return {**result, "single_class": first["single_class"], "majority_rate": first.get("majority_rate")}
 
 
+def _predicted(spec, logits):
+    return logits.reshape(-1) if spec.regression else logits.argmax(-1)
+
+
 def group_by_length(params):
     """Whether classification batches are drawn length-grouped (the Trainer's LengthGroupedSampler: rows of similar
     length share a batch, so dynamic padding pads less: SST-2 on MiniLM went from 62 % to 12 % padding and 1.7x the
-    tokens/s, benchmarks/finetune_throughput.py). Off unless ``params`` has group_by_length set: it changes which rows share a
-    batch and so the result, which must stay the same for the same inputs by default. It is in the run_key when set."""
+    tokens/s, benchmarks/finetune_throughput.py). The stage parameter group_by_length, off by default: it changes
+    which rows share a batch and so the scores. It is in the run_key."""
     return bool(getattr(params, "group_by_length", False))
 
 
@@ -523,12 +537,21 @@ def squad_postprocess(examples, features, start_logits, end_logits, n_best=20, m
 
 
 def squad_windows(data, window):
-    """(train windows with answer positions, dev windows with example ids and offsets) of a SQuAD DatasetDict."""
-    train = data["train"].map(squad_features, batched=True, fn_kwargs=dict(training=True, **window),
-                              remove_columns=data["train"].column_names, desc="squad train windows")
-    dev = data["validation"].map(squad_features, batched=True, fn_kwargs=dict(training=False, **window),
-                                 remove_columns=data["validation"].column_names, desc="squad dev windows")
-    return train, dev
+    """{split: windows} of a SQuAD DatasetDict: train windows with answer positions; the evaluation splits'
+    (validation, and the budget rule's held-out questions when there are some) with example ids and offsets."""
+    return {split: rows.map(squad_features, batched=True, fn_kwargs=dict(training=split == "train", **window),
+                            remove_columns=rows.column_names, desc=f"squad {split} windows")
+            for split, rows in data.items()}
+
+
+def _squad_answers(trainer, examples, windows, inputs, params):
+    """{question id: answer text} of the fine-tuned model over one evaluation split's windows."""
+    start, end = trainer.predict(windows.select_columns(inputs)).predictions
+    return squad_postprocess(examples, windows, start, end, params.n_best, params.max_answer_length)
+
+
+def _references(examples):
+    return {q: a["text"] for q, a in zip(examples["id"], examples["answers"])}
 
 
 def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save_dir=None, task=tasks.SQUAD):
@@ -546,7 +569,8 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     tokenizer = load_tokenizer(model_path, params.mirror)
     window = dict(tokenizer=tokenizer, max_length=params.squad_max_length, doc_stride=params.doc_stride)
     settings = {"max_length": params.squad_max_length, "doc_stride": params.doc_stride}
-    train, dev = cached_encoding(task, data, tokenizer, settings, lambda: squad_windows(data, window))
+    windows = cached_encoding(task, data, tokenizer, settings, lambda: squad_windows(data, window))
+    train = windows["train"]
     transformers.set_seed(seed)
     model = hub.from_pretrained(AutoModelForQuestionAnswering, model_path, mirror=params.mirror)
     models.set_torch_threads(model)  # one thread for tiny models: robust on a busy machine
@@ -568,19 +592,23 @@ def finetune_squad(model_path, seed, params, output_dir, teacher_path=None, save
     train_out = trainer.train()
     train_seconds = time.time() - started
 
-    start, end = trainer.predict(dev.select_columns(inputs)).predictions
-    answers = squad_postprocess(data["validation"], dev, start, end, params.n_best, params.max_answer_length)
-    references = {q: a["text"] for q, a in zip(data["validation"]["id"], data["validation"]["answers"])}
-    scores = M.qa_metrics(task, answers, references, mirror=params.mirror)  # with 'score', the F1
-    summary = {"n": len(answers), "empty": sum(1 for a in answers.values() if not a),
-               "mean_answer_words": float(np.mean([len(a.split()) for a in answers.values()])) if answers else 0.0}
+    by_split, summaries = {}, {}
+    for split in [s for s in windows if s != "train"]:  # validation, and the budget rule's held-out questions
+        answers = _squad_answers(trainer, data[split], windows[split], inputs, params)
+        by_split[split] = M.qa_metrics(task, answers, _references(data[split]), mirror=params.mirror)  # 'score': F1
+        summaries[split] = {"n": len(answers), "empty": sum(1 for a in answers.values() if not a),
+                            "mean_answer_words": float(np.mean([len(a.split()) for a in answers.values()]))
+                            if answers else 0.0}
+        if split == "validation":
+            dev_answers = answers
+    scores = by_split["validation"]
     if save_dir is not None:
         trainer.save_model(str(save_dir))
-    result = _result(task, model_path, seed, teacher_path, scores, {"validation": scores}, {"validation": summary},
+    result = _result(task, model_path, seed, teacher_path, scores, by_split, summaries,
                      len(train), train_out, train_seconds, hp, params, max_length=params.squad_max_length,
                      doc_stride=params.doc_stride, n_best=params.n_best, max_answer_length=params.max_answer_length)
     # answers: {question id: text}, the official script's input; _write_run saves it as the predictions_file
-    return {**result, "single_class": None, "majority_rate": None, "answers": answers}  # spans, not classes
+    return {**result, "single_class": None, "majority_rate": None, "answers": dev_answers}  # spans, not classes
 
 
 # --- sweeps ---
@@ -637,7 +665,7 @@ def young_heap():
         gc.unfreeze()
 
 
-def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
+def run_sweep(models, tasks, seeds, params, results_dir, provenance=None, with_budget=False):
     """Fine-tune every (model, task, seed); return their result dicts. A finished result (its JSON exists) is
     loaded, not recomputed, unless params.recompute: an interrupted sweep resumes where it stopped.
 
@@ -645,6 +673,8 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
     ImdbSquadParams.squad_distill), every model but params.distill_teacher is also fine-tuned with the teacher's
     fine-tuned copy (first seed; or squad_teacher for SQuAD when given) as label "<label> (D)".
     provenance: dict stored in each result (default: lib.results.provenance(params)).
+    With a budget_ladder, the budget rule chooses the laddered tasks' training budgets first (apply_budget_rule);
+    with_budget: return (results, the rule's record) instead of the results alone.
     """
     import datasets
     if not models:
@@ -663,10 +693,61 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None):
     results = []
     datasets.disable_progress_bars()  # one bar over the runs; per-run tokenization bars would bury it
     try:
+        params, budget = apply_budget_rule(models, tasks, seeds[0], params, results_dir, provenance)
         _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results)
     finally:
         datasets.enable_progress_bars()
-    return results
+    return (results, budget) if with_budget else results
+
+
+def budget_path(results_dir, label, task, max_train_samples, seed):
+    """Where a budget-ladder run's record lies: <model>/budget/<task>-n<examples>-seed<n>.json, beside (not among)
+    the model's runs."""
+    return Path(results_dir) / _slug(label) / results_io.BUDGET / f"{task}-n{max_train_samples}-seed{seed}.json"
+
+
+def apply_budget_rule(models, tasks, seed, params, results_dir, provenance):
+    """(``params`` with each laddered task's max_train_samples set to its chosen rung, the rule's record
+    {task: {rungs, chosen, passed, ...}} or None without a ladder). The teacher is fine-tuned with ``seed`` at each rung
+    of budget_ladder[task] in turn (a record finished with the same run_key is reused) and scored on the held-out
+    train rows; the first rung whose score reaches lib.budget_rule.target is chosen, else the last (passed: false)."""
+    ladder = {task: rungs for task, rungs in (getattr(params, "budget_ladder", None) or {}).items() if task in tasks}
+    if not ladder:
+        return params, None
+    if paper.TEACHER not in models:
+        raise ParameterError("budget_ladder", f"the rule fine-tunes the model labelled {paper.TEACHER!r}; models has "
+                                              f"{list(models)}")
+    model_path = models[paper.TEACHER]
+    fingerprint = model_fingerprint(model_path, params.mirror)
+    record = {}
+    for task, rungs in ladder.items():
+        measured = []
+        for rung in rungs:
+            rung_params = budget_rule.with_budget(params, task, rung)
+            path = budget_path(results_dir, paper.TEACHER, task, rung, seed)
+            key = run_key(fingerprint, task, seed, rung_params)
+            done = _finished(path, key, results_dir, rung_params)
+            if done is None:
+                work = params.path("run_dir") / "finetune" / "budget" / f"{task}-n{rung}-seed{seed}"
+                done = _write_run(path, paper.TEACHER, _finetune(task, model_path, seed, rung_params, work), key,
+                                  provenance)
+            else:
+                done = results_io.to_dict(done)
+            heldout = done["metrics_by_split"][budget_rule.HELDOUT]["score"]
+            floor = done["predictions"][budget_rule.HELDOUT].get("floor")
+            aim = budget_rule.target(task, floor, params)
+            measured.append({"max_train_samples": rung, "train_examples": done["train"]["features"],
+                             "n_epoch": task_hparams(task, rung_params)["n_epoch"],
+                             "heldout_score": heldout, "floor": floor, "target": aim, "passed": heldout >= aim,
+                             "train_seconds": done["train"]["seconds"], "record": results_io.repo_relative(path)})
+            if heldout >= aim:
+                break
+        chosen = measured[-1]
+        record[task] = {"rungs": measured, "chosen": chosen["max_train_samples"], "passed": chosen["passed"],
+                        "heldout_rows": params.heldout_rows, "margin": params.budget_margin,
+                        "stated_target": (params.budget_targets or {}).get(task)}
+        params = budget_rule.with_budget(params, task, chosen["max_train_samples"])
+    return params, record
 
 
 # settings besides task_hparams that change a fine-tuning result (those a parameter class has)
@@ -746,6 +827,11 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
             fingerprints[source] = model_fingerprint(source, params.mirror)
         key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task], fingerprints.get(teacher))
         done = _finished(path, key, results_dir, params)
+        rung = task_hparams(task, params)["max_train_samples"]
+        if done is None and not distilled and budget_path(results_dir, label, task, rung, seed).is_file():
+            done = _finished(budget_path(results_dir, label, task, rung, seed), key, results_dir, params)
+            if done is not None:  # the budget rule's run at the chosen rung is this run: recorded, not redone
+                done = results_io.read(results_io.write(path, done), "finetune_run")
         if done is not None:
             results.append(results_io.to_dict(done))
             continue
@@ -848,14 +934,15 @@ def run(params, progress=True):
     started = time.perf_counter()
     stage = stage_of(params)
     with hold_locks(preflight.output_folders(params)), signals_interrupt():  # one sweep per results folder
-        runs = run_sweep(params.models, stage_tasks(params), params.seeds, params, params.path("results_dir") / stage)
+        runs, budget = run_sweep(params.models, stage_tasks(params), params.seeds, params,
+                                 params.path("results_dir") / stage, with_budget=True)
         for done in runs:  # the copies that teach the (D) runs (_teacher_dir), when the sweep kept any
             kept = _teacher_dir(params.path("run_dir"), done["model"], done["task"], done["seed"])
             if (kept / "config.json").is_file():
                 finetuned_card(kept, done)
     summary = summarize(runs, teacher=params.distill_teacher)
     record = results_io.write_result(params, stage, time.perf_counter() - started,
-                                     summary=summary.to_dict(orient="records"), runs=len(runs))
+                                     summary=summary.to_dict(orient="records"), runs=len(runs), budget=budget)
     return record, summary
 
 

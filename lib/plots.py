@@ -272,3 +272,17 @@ def heldout_curves(curves, reference=None, x="tokens", title="Held-out measures 
     fig.update_xaxes(title_text="tokens seen" if x == "tokens" else x)
     fig.update_layout(title=title, height=420)
     return fig
+
+
+def adaptation_curves(runs, title="MLM-head adaptation: selection accuracy against steps"):
+    """The teacher's adaptation curves (lib.teacher.adapt's record: runs of {top_layers, curve: [{step,
+    mlm_accuracy, ...}]}), one line per number of top layers trained, masked-token accuracy in percent."""
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        points = run["curve"]
+        fig.add_trace(go.Scatter(x=[p["step"] for p in points], y=[100.0 * p["mlm_accuracy"] for p in points],
+                                 mode="lines+markers", name=f"MLM head + top {run['top_layers']} layers",
+                                 **line_style(i)))
+    fig.update_layout(title=title, xaxis_title="adaptation step", yaxis_title="masked-token accuracy (%)",
+                      height=400)
+    return fig

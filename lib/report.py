@@ -266,6 +266,22 @@ def paper_glue_retention(tasks=paper.GLUE_TASKS):
     return {t: retention_percent(ref[paper.DISTILBERT][t], ref[paper.BERT_BASE][t]) for t in [GLUE_SCORE, *tasks]}
 
 
+def budget_table(record):
+    """The budget rule's measurements of a fine-tuning stage (its record's budget: lib.finetune.apply_budget_rule),
+    one row per (task, rung) tried: training examples, epochs, the teacher's held-out score, the held-out floor, the
+    target, whether it was reached and whether the rung became the task's budget. None when the stage had no ladder."""
+    import pandas as pd
+    budget = getattr(record, "budget", None) if record is not None else None
+    if not budget:
+        return None
+    rows = [{"task": paper.TASK_NAMES.get(task, task), "training examples": rung["train_examples"],
+             "epochs": rung["n_epoch"], "teacher held-out score": rung["heldout_score"],
+             "held-out floor": rung["floor"], "target": rung["target"], "reached": "yes" if rung["passed"] else "no",
+             "chosen": "yes" if rung["max_train_samples"] == entry["chosen"] else ""}
+            for task, entry in budget.items() for rung in entry["rungs"]]
+    return pd.DataFrame(rows).set_index(["task", "training examples"])
+
+
 # ------------------------------------------------------------------------------------------- Table 2: IMDb, SQuAD
 
 def downstream_scores(record, statistic="median"):
@@ -401,6 +417,22 @@ def _run_params(record):
     return record.provenance.get("params") or {}
 
 
+def same_budget_base(runs, name, baseline_run=paper.STUDENT):
+    """The triple-loss run that run ``name`` is judged against: the one trained for as many steps (ablations sharing
+    a shorter budget have a triple-loss run at it, e.g. triple-loss-200), else ``baseline_run``."""
+    base = _run_params(runs[baseline_run]) if baseline_run in runs else {}
+    steps = _run_params(runs[name]).get("max_steps") if name in runs else None
+    if steps == base.get("max_steps"):
+        return baseline_run
+    weights = [*config.DistillParams.weight_names(), "random_init"]
+    for other, record in runs.items():
+        params = _run_params(record)
+        if (other not in (name, baseline_run) and params.get("max_steps") == steps
+                and all(params.get(w) == base.get(w) for w in weights)):
+            return other
+    return baseline_run
+
+
 def _glue_label_for(run_name, glue_record):
     """The glue.json model label evaluated for a distillation run: the label whose model path ends in the
     run's name (runs/<profile>/<run_name>), or the label equal to it."""
@@ -510,8 +542,8 @@ def _heldout_label(name, params, base_params, teacher_name=paper.TEACHER):
 
 def heldout_table(profile, root=None, baseline_run=paper.STUDENT):
     """Every model of a profile's stage 2 on the held-out masks: tokens seen, masked-token accuracy (%), KL to
-    the teacher, and the accuracy change against the triple-loss run with HELDOUT_RULE's verdict. None when the
-    stage recorded no held-out measures."""
+    the teacher, and the accuracy change against the triple-loss run of the same budget (same_budget_base) with
+    HELDOUT_RULE's verdict. None when the stage recorded no held-out measures."""
     import pandas as pd
     measured = heldout_measures(profile, root, baseline_run)
     base = measured.get(baseline_run)
@@ -521,11 +553,13 @@ def heldout_table(profile, root=None, baseline_run=paper.STUDENT):
     base_params = _run_params(runs[baseline_run])
     rows, index = [], []
     for name, point in measured.items():
-        change, bound, ok = heldout_change(point, base)
+        against = same_budget_base(runs, name, baseline_run)
+        change, bound, ok = heldout_change(point, measured.get(against, base))
         index.append(_heldout_label(name, _run_params(runs[name]) if name in runs else {}, base_params))
         rows.append({"model": name, "tokens seen": point.get("tokens"),
                      "masked-token accuracy (%)": 100.0 * point["mlm_accuracy"],
                      "KL to teacher (nats)": point["kl_to_teacher"],
+                     "change against": None if name == baseline_run else against,
                      "accuracy change (points)": None if name == baseline_run else change,
                      "2 SE (points)": None if name == baseline_run else bound,
                      "resolved": None if name == baseline_run else ("yes" if ok else "no"),

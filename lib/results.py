@@ -165,6 +165,7 @@ class TeacherResult(StageResult):
     heldout_sequences: int
     mlm_before: dict             # lib.teacher.evaluate_mlm: mlm_accuracy, perplexity, loss, n_tokens, n_sequences
     mlm_after: dict
+    adaptation: dict | None = None  # lib.teacher.adapt: each run's curve on the selection sequences, and the choice
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -218,6 +219,7 @@ class StageSummary(StageResult):
     """glue.json and imdb_squad.json: lib.finetune.summarize's rows over the stage's fine-tuning runs."""
     summary: list
     runs: int
+    budget: dict | None = None   # the budget rule's ladder per task (lib.finetune.apply_budget_rule); None: no ladder
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -289,11 +291,13 @@ KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, co
 _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size",
                                   "heldout", "heldout_curve", "heldout_reference"),
                 "finetune_run": ("single_class", "majority_rate", "predictions_file"),
-                config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp")}
+                config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp"),
+                config.TEACHER: ("adaptation",), config.GLUE: ("budget",), config.IMDB_SQUAD: ("budget",)}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 
 
 PREDICTIONS = "predictions"  # a fine-tuning run's folder of predictions ({question id: answer}), not a record
+BUDGET = "budget"  # a model's folder of budget-ladder runs (lib.finetune.budget_path): records, not the stage's runs
 
 
 def results_files(root):
@@ -307,7 +311,7 @@ def kind_of(path):
     path = Path(path)
     if path.parent.name == "gpu-check":
         return "gpu_check"
-    if path.parent.parent.name in (config.GLUE, config.IMDB_SQUAD):
+    if path.parent.parent.name in (config.GLUE, config.IMDB_SQUAD) or path.parent.name == BUDGET:
         return "finetune_run"
     if path.stem.startswith(config.DISTILL_RESULTS_PREFIX):
         return config.DISTILL

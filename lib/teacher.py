@@ -26,6 +26,7 @@ from lib.models import count_parameters, set_torch_threads, teacher_card
 from lib.training import MaskingSpec, adamw, autocast, optimizer_step, select_precision
 
 MIN_LENGTH = 12  # held-out and training sequences of <= 11 tokens are dropped, as in stage 2 (released recipe)
+CURVE_FIELDS = ("mlm_accuracy", "perplexity", "loss")  # of evaluate_mlm, kept per point of the adaptation curve
 LOGITS_TOP_K = 10  # teacher_logits.json: the top-k logits at the masked position
 
 
@@ -126,10 +127,16 @@ def evaluate_mlm(model, dataset, tokenizer, token_probs=None, batch_size=32, max
 def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_rate=1e-4, batch_size=32,
                    token_probs=None, mlm_mask_prop=0.15, word_mask=0.8, word_keep=0.1, word_rand=0.1,
                    warmup_prop=0.05, weight_decay=0.0, max_grad_norm=1.0, precision="auto", seed=56, device=None,
-                   log_every=10, progress=True):
+                   log_every=10, progress=True, evaluate=None, eval_every=0):
     """Adapt a BertForMaskedLM teacher to the corpus: train its MLM head (transform and output bias; the output
     matrix is tied to the word embeddings and stays fixed) and, with top_layers > 0, its top encoder layers, by
-    plain masked-LM for ``steps`` optimizer steps. Everything else stays frozen. Returns dict(log, ...)."""
+    plain masked-LM for ``steps`` optimizer steps. Everything else stays frozen. The head runs on the masked rows
+    only (the vocabulary projection of every position would be most of a step).
+
+    evaluate: model -> evaluate_mlm's dict, on sequences held out of training; called at step 0, every
+    ``eval_every`` steps (0: none between) and at the end, giving the adaptation curve. The teacher is left with the
+    trained weights of the evaluation with the highest mlm_accuracy (the last one on a tie). Returns dict(log,
+    curve, best_step, ...)."""
     if steps <= 0:
         raise ParameterError("adapt_steps", f"must be > 0 to adapt the MLM head, got {steps}")
     n_layers = teacher.config.num_hidden_layers
@@ -161,18 +168,30 @@ def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_ra
     collate_fn = partial(collate, pad_token_id=tokenizer.pad_token_id)
 
     log, epoch, step, started = [], 0, 0, time.perf_counter()
+    curve, best = [], None
+
+    def checkpoint():  # one point of the curve; keep the trained weights of the best one so far
+        nonlocal best
+        if evaluate is None:
+            return
+        point = {"step": step, **{k: v for k, v in evaluate(teacher).items() if k in CURVE_FIELDS}}
+        curve.append(point)
+        teacher.train()
+        if best is None or point["mlm_accuracy"] >= best[0]["mlm_accuracy"]:
+            best = point, [p.detach().clone() for p in trainable]
+
+    checkpoint()
     bar = tqdm(total=steps, desc="adapt MLM head", disable=not progress)
     try:
         while step < steps:
             for batch in DataLoader(dataset, batch_sampler=length_grouped_batches(lengths, batch_size, seed + epoch),
                                     collate_fn=collate_fn):
                 input_ids, labels = masking.apply(batch, generator)
-                with autocast(device, dtype):
-                    logits = teacher(input_ids=input_ids.to(device),
-                                     attention_mask=batch["attention_mask"].to(device)).logits
                 labels = labels.to(device)
                 targets = labels != -100
-                loss = torch.nn.functional.cross_entropy(logits[targets].float(), labels[targets])
+                with autocast(device, dtype):
+                    logits = _masked_logits(teacher, input_ids.to(device), batch["attention_mask"].to(device), targets)
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[targets])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite MLM loss at step {step + 1}: lower adapt_learning_rate")
                 scaler.scale(loss).backward()
@@ -183,6 +202,8 @@ def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_ra
                     log.append(dict(step=step, loss=float(loss.detach()), lr=lr,
                                     elapsed_s=round(time.perf_counter() - started, 3)))
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if (eval_every and step % eval_every == 0) or step == steps:
+                    checkpoint()
                 if step >= steps:
                     break
             epoch += 1
@@ -191,8 +212,45 @@ def train_mlm_head(teacher, dataset, tokenizer, steps, top_layers=0, learning_ra
         for name, p in teacher.named_parameters():
             p.requires_grad_(flags[name])
         teacher.eval()
-    return dict(log=log, steps=step, wall_time_s=time.perf_counter() - started,
+    if best is not None:
+        with torch.no_grad():
+            for p, kept in zip(trainable, best[1]):
+                p.copy_(kept)
+    return dict(log=log, steps=step, wall_time_s=time.perf_counter() - started, curve=curve,
+                best_step=best[0]["step"] if best else step,
                 trainable_parameters=sum(p.numel() for p in trainable), top_layers=top_layers)
+
+
+def adapt(teacher, train_set, selection, tokenizer, params, progress=True):
+    """The MLM-head adaptation by its rule: each number of top layers in params.adapt_top_layers trained for
+    adapt_steps from the same start, each scored on the ``selection`` sequences every adapt_eval_every steps; the
+    teacher keeps the (top layers, step) of the highest selection accuracy. Returns (the chosen run's loss log, the
+    record: every run's curve and the choice)."""
+    candidates = params.adapt_top_layers if isinstance(params.adapt_top_layers, list) else [params.adapt_top_layers]
+    if not selection:
+        raise ParameterError("heldout_fraction", "no held-out sequences are left to choose the adaptation on: "
+                                                 "raise heldout_fraction or lower eval_sequences")
+    start = {name: value.clone() for name, value in teacher.state_dict().items()}
+    score = partial(evaluate_mlm, dataset=selection, tokenizer=tokenizer, batch_size=params.batch_size,
+                    seed=params.seed, progress=False)
+    runs, best = [], None
+    for top_layers in candidates:
+        teacher.load_state_dict(start)
+        out = train_mlm_head(teacher, train_set, tokenizer, steps=params.adapt_steps, top_layers=top_layers,
+                             learning_rate=params.adapt_learning_rate, batch_size=params.batch_size, seed=params.seed,
+                             precision=params.precision, progress=progress, evaluate=score,
+                             eval_every=params.adapt_eval_every)
+        accuracy = max(point["mlm_accuracy"] for point in out["curve"])
+        runs.append(dict(top_layers=top_layers, curve=out["curve"], best_step=out["best_step"],
+                         best_accuracy=accuracy, wall_time_s=round(out["wall_time_s"], 3),
+                         trainable_parameters=out["trainable_parameters"]))
+        if best is None or accuracy > best[0]:
+            best = accuracy, top_layers, out["log"], {k: v.clone() for k, v in teacher.state_dict().items()}
+    accuracy, top_layers, log, state = best
+    teacher.load_state_dict(state)
+    chosen = next(run for run in runs if run["top_layers"] == top_layers)
+    return log, dict(runs=runs, chosen=dict(top_layers=top_layers, step=chosen["best_step"], selection_accuracy=accuracy),
+                     selection_sequences=len(selection), eval_every=params.adapt_eval_every)
 
 
 def needs_adaptation(adapt_mlm, has_mlm_head):
@@ -239,19 +297,18 @@ def _prepare_teacher(params, progress):
                                      min_length=MIN_LENGTH,
                                      cache_dir=params.path("run_dir") / "corpus" / config.TEACHER)
     split = sequences.train_test_split(test_size=params.heldout_fraction, seed=params.seed)
-    train_set = split["train"]
-    heldout = split["test"].select(range(min(params.eval_sequences, len(split["test"]))))
+    train_set, held = split["train"], split["test"]
+    heldout = held.select(range(min(params.eval_sequences, len(held))))
+    # the adaptation is chosen on other held-out sequences than the ones its accuracy is reported on
+    selection = held.select(range(len(heldout), min(2 * len(heldout), len(held))))
 
     evaluate = partial(evaluate_mlm, tokenizer=tokenizer, batch_size=params.batch_size, seed=params.seed,
                        progress=progress)
     before = evaluate(teacher, heldout)
     adapted = needs_adaptation(params.adapt_mlm, has_mlm_head)
-    loss_log = []
+    loss_log, adaptation = [], None
     if adapted:
-        loss_log = train_mlm_head(teacher, train_set, tokenizer, steps=params.adapt_steps,
-                                  top_layers=params.adapt_top_layers, learning_rate=params.adapt_learning_rate,
-                                  batch_size=params.batch_size, seed=params.seed, precision=params.precision,
-                                  progress=progress)["log"]
+        loss_log, adaptation = adapt(teacher, train_set, selection, tokenizer, params, progress)
     after = evaluate(teacher, heldout) if adapted else before
 
     saved_to = params.path("run_dir") / config.TEACHER
@@ -261,7 +318,7 @@ def _prepare_teacher(params, progress):
         params, config.TEACHER, time.perf_counter() - started, teacher=params.teacher,
         saved_to=results.repo_relative(saved_to), parameters=count_parameters(teacher),
         layers=teacher.config.num_hidden_layers, hidden_size=teacher.config.hidden_size, had_mlm_head=has_mlm_head,
-        adapted=adapted, heldout_sequences=len(heldout), mlm_before=before, mlm_after=after)
+        adapted=adapted, heldout_sequences=len(heldout), mlm_before=before, mlm_after=after, adaptation=adaptation)
     return PreparedTeacher(teacher, tokenizer, train_set, heldout, has_mlm_head, adapted, before, after, loss_log,
                            saved_to, record)
 

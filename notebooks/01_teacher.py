@@ -36,7 +36,7 @@ sys.path[:0] = [d for d in (os.getcwd(), os.path.dirname(os.getcwd())) if os.pat
 # %%
 import lib  # noqa: E402  (No module named 'lib': run from the project, or open the Colab link)
 import lib.teacher  # noqa: E402  (as lib.teacher: the parameter `teacher` keeps its name)
-from lib import models  # noqa: E402
+from lib import models, plots  # noqa: E402
 
 params = lib.notebook_setup("teacher", globals())  # the parameters cell over the profile's file
 
@@ -60,11 +60,25 @@ print(f"adapted: {prepared.adapted}; masked-token accuracy {prepared.mlm_before[
       f"{prepared.mlm_after['perplexity']:.1f}")
 
 # %% [markdown]
-# The adaptation's masked-LM loss (empty when the head was not trained).
+# ## The adaptation curve
+# With `adapt_top_layers` a list, the head is trained once per number of top layers, each from the same start, and
+# scored every `adapt_eval_every` steps on selection sequences held out of training (other ones than the reported
+# held-out sequences). The teacher kept is the (layers, step) of the highest selection accuracy
+# (`lib.teacher.adapt`). Nothing is drawn when the head was not trained.
 
 # %%
 import pandas as pd  # noqa: E402
 
+adaptation = prepared.record.adaptation
+if adaptation:
+    plots.show(plots.adaptation_curves(adaptation["runs"]),
+               caption=f"Selection accuracy during the MLM-head adaptation ({params.profile} scale); kept: top "
+                       f"{adaptation['chosen']['top_layers']} layers at step {adaptation['chosen']['step']}")
+
+# %% [markdown]
+# The kept adaptation's masked-LM training loss (empty when the head was not trained).
+
+# %%
 pd.DataFrame(prepared.loss_log)
 
 # %% [markdown]

@@ -44,6 +44,17 @@ print(f"{record.runs} fine-tuning runs; GLUE dev scores (median over {len(params
 finetune.score_table(summary).round(1)
 
 # %% [markdown]
+# ## The budget rule's measurements
+# Each laddered task's teacher runs, scored on the train-split rows held out of training (`heldout_rows`), never the
+# dev split: the first rung that reaches its target became the task's budget for every model and seed
+# (`lib.budget_rule`; the rule is stated in the profile's parameter file). Empty without a ladder.
+
+# %%
+from lib import report  # noqa: E402
+
+report.budget_table(record)
+
+# %% [markdown]
 # ## Retention: student / teacher, per task
 # Per task only. The GLUE score's retention, set beside the paper's 97 %, is computed over the tasks the teacher
 # learns at this scale (their rule and the value: the book's Table 1 page, `lib.report.counted_glue_retention`).

@@ -40,3 +40,14 @@ params = lib.notebook_setup("imdb_squad", globals())  # the parameters cell over
 record, summary = lib.run_stage(params)  # lib.finetune.run: writes results/<profile>/imdb_squad.json
 print(f"{record.runs} fine-tuning runs, {params.profile} scale (median over {len(params.seeds)} seed(s)):")
 summary[summary.metric.isin(["accuracy", "exact_match", "f1"])].round(2)
+
+# %% [markdown]
+# ## The budget rule's measurements
+# Each laddered task's teacher runs, scored on the train-split rows held out of training (`heldout_rows`), never the
+# dev split: the first rung that reaches its target became the task's budget for every model and seed
+# (`lib.budget_rule`; the rule is stated in the profile's parameter file). Empty without a ladder.
+
+# %%
+from lib import report  # noqa: E402
+
+report.budget_table(record)

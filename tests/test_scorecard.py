@@ -321,3 +321,35 @@ def test_known_figures_by_hand(tmp_path):
     assert init["measured"] == "+3.0 pts (SST-2, STS-B)" and init["verdict"] == findings.CONFIRMED
     no_ce = card.loc["Table 4: without L_ce (distillation)"]
     assert no_ce["measured"] == "-10.0 pts (SST-2, STS-B)" and no_ce["verdict"] == findings.SAME_SIGN
+
+
+def test_ablations_on_a_shorter_budget_are_judged_against_the_triple_loss_run_of_that_budget(cpu_world):
+    # the main run trains 800 steps; no-cos and its reference triple-loss-200 train 200: no-cos is 1 point under
+    # its reference (not resolved) though 8 points under the 800-step student
+    _distill(cpu_world, "cpu", heldout=_heldout(0.40), max_steps=800,
+             reference={"teacher": _heldout(0.50, tokens=None), "undistilled": _heldout(0.20, tokens=0)})
+    _distill(cpu_world, "cpu", "triple-loss-200", heldout=_heldout(0.33), max_steps=200)
+    _distill(cpu_world, "cpu", "no-cos", heldout=_heldout(0.32), alpha_cos=0.0, max_steps=200)
+    runs = report.distill_runs("cpu", root=cpu_world)
+    assert report.same_budget_base(runs, "no-cos") == "triple-loss-200"
+    assert report.same_budget_base(runs, "triple-loss-200") == "student"  # its own budget has no other reference
+    assert report.same_budget_base(runs, "no-ce") == "student"  # no max_steps recorded: as the main run's
+    table = report.heldout_table("cpu", root=cpu_world).set_index("model")
+    assert table.loc["no-cos", "change against"] == "triple-loss-200"
+    assert table.loc["no-cos", "accuracy change (points)"] == pytest.approx(-1.0)
+    assert table.loc["no-cos", "resolved"] == "no"
+    assert table.loc["triple-loss-200", "accuracy change (points)"] == pytest.approx(-7.0)
+    card = findings.scorecard(root=cpu_world).set_index("claim")
+    assert "-1.0 pts" in card.loc["Table 4: without L_cos (cosine)", "note"]
+
+
+def test_the_budget_table_lists_every_rung_tried_and_marks_the_chosen_one():
+    from types import SimpleNamespace
+    rung = dict(n_epoch=3, floor=50.0, target=55.0)
+    budget = {"rte": {"chosen": 2000, "rungs": [
+        {**rung, "max_train_samples": 1000, "train_examples": 1000, "heldout_score": 53.0, "passed": False},
+        {**rung, "max_train_samples": 2000, "train_examples": 1990, "heldout_score": 58.5, "passed": True}]}}
+    table = report.budget_table(SimpleNamespace(budget=budget))
+    assert list(table.index) == [("RTE", 1000), ("RTE", 1990)]
+    assert list(table["reached"]) == ["no", "yes"] and list(table["chosen"]) == ["", "yes"]
+    assert report.budget_table(SimpleNamespace(budget=None)) is None

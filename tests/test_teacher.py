@@ -96,6 +96,60 @@ def test_train_mlm_head_only_touches_head_and_top_layers(setup):
 
 
 
+def test_the_adaptation_curve_keeps_the_weights_of_its_best_point(setup):
+    _, tokenizer, dataset = setup
+    teacher = tiny_setup(seed=1)[0]
+    head = teacher.cls.predictions.transform.dense.weight
+    seen, accuracies = [], iter([0.10, 0.30, 0.50, 0.20, 0.40])  # steps 0, 5, 10, 15, 20: the best is step 10
+
+    def evaluate(model):
+        seen.append(head.detach().clone())
+        return {"mlm_accuracy": next(accuracies), "perplexity": 1.0, "loss": 0.0, "n_tokens": 1}
+
+    result = train_mlm_head(teacher, dataset, tokenizer, steps=20, top_layers=1, learning_rate=3e-3, batch_size=16,
+                            progress=False, evaluate=evaluate, eval_every=5)
+    assert [p["step"] for p in result["curve"]] == [0, 5, 10, 15, 20] and result["best_step"] == 10
+    assert set(result["curve"][0]) == {"step", "mlm_accuracy", "perplexity", "loss"}
+    assert torch.equal(head, seen[2]) and not torch.equal(head, seen[4])  # step 10's weights, not the last
+    # the evaluations do not move the training: without them, step 10 reaches the same weights
+    again = tiny_setup(seed=1)[0]
+    train_mlm_head(again, dataset, tokenizer, steps=20, top_layers=1, learning_rate=3e-3, batch_size=16,
+                   progress=False, evaluate=lambda m: {"mlm_accuracy": 1.0 if len(seen) > 99 else 0.0}, eval_every=0)
+    reference = tiny_setup(seed=1)[0]
+    train_mlm_head(reference, dataset, tokenizer, steps=20, top_layers=1, learning_rate=3e-3, batch_size=16,
+                   progress=False)
+    assert torch.equal(again.cls.predictions.transform.dense.weight, reference.cls.predictions.transform.dense.weight)
+
+
+def test_training_the_head_on_masked_rows_only_gives_the_full_logits_loss(setup):
+    _, tokenizer, dataset = setup
+    teacher = tiny_setup(seed=1)[0]
+    batch = data.collate([dataset[i] for i in range(8)], pad_token_id=tokenizer.pad_token_id)
+    masking = training.MaskingSpec(teacher_module._uniform_probs(teacher, tokenizer), tokenizer.mask_token_id,
+                                   data.special_token_ids(tokenizer))
+    input_ids, labels = masking.apply(batch, torch.Generator().manual_seed(0))
+    targets = labels != -100
+    rows = teacher_module._masked_logits(teacher.eval(), input_ids, batch["attention_mask"], targets)
+    full = teacher(input_ids=input_ids, attention_mask=batch["attention_mask"]).logits[targets]
+    torch.testing.assert_close(rows, full)
+
+
+def test_stage_1_tries_each_number_of_top_layers_and_keeps_the_best_on_the_selection_sequences(tmp_path):
+    params = smoke_params(tmp_path, adapt_mlm="always", adapt_steps=6, adapt_top_layers=[0, 2], adapt_eval_every=3,
+                          adapt_learning_rate=3e-3)
+    prepared = run(params, progress=False)
+    record = results.load(params.results_dir, config.TEACHER)
+    runs = record.adaptation["runs"]
+    assert [r["top_layers"] for r in runs] == [0, 2] and [[p["step"] for p in r["curve"]] for r in runs] == [[0, 3, 6]] * 2
+    assert runs[0]["curve"][0] == runs[1]["curve"][0]  # both start from the same weights
+    best = max(runs, key=lambda r: r["best_accuracy"])
+    assert record.adaptation["chosen"]["top_layers"] == best["top_layers"]
+    assert record.adaptation["chosen"]["step"] == best["best_step"]
+    assert record.adaptation["selection_sequences"] == 8  # as many as the reported held-out, and other ones
+    assert runs[0]["trainable_parameters"] < runs[1]["trainable_parameters"]
+    assert record.mlm_after == prepared.mlm_after
+
+
 @pytest.mark.parametrize("adapt_mlm, has_head, expected", [
     ("auto", True, False), ("auto", False, True), ("always", True, True), ("always", False, True),
     ("never", True, False), ("never", False, False)])
