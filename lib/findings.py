@@ -208,7 +208,8 @@ def run_setup(profile, root=None):
         params = _run_params(stage1)
         setup[config.TEACHER] = {"id": stage1.teacher, "layers": stage1.layers, "hidden_size": stage1.hidden_size,
                                  "adapted": stage1.adapted, "had_mlm_head": stage1.had_mlm_head,
-                            "adapt_steps": params.get("adapt_steps"), "adapt_top_layers": params.get("adapt_top_layers")}
+                                 "adapt_steps": params.get("adapt_steps"),
+                                 "adapt_top_layers": params.get("adapt_top_layers"), "adaptation": stage1.adaptation}
     runs = distill_runs(profile, root)
     if paper.STUDENT in runs:
         params = _run_params(runs[paper.STUDENT])
@@ -216,7 +217,9 @@ def run_setup(profile, root=None):
                             **{k: params.get(k) for k in (*config.DistillParams.weight_names(), "temperature",
                                                          "undistilled_name")},
                             "corpus": [c.get("id") or c.get("path") for c in params.get("corpus") or []],
-                            "ablations": _ablation_kinds(runs, paper.STUDENT), "mlm_only": mlm_only_runs(runs)}
+                            "ablations": _ablation_kinds(runs, paper.STUDENT), "mlm_only": mlm_only_runs(runs),
+                            "max_steps": {name: _run_params(rec).get("max_steps") for name, rec in runs.items()},
+                            "reference": {name: same_budget_base(runs, name) for name in runs}}
     for name in (config.GLUE, config.IMDB_SQUAD):
         record = load(profile, name, root)
         if record:
@@ -224,6 +227,7 @@ def run_setup(profile, root=None):
             setup[name] = {k: params.get(k) for k in ("tasks", "seeds", "n_epoch", "max_train_samples",
                                                       "max_eval_samples", "task_overrides", "imdb_max_length")}
             setup[name]["models"] = list(model_paths(record))
+            setup[name]["budget"] = {task: entry["chosen"] for task, entry in (record.budget or {}).items()}
     latency = load(profile, config.LATENCY, root)
     if latency:
         setup[config.LATENCY] = {"models": list(latency_models(latency)),

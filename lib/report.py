@@ -22,7 +22,7 @@ from lib.tasks import IMDB, SQUAD  # Table 2's tasks
 
 # DISTILBERT_RESULTS_DIR: build the book from another results tree (tests use a synthetic one)
 RESULTS_ROOT = Path(os.environ.get("DISTILBERT_RESULTS_DIR") or REPO_ROOT / "results")
-PROFILE_ORDER = ("smoke", "cpu", "t4", "paper")  # smallest scale first
+PROFILE_ORDER = ("smoke", "cpu", "gpu", "t4", "paper")  # smallest scale first
 
 # short column names that still name the metric (all values x100, as in the paper)
 GLUE_SCORE = glue.SCORE  # its row in a summary (lib.finetune.summarize), its column in our tables
@@ -569,6 +569,17 @@ def heldout_table(profile, root=None, baseline_run=paper.STUDENT):
     return table.astype({"tokens seen": "Int64"})
 
 
+def late_gain(curve, share=0.25):
+    """(points of held-out masked-token accuracy gained over the last ``share`` of a learning curve, the step it is
+    measured from, the last step): the distillation steps' rule reads it (params/<profile>/02_distill.yaml). The
+    start is the last point at or before (1 - share) x the last step. None with fewer than two points."""
+    if not curve or len(curve) < 2:
+        return None
+    last = curve[-1]
+    start = [p for p in curve if p["step"] <= (1 - share) * last["step"]][-1]
+    return 100.0 * (last["mlm_accuracy"] - start["mlm_accuracy"]), start["step"], last["step"]
+
+
 def heldout_curves(profile, root=None):
     """({run: heldout_curve}, {reference model: measures}) for plots.heldout_curves; ({}, {}) when none."""
     runs = distill_runs(profile, root)
@@ -840,7 +851,7 @@ def task_noise(profile, name=config.GLUE, root=None):
     return statistics.median(ranges) if ranges else None
 
 
-REAL_SCALES = ("paper", "t4", "cpu")  # largest first; the smoke scale checks the pipeline and never gives a verdict
+REAL_SCALES = ("paper", "t4", "gpu", "cpu")  # largest first; the smoke scale checks the pipeline and never gives a verdict
 
 
 # ------------------------------------------------------------------------------------------- figure data

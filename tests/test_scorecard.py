@@ -353,3 +353,12 @@ def test_the_budget_table_lists_every_rung_tried_and_marks_the_chosen_one():
     assert list(table.index) == [("RTE", 1000), ("RTE", 1990)]
     assert list(table["reached"]) == ["no", "yes"] and list(table["chosen"]) == ["", "yes"]
     assert report.budget_table(SimpleNamespace(budget=None)) is None
+
+
+def test_late_gain_reads_the_last_quarter_of_a_learning_curve():
+    curve = [{"step": step, "mlm_accuracy": acc} for step, acc in ((0, 0.10), (200, 0.20), (400, 0.25), (600, 0.28),
+                                                                  (700, 0.29), (800, 0.292))]
+    gain, start, end = report.late_gain(curve)
+    assert (start, end) == (600, 800) and gain == pytest.approx(1.2)
+    assert report.late_gain(curve, share=0.5)[1] == 400
+    assert report.late_gain(curve[:1]) is None
