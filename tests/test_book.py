@@ -172,9 +172,10 @@ def built_site(tmp_path_factory):
     """The book built (warnings as errors) from a synthetic results tree with cpu-scale results only."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_report import write_example_results
-    from test_scorecard import _plant_smoke, plant_known_figures
+    from test_scorecard import _plant_smoke, plant_budget_rule, plant_known_figures
     base = tmp_path_factory.mktemp("book")
     results = plant_known_figures(write_example_results(base / "results"))  # GLUE figures known by hand
+    plant_budget_rule(results)  # the budget rules' measurements, known by hand
     _plant_smoke(results)  # smoke results whose every number is test_scorecard.SENTINEL: none may leak
     out = base / "out"
     env = {**os.environ, "DISTILBERT_RESULTS_DIR": str(results)}
@@ -350,3 +351,17 @@ def test_intro_leads_with_the_scorecard_and_results_pages_leave_smoke_to_its_pag
         text = (BOOK / f"{page}.md").read_text()
         assert 'show_scale("smoke")' not in text, page
         assert "report.available(" not in text, page  # every profile with results, smoke included
+
+
+@pytest.mark.slow
+def test_built_site_shows_how_each_budget_was_chosen(built_site):
+    """test_scorecard.plant_budget_rule's records, on the cpu page: the adaptation kept, the ladder, the steps' rule."""
+    cpu = (built_site / "cpu_reproduction.html").read_text().replace("&#x27;", "'").replace("\u2019", "'")
+    assert "Kept: top 6 layers at step 250 (33.0 % on the selection sequences" in cpu
+    assert "with its top 6 layers, for 250 steps on the distillation corpus (kept by the adaptation rule below among " \
+           "top 2, 6 layers x" in cpu
+    assert "The budget rule's measurements, stage glue (cpu scale)" in cpu
+    table = cpu[cpu.index("The budget rule's measurements, stage glue"):]
+    assert re.search(r"<td[^>]*>61\.2</td>", table) and re.search(r"<td[^>]*>57\.4</td>", table)
+    assert "From step 600 to step 800 the student's held-out masked-token accuracy changed by +0.50 points: the rule " \
+           "holds" in cpu

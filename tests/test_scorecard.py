@@ -3,7 +3,7 @@ numbers never reach a non-smoke page: values against hand-computed ones on a sma
 import pytest
 from test_report import _run, _summary, _table3_row, _write
 
-from lib import findings, paper, render, report
+from lib import findings, paper, render, report, results
 
 SENTINEL = 13.579  # a smoke-scale score no other number here can produce; its text must never leave smoke pages
 MODELS = {"teacher": "runs/cpu/teacher", "student": "runs/cpu/student", "no-ce": "runs/cpu/no-ce",
@@ -306,6 +306,40 @@ KNOWN = {"tasks": "SST-2, STS-B", "retention": "80.0", "undistilled retention": 
 def plant_known_figures(root):
     """Overwrite results/cpu/glue.json and its per-run files with KNOWN_SCORES (the rest of the cpu tree stays)."""
     _glue(root, "cpu", KNOWN_SCORES, majority={"sst2": 50.0, "rte": 52.7})
+    return root
+
+
+def plant_budget_rule(root):
+    """The cpu tree's records of the budget rules (issue 23): the teacher's adaptation curves (top 6 layers kept, at
+    step 250), a GLUE budget ladder (RTE: 1,000 rows miss the target, 1,990 reach it) and the student's held-out
+    learning curve (+0.5 points over its last quarter)."""
+    import json
+    curve = lambda top: [{"step": s, "mlm_accuracy": a, "perplexity": 1.0, "loss": 1.0}  # noqa: E731
+                         for s, a in zip((0, 100, 200, 250, 300), top)]
+    adaptation = {"runs": [{"top_layers": 2, "curve": curve((0.0, 0.20, 0.24, 0.25, 0.25)), "best_step": 300,
+                            "best_accuracy": 0.25, "wall_time_s": 100.0, "trainable_parameters": 4_000_000},
+                           {"top_layers": 6, "curve": curve((0.0, 0.26, 0.31, 0.33, 0.32)), "best_step": 250,
+                            "best_accuracy": 0.33, "wall_time_s": 200.0, "trainable_parameters": 11_000_000}],
+                  "chosen": {"top_layers": 6, "step": 250, "selection_accuracy": 0.33}, "selection_sequences": 512,
+                  "eval_every": 50}
+    for name, key, value in (("teacher", "adaptation", adaptation),
+                             ("glue", "budget", {"rte": {"chosen": 2000, "passed": True, "heldout_rows": 500,
+                                                         "margin": 7.0, "stated_target": None, "rungs": [
+        {"max_train_samples": 1000, "train_examples": 1000, "n_epoch": 3, "heldout_score": 55.0, "floor": 50.4,
+         "target": 57.4, "passed": False, "train_seconds": 90.0, "record": "x"},
+        {"max_train_samples": 2000, "train_examples": 1990, "n_epoch": 3, "heldout_score": 61.2, "floor": 50.4,
+         "target": 57.4, "passed": True, "train_seconds": 180.0, "record": "y"}]}}),
+                             ("distill-student", "heldout_curve", [_heldout(a, tokens=s * 2048) | {"step": s, "loss": 3.0}
+                              for s, a in ((0, 0.10), (200, 0.25), (400, 0.30), (600, 0.33), (800, 0.335))])):
+        path = root / "cpu" / f"{name}.json"
+        data = json.loads(path.read_text())
+        data[key] = value
+        results.write(path, results.as_record(data, results.kind_of(path)))
+    for path in (root / "cpu").glob("distill-*.json"):  # the models measured beside them, as stage 2 records them
+        data = json.loads(path.read_text())
+        data["heldout_reference"] = {model: _heldout(a, tokens=None) | {"step": 0, "loss": 3.0}
+                                     for model, a in (("teacher", 0.32), ("undistilled", 0.10))}
+        results.write(path, results.as_record(data, results.kind_of(path)))
     return root
 
 
