@@ -211,21 +211,14 @@ def _with_logits(dataset, name, logits):
     return dataset.add_column(name, pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1]))
 
 
-# a model folder's tokenizer: one vocabulary file at least, and the files that shape how it reads text
-TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                          "tokenizer.model")
-TOKENIZER_FILES = (*TOKENIZER_VOCABULARIES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
-
-
 def check_tokenizer_files(model_path, mirror=None):
     """Refuse a local model folder without a tokenizer vocabulary (a hub id not held locally is left to the hub).
     transformers 5 loads such a folder anyway: it builds the config's tokenizer class with an empty vocabulary, so
     every word became [UNK] and the model was fine-tuned on nothing, with no warning (SST-2 35.9 instead of 100)."""
     local = Path(hub.resolve(str(model_path), mirror))
-    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_VOCABULARIES):
+    if local.is_dir() and not hub.has_tokenizer_vocabulary(local):
         raise FileNotFoundError(
-            f"model folder {local} has no tokenizer files (none of {', '.join(TOKENIZER_VOCABULARIES)}); "
+            f"model folder {local} has no tokenizer files (none of {', '.join(hub.TOKENIZER_VOCABULARIES)}); "
             "transformers would build an empty vocabulary that reads every word as [UNK]. Copy the tokenizer files "
             "of the model it came from into it (tokenizer.save_pretrained), or name that model instead")
 
@@ -758,15 +751,14 @@ _RESULT_SETTINGS = ("max_length", "imdb_max_length", "imdb_truncation", "squad_m
 
 def model_fingerprint(model_path, mirror=None):
     """First 16 hex digits of a sha256 over what a local model folder gives a score: its config, weights and
-    tokenizer files (those of TOKENIZER_FILES it holds), so a retrained model or a changed tokenizer gets a new one;
+    tokenizer files (those of hub.TOKENIZER_FILES it holds), so a retrained model or a changed tokenizer gets a new one;
     a hub id that is not available locally stands for itself."""
     local = Path(hub.resolve(str(model_path), mirror))
     if not local.is_dir():
         return str(model_path)
     digest = hashlib.sha256()
-    from lib.models import weight_files
-    named = [local / name for name in ("config.json", *TOKENIZER_FILES) if (local / name).is_file()]
-    for file in sorted(named + weight_files(local)):
+    named = [local / name for name in ("config.json", *hub.TOKENIZER_FILES) if (local / name).is_file()]
+    for file in sorted(named + hub.weight_files(local)):
         with open(file, "rb") as handle:
             digest.update(file.name.encode() + hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]

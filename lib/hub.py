@@ -137,3 +137,25 @@ def _missing_config(repo_id, name, path, mirror):
 def _mirror_text(repo_id, mirror):
     root = mirror_dir(mirror)
     return f"{root / repo_id} is missing" if root else f"no mirror configured, {MIRROR_ENV} unset"
+
+
+# --- what a saved model folder holds (one list each: models, finetune, preflight and latency read these) ---
+
+# as save_pretrained / torch.save name them; a sharded checkpoint's index names its shards
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth", "*.index.json")
+# a model folder's tokenizer: one vocabulary file at least, and the files that shape how it reads text
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                          "tokenizer.model")
+TOKENIZER_FILES = (*TOKENIZER_VOCABULARIES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def weight_files(model_dir):
+    """The weight files of a saved model directory (shards included), sorted; [] when it holds only a config and a
+    tokenizer."""
+    return sorted({f for pattern in WEIGHT_FILES for f in Path(model_dir).glob(pattern)})
+
+
+def has_tokenizer_vocabulary(model_dir):
+    """Whether a model directory holds one of TOKENIZER_VOCABULARIES."""
+    return any((Path(model_dir) / name).is_file() for name in TOKENIZER_VOCABULARIES)

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from lib import glue, hub, paper, quantize
 from lib.finetune import subset
-from lib.models import WEIGHT_FILES, count_parameters, has_weights
+from lib.hub import WEIGHT_FILES
+from lib.models import count_parameters, has_weights
 
 PAPER_TIMED = (paper.BERT_BASE, paper.DISTILBERT)  # the labels of the paper's Table 3 models that stage 5 can time
 # the paper's DistilBERT / BERT-base time ratio (Table 3); the architectures' limit is about 0.5 (half the layers)

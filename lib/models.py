@@ -18,6 +18,8 @@ import torch
 import yaml
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
+from lib import hub
+
 AUTHORS_LAYERS = [0, 2, 4, 7, 9, 11]  # scripts/extract_distilbert.py, 12-layer BERT -> 6 layers
 # Below this many parameters (the smoke models: ~0.2M; MiniLM-L6, the cpu teacher: 22.7M) a matmul is too small
 # to share across cores: on a busy machine every parallel region waits for a descheduled thread, so one is faster.
@@ -58,12 +60,7 @@ def count_parameters(model):
     return total
 
 
-WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")  # as save_pretrained / torch.save name them
-
-
-def weight_files(model_dir):
-    """The weight files of a saved model directory, sorted ([] when it holds only a config and a tokenizer)."""
-    return sorted({f for pattern in WEIGHT_FILES for f in Path(model_dir).glob(pattern)})
+weight_files = hub.weight_files  # what save_model wrote; the list lives in lib.hub
 
 
 def has_weights(path):

@@ -99,10 +99,6 @@ def producer_of(params, value):
     return PRODUCED_BY.get(Path(value).name, config.DISTILL)
 
 
-# what from_pretrained reads (a sharded checkpoint: its index), and what AutoTokenizer needs for a BERT vocabulary
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
 CONFIG_ONLY_STAGES = (config.LATENCY,)  # lib.latency times a model without weights with random ones
 
 
@@ -126,14 +122,14 @@ def resolve_model(params, name, value, producer=None):
         what = "not found" if not path.exists() else "has no config.json (not a model folder)"
         raise ParameterError(name, f"{shown} {what}{made}")
     stage = config.stage_of(params)
-    if stage not in CONFIG_ONLY_STAGES and not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ParameterError(name, f"{shown} has no weights (model.safetensors, pytorch_model.bin or their sharded "
-                                   f".index.json), only a config: stage {stage!r} loads its trained weights; give a "
-                                   f"folder saved with save_pretrained{made}")
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ParameterError(name, f"{shown} has no tokenizer (vocab.txt or tokenizer.json): stage {stage!r} loads "
-                                   f"the tokenizer from the model's folder; save it there too "
-                                   f"(tokenizer.save_pretrained){made}")
+    if stage not in CONFIG_ONLY_STAGES and not hub.weight_files(path):
+        raise ParameterError(name, f"{shown} has no weights (none of {', '.join(hub.WEIGHT_FILES)}), only a "
+                                   f"config: stage {stage!r} loads its trained weights; give a folder saved with "
+                                   f"save_pretrained{made}")
+    if not hub.has_tokenizer_vocabulary(path):
+        raise ParameterError(name, f"{shown} has no tokenizer (none of {', '.join(hub.TOKENIZER_VOCABULARIES)}): "
+                                   f"stage {stage!r} loads the tokenizer from the model's folder; save it there "
+                                   f"too (tokenizer.save_pretrained){made}")
     return path
 
 

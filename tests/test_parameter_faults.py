@@ -47,8 +47,8 @@ def test_config_only_teacher_folder_is_refused_naming_the_weights(tmp_path):
     teacher = model_folder(tmp_path / "teacher", "config.json", *TOKENIZER)
     with pytest.raises(ParameterError) as err:
         preflight.check(distill(tmp_path, teacher=str(teacher)))
-    assert str(err.value) == (f"parameter 'teacher': {teacher} has no weights (model.safetensors, pytorch_model.bin "
-                              "or their sharded .index.json), only a config: stage 'distill' loads its trained "
+    assert str(err.value) == (f"parameter 'teacher': {teacher} has no weights (none of *.safetensors, "
+                              "pytorch_model*.bin, *.pt, *.pth, *.index.json), only a config: stage 'distill' loads its trained "
                               "weights; give a folder saved with save_pretrained")
 
 
@@ -58,7 +58,8 @@ def test_teacher_folder_without_a_tokenizer_is_refused(tmp_path):
         params = config.load_params(stage, profile="smoke", teacher=str(teacher), **folders(tmp_path))
         with pytest.raises(ParameterError) as err:
             preflight.check(params)
-        assert str(err.value) == (f"parameter 'teacher': {teacher} has no tokenizer (vocab.txt or tokenizer.json): "
+        assert str(err.value) == (f"parameter 'teacher': {teacher} has no tokenizer (none of tokenizer.json, "
+                                  "vocab.txt, vocab.json, spiece.model, sentencepiece.bpe.model, tokenizer.model): "
                                   f"stage {stage!r} loads the tokenizer from the model's folder; save it there too "
                                   "(tokenizer.save_pretrained)")
 
