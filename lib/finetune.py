@@ -92,16 +92,19 @@ def load_task(task, params):
     except hub.ConfigNotFoundError as err:  # e.g. a GLUE task the mirror lacks
         raise ParameterError("tasks", f"task {task!r} cannot be loaded from {spec.dataset_param} = {repo_id!r}: {err}") from None
     hp = task_hparams(task, params)
-    splits = {}
-    for split, cap in [("train", hp["max_train_samples"])] + [(s, hp["max_eval_samples"]) for s in spec.eval_splits]:
+    caps = {"train": hp["max_train_samples"], **{split: hp["max_eval_samples"] for split in spec.eval_splits}}
+    for split in caps:
         if split not in data:
             raise KeyError(f"{repo_id} ({spec.config}) has no split {split!r}; it has {list(data)}")
-        splits[split] = subset(data[split], cap, params.seed)
     heldout_rows = getattr(params, "heldout_rows", 0)
-    if heldout_rows:  # the budget rule's rows: out of the train split, never trained on
-        splits["train"], splits[budget_rule.HELDOUT] = budget_rule.split_train(
-            data["train"], heldout_rows, hp["max_train_samples"], params.seed)
-    return datasets.DatasetDict(splits)
+    splits, heldout = {}, {}
+    for split, cap in caps.items():
+        if split == "train" and heldout_rows:  # the budget rule's rows: out of the train split, never trained on
+            splits[split], heldout[budget_rule.HELDOUT] = budget_rule.split_train(data[split], heldout_rows, cap,
+                                                                                   params.seed)
+        else:
+            splits[split] = subset(data[split], cap, params.seed)
+    return datasets.DatasetDict({**splits, **heldout})  # the held-out split last, as data_fingerprint reads them
 
 
 def subset(dataset, n, seed):
@@ -363,17 +366,16 @@ def finetune_classification(model_path, task, seed, params, output_dir, teacher_
     in_dataset_order(trainer)
 
     by_split, summaries = {}, {}
-    for split in spec.eval_splits:
+    scored = list(spec.eval_splits) + ([budget_rule.HELDOUT] if budget_rule.HELDOUT in encoded else [])
+    for split in scored:
+        def score(preds, labels, split=split):
+            return M.task_metrics(task, preds, labels, split=split, mirror=params.mirror)
         labels = np.asarray(encoded[split]["labels"])
         preds = _predicted(spec, trainer.predict(encoded[split].select_columns(inputs)).predictions)
-        by_split[split] = M.task_metrics(task, preds, labels, split=split, mirror=params.mirror)
+        by_split[split] = score(preds, labels)
         summaries[split] = _prediction_summary(preds, labels, spec.regression)
-    if budget_rule.HELDOUT in encoded:  # the budget rule's measure, beside its constant-answer floor
-        labels = np.asarray(encoded[budget_rule.HELDOUT]["labels"])
-        preds = _predicted(spec, trainer.predict(encoded[budget_rule.HELDOUT].select_columns(inputs)).predictions)
-        by_split[budget_rule.HELDOUT] = M.task_metrics(task, preds, labels, split=budget_rule.HELDOUT, mirror=params.mirror)
-        summaries[budget_rule.HELDOUT] = {**_prediction_summary(preds, labels, spec.regression), "floor": budget_rule.constant_floor(
-            task, labels, lambda p, y: M.task_metrics(task, p, y, split=budget_rule.HELDOUT, mirror=params.mirror)["score"])}
+        if split == budget_rule.HELDOUT:  # the budget rule's measure, beside its constant-answer floor
+            summaries[split]["floor"] = budget_rule.constant_floor(task, labels, lambda p, y: score(p, y)["score"])
     primary, *others = spec.eval_splits
     result_metrics = dict(by_split[primary])
     for split in others:  # MNLI: accuracy_mismatched beside the matched accuracy (the task's score)
@@ -696,8 +698,9 @@ def run_sweep(models, tasks, seeds, params, results_dir, provenance=None, with_b
     results = []
     datasets.disable_progress_bars()  # one bar over the runs; per-run tokenization bars would bury it
     try:
-        params, budget = apply_budget_rule(models, tasks, seeds[0], params, results_dir, provenance)
-        _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results)
+        fingerprints = {}  # model -> model_fingerprint: each model folder hashed once per sweep
+        params, budget = apply_budget_rule(models, tasks, seeds[0], params, results_dir, provenance, fingerprints)
+        _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results, fingerprints)
     finally:
         datasets.enable_progress_bars()
     return (results, budget) if with_budget else results
@@ -709,11 +712,12 @@ def budget_path(results_dir, label, task, max_train_samples, seed):
     return Path(results_dir) / _slug(label) / results_io.BUDGET / f"{task}-n{max_train_samples}-seed{seed}.json"
 
 
-def apply_budget_rule(models, tasks, seed, params, results_dir, provenance):
+def apply_budget_rule(models, tasks, seed, params, results_dir, provenance, fingerprints=None):
     """(``params`` with each laddered task's max_train_samples set to its chosen rung, the rule's record
     {task: {rungs, chosen, passed, ...}} or None without a ladder). The teacher is fine-tuned with ``seed`` at each rung
     of budget_ladder[task] in turn (a record finished with the same run_key is reused) and scored on the held-out
-    train rows; the first rung whose score reaches lib.budget_rule.target is chosen, else the last (passed: false)."""
+    train rows; the first rung whose score reaches lib.budget_rule.target is chosen, else the last (passed: false).
+    fingerprints: a model -> model_fingerprint cache shared with the sweep."""
     ladder = {task: rungs for task, rungs in (getattr(params, "budget_ladder", None) or {}).items() if task in tasks}
     if not ladder:
         return params, None
@@ -721,7 +725,7 @@ def apply_budget_rule(models, tasks, seed, params, results_dir, provenance):
         raise ParameterError("budget_ladder", f"the rule fine-tunes the model labelled {paper.TEACHER!r}; models has "
                                               f"{list(models)}")
     model_path = models[paper.TEACHER]
-    fingerprint = model_fingerprint(model_path, params.mirror)
+    fingerprint = _fingerprint(model_path, params.mirror, {} if fingerprints is None else fingerprints)
     record = {}
     for task, rungs in ladder.items():
         measured = []
@@ -813,10 +817,16 @@ def run_key(fingerprint, task, seed, params, distilled=False, data=None, teacher
     return json.loads(json.dumps(key))  # as it reads back from the results file
 
 
-def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results):
+def _fingerprint(model_path, mirror, fingerprints):
+    """model_fingerprint of ``model_path``, computed once per ``fingerprints`` cache."""
+    if model_path not in fingerprints:
+        fingerprints[model_path] = model_fingerprint(model_path, mirror)
+    return fingerprints[model_path]
+
+
+def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, results, fingerprints):
     from tqdm.auto import tqdm
     teacher_label = params.distill_teacher
-    fingerprints = {}
     # every task's data and model's tokenizer first: a task missing from the mirror or a model folder without its
     # tokenizer fails before any fine-tuning
     data = {task: data_fingerprint(load_task(task, params)) for task in dict.fromkeys(job[2] for job in jobs)}
@@ -825,9 +835,8 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
     for label, model_path, task, seed, distilled in tqdm(jobs, desc="fine-tuning runs"):
         path = result_path(results_dir, label, task, seed)
         teacher = _teacher_source(task, models, params) if distilled else None
-        for source in {model_path, teacher} - {None} - set(fingerprints):  # each model hashed once per sweep
-            fingerprints[source] = model_fingerprint(source, params.mirror)
-        key = run_key(fingerprints[model_path], task, seed, params, distilled, data[task], fingerprints.get(teacher))
+        key = run_key(_fingerprint(model_path, params.mirror, fingerprints), task, seed, params, distilled, data[task],
+                      None if teacher is None else _fingerprint(teacher, params.mirror, fingerprints))
         done = _finished(path, key, results_dir, params)
         rung = task_hparams(task, params)["max_train_samples"]
         if done is None and not distilled and budget_path(results_dir, label, task, rung, seed).is_file():
