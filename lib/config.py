@@ -101,6 +101,7 @@ class TeacherParams(StageParams):
     adapt_learning_rate: float = param(1e-4, "learning rate of the MLM-head adaptation")
     batch_size: int = param(32, "sequences per batch (adaptation and evaluation)")
     precision: str = param("auto", "auto (bf16 on capability >= 8, fp16 below, fp32 on CPU), fp32, fp16, bf16")
+    recompute: bool = param(False, "prepare the teacher again even when the saved one was made with these parameters")
 
     def validate(self):
         super().validate()

@@ -166,6 +166,8 @@ class TeacherResult(StageResult):
     mlm_before: dict             # lib.teacher.evaluate_mlm: mlm_accuracy, perplexity, loss, n_tokens, n_sequences
     mlm_after: dict
     adaptation: dict | None = None  # lib.teacher.adapt: each run's curve on the selection sequences, and the choice
+    loss_log: list | None = None    # the kept adaptation's training log (lib.teacher.train_mlm_head)
+    weights: str | None = None      # lib.training.weights_digest of the saved teacher: a re-run reuses it when equal
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -292,7 +294,7 @@ _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulat
                                   "heldout", "heldout_curve", "heldout_reference"),
                 "finetune_run": ("single_class", "majority_rate", "predictions_file"),
                 config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp"),
-                config.TEACHER: ("adaptation",), config.GLUE: ("budget",), config.IMDB_SQUAD: ("budget",)}
+                config.TEACHER: ("adaptation", "loss_log", "weights"), config.GLUE: ("budget",), config.IMDB_SQUAD: ("budget",)}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}
 
 

@@ -7,6 +7,7 @@ never), saves the (adapted) teacher to run_dir/teacher for stage 2 and writes re
 ``write_teacher_logits`` writes the Background chapter's example logits. The notebook narrates and calls.
 """
 import dataclasses
+import json
 import math
 import time
 from functools import partial
@@ -23,7 +24,7 @@ from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 from lib.data import collate, length_grouped_batches, mlm_token_probs, sequence_lengths, special_token_ids
 from lib.models import count_parameters, set_torch_threads, teacher_card
-from lib.training import MaskingSpec, adamw, autocast, optimizer_step, select_precision
+from lib.training import MaskingSpec, adamw, autocast, optimizer_step, select_precision, weights_digest
 
 MIN_LENGTH = 12  # held-out and training sequences of <= 11 tokens are dropped, as in stage 2 (released recipe)
 CURVE_FIELDS = ("mlm_accuracy", "perplexity", "loss")  # of evaluate_mlm, kept per point of the adaptation curve
@@ -281,7 +282,7 @@ def run(params, progress=True):
     held-out sequences, adapt the MLM head when params.adapt_mlm says so and evaluate again, save the teacher to
     run_dir/teacher with its model card and write results/<profile>/teacher.json. Returns a PreparedTeacher (its
     loss_log: the adaptation's). The teacher's folder is locked first (lib.checkpoints): one stage 1 at a time per
-    run_dir."""
+    run_dir. A re-run reuses the teacher a finished stage 1 saved with the same parameters (saved_teacher)."""
     with hold_locks(preflight.output_folders(params)), signals_interrupt():
         prepared = _prepare_teacher(params, progress)
         teacher_card(prepared.saved_to, params, prepared.record)
@@ -290,9 +291,12 @@ def run(params, progress=True):
 
 def _prepare_teacher(params, progress):
     started = time.perf_counter()
-    set_seed(params.seed)
     tokenizer = hub.from_pretrained(AutoTokenizer, params.teacher, params.mirror)
-    teacher, has_mlm_head = load_teacher(hub.resolve(params.teacher, params.mirror))
+    saved_to = params.path("run_dir") / config.TEACHER
+    finished = saved_teacher(params, saved_to)
+    set_seed(params.seed)  # after saved_teacher: a fresh teacher's new head is drawn as if it had not run
+    if finished is None:
+        teacher, has_mlm_head = load_teacher(hub.resolve(params.teacher, params.mirror))
     sequences = data.tokenize_corpus(data.read_corpus(params.corpus, params.mirror), tokenizer, params.max_length,
                                      min_length=MIN_LENGTH,
                                      cache_dir=params.path("run_dir") / "corpus" / config.TEACHER)
@@ -301,6 +305,10 @@ def _prepare_teacher(params, progress):
     heldout = held.select(range(min(params.eval_sequences, len(held))))
     # the adaptation is chosen on other held-out sequences than the ones its accuracy is reported on
     selection = held.select(range(len(heldout), min(2 * len(heldout), len(held))))
+    if finished is not None:
+        teacher, record = finished
+        return PreparedTeacher(teacher, tokenizer, train_set, heldout, record.had_mlm_head, record.adapted,
+                               record.mlm_before, record.mlm_after, record.loss_log or [], saved_to, record)
 
     evaluate = partial(evaluate_mlm, tokenizer=tokenizer, batch_size=params.batch_size, seed=params.seed,
                        progress=progress)
@@ -311,16 +319,43 @@ def _prepare_teacher(params, progress):
         loss_log, adaptation = adapt(teacher, train_set, selection, tokenizer, params, progress)
     after = evaluate(teacher, heldout) if adapted else before
 
-    saved_to = params.path("run_dir") / config.TEACHER
     teacher.save_pretrained(saved_to)
     tokenizer.save_pretrained(saved_to)
     record = results.write_result(
         params, config.TEACHER, time.perf_counter() - started, teacher=params.teacher,
         saved_to=results.repo_relative(saved_to), parameters=count_parameters(teacher),
         layers=teacher.config.num_hidden_layers, hidden_size=teacher.config.hidden_size, had_mlm_head=has_mlm_head,
-        adapted=adapted, heldout_sequences=len(heldout), mlm_before=before, mlm_after=after, adaptation=adaptation)
+        adapted=adapted, heldout_sequences=len(heldout), mlm_before=before, mlm_after=after, adaptation=adaptation,
+        loss_log=loss_log, weights=weights_digest(teacher))
     return PreparedTeacher(teacher, tokenizer, train_set, heldout, has_mlm_head, adapted, before, after, loss_log,
                            saved_to, record)
+
+
+def saved_teacher(params, saved_to):
+    """(the teacher saved in ``saved_to``, its record) when a finished stage 1 made it with these parameters: the
+    record in results_dir names the same parameters (recompute aside) and the saved weights' digest; else None,
+    saying why when a record exists. A re-run then skips the adaptation, the longest part of the stage."""
+    path = params.path("results_dir") / f"{config.TEACHER}.json"
+    if params.recompute or not path.is_file() or not (saved_to / "config.json").is_file():
+        return None
+    try:
+        record = results.read(path, config.TEACHER)
+    except ValueError as err:
+        print(f"{path}: unreadable, preparing the teacher again ({err})", flush=True)
+        return None
+
+    def settings(values):  # as they read back from a results file
+        return json.loads(json.dumps({k: v for k, v in values.items() if k != "recompute"}, default=str))
+    if record.weights is None or settings(record.provenance.get("params", {})) != settings(config.as_dict(params)):
+        print(f"{path}: written with other parameters; preparing the teacher again", flush=True)
+        return None
+    teacher, _ = load_teacher(str(saved_to))
+    if weights_digest(teacher) != record.weights:
+        print(f"{saved_to}: its weights are not the ones {path} records; preparing the teacher again", flush=True)
+        return None
+    print(f"reusing the teacher in {saved_to}: {path} was written with these parameters at commit "
+          f"{record.provenance.get('git_commit')} (recompute=True prepares it again)", flush=True)
+    return teacher, record
 
 
 FIGURE_TEMPERATURES = (0.5, 1, 2, 4, 8)  # the Background chapter's Figure 1 slider

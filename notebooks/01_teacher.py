@@ -46,7 +46,9 @@ params = lib.notebook_setup("teacher", globals())  # the parameters cell over th
 # when one is configured, `lib.hub`), tokenizes the corpus and keeps `heldout_fraction` of it aside. It measures
 # masked-token accuracy and perplexity on the held-out sequences, trains the masked-LM head when `adapt_mlm` asks
 # for it (`auto`: only when the checkpoint has none), measures again, saves the teacher to `run_dir/teacher` for
-# stage 2 with its model card (`README.md`) and writes `results/<profile>/teacher.json`.
+# stage 2 with its model card (`README.md`) and writes `results/<profile>/teacher.json`. Run again with the same
+# parameters (after a disconnect, say), it reuses that teacher when the results file records its weights' digest
+# (`lib.teacher.saved_teacher`; `recompute = True` prepares it again).
 
 # %%
 prepared = lib.run_stage(params)  # lib.teacher.run, through lib.config.STAGES

@@ -204,3 +204,30 @@ def test_prepare_teacher_never_adapts_with_never(tmp_path):
     original, _ = load_teacher(hub.resolve(params.teacher, params.mirror))
     assert not prepared.adapted and prepared.loss_log == [] and prepared.mlm_after == prepared.mlm_before
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in prepared.teacher.state_dict().items())
+
+
+def test_a_rerun_reuses_the_saved_teacher_unless_its_parameters_or_weights_changed(tmp_path, monkeypatch, capsys):
+    params = smoke_params(tmp_path, adapt_mlm="always", adapt_steps=3)
+    first = run(params, progress=False)
+    record = results.load(params.results_dir, config.TEACHER)
+    assert record.weights == training.weights_digest(first.teacher) and record.loss_log == first.loss_log
+
+    def trains(*args, **kwargs):
+        raise AssertionError("the finished teacher was prepared again")
+    monkeypatch.setattr(teacher_module, "train_mlm_head", trains)
+    again = run(params, progress=False)  # reused: no adaptation, the same weights, record and held-out rows
+    assert "reusing the teacher" in capsys.readouterr().out
+    assert all(torch.equal(v, again.teacher.state_dict()[k]) for k, v in first.teacher.state_dict().items())
+    assert again.record == record and again.loss_log == first.loss_log and again.mlm_after == first.mlm_after
+    assert again.heldout["input_ids"] == first.heldout["input_ids"] and again.adapted
+
+    for changed in (dict(adapt_steps=4), dict(recompute=True)):  # other parameters, or asked to: prepared again
+        with pytest.raises(AssertionError, match="prepared again"):
+            run(smoke_params(tmp_path, **{"adapt_mlm": "always", "adapt_steps": 3, **changed}), progress=False)
+    saved, _ = load_teacher(str(first.saved_to))
+    with torch.no_grad():
+        saved.cls.predictions.bias.add_(1.0)
+    saved.save_pretrained(first.saved_to)  # weights that are not the recorded ones: prepared again
+    with pytest.raises(AssertionError, match="prepared again"):
+        run(params, progress=False)
+    assert "its weights are not the ones" in capsys.readouterr().out
