@@ -878,8 +878,9 @@ def estimate_memory(teacher_config, student_config, batch_size, seq_length, prec
     (~34 bytes per token and hidden unit per layer in half precision with fused attention, Korthikanti et al.
     2022; twice that in fp32), the teacher's kept hidden states, and the logits (~36 bytes per position and
     vocabulary entry across the float32 copies, softmaxes and gradients of the loss, as measured (issue 11: 36
-    against the 32 first assumed, which left the total ~15% low); 40 in fp32, where one CPU step with a 62.5M-entry
-    logit tensor measured ~36). `make gpu-check` re-measures the peak of a t4 step. Default: a 16 GB T4."""
+    against the 32 first assumed, which left the total ~15% low). In fp32 the fused head (lib.training.fused_head,
+    the triple loss) never holds the logits: three float32 buffers of lib.losses.FUSED_CHUNK_ROWS rows instead.
+    `make gpu-check` re-measures the peak of a t4 step. Default: a 16 GB T4."""
     if precision not in ("fp16", "bf16", "fp32"):
         raise ParameterError("precision", f"estimate for fp16, bf16 or fp32, got {precision!r}")
     half = precision != "fp32"
@@ -904,7 +905,8 @@ def estimate_memory(teacher_config, student_config, batch_size, seq_length, prec
         "autocast weight copies": 2 * p_student if half else 0,
         "student activations": sc.n_layers * tokens * sc.dim * 17 * act_bytes,
         "teacher hidden states": (tc.num_hidden_layers + 1) * tokens * tc.hidden_size * act_bytes,
-        "logits and loss": tokens * sc.vocab_size * (36 if half else 40),  # 36: measured (issue 11), not 32
+        "logits and loss": (tokens * sc.vocab_size * 36 if half  # 36: measured (issue 11), not 32
+                            else 3 * min(losses.FUSED_CHUNK_ROWS, tokens) * sc.vocab_size * 4),
     }
     parts = {k: v / gib for k, v in parts.items()}
     total = sum(parts.values())

@@ -15,7 +15,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
                           DistilBertConfig)
 
-from lib import REPO_ROOT, checkpoints, config, data, distill, models, results, training
+from lib import REPO_ROOT, checkpoints, config, data, distill, losses, models, results, training
 from lib.config import DistillParams, ParameterError, load_params, make_params
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -221,6 +221,10 @@ def test_estimate_memory_counts_parameters(setup):
                                           "autocast weight copies"))
     assert two["total_gib"] - fixed == pytest.approx(2 * (one["total_gib"] - fixed))
     assert not training.estimate_memory(base, distil, batch_size=64, seq_length=512)["fits"]
+    # fp32: the fused head's three float32 buffers of FUSED_CHUNK_ROWS rows, whatever the batch
+    for batch_size in (5, 10):
+        fp32 = training.estimate_memory(base, distil, batch_size=batch_size, seq_length=512, precision="fp32")
+        assert fp32["parts"]["logits and loss"] * 2 ** 30 == 3 * losses.FUSED_CHUNK_ROWS * distil.vocab_size * 4
 
 
 def test_resume_with_a_changed_learning_rate_is_refused_unless_allowed(setup, tmp_path, capsys):
