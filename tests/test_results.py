@@ -208,3 +208,18 @@ def test_results_name_the_commit_pinned_when_the_stage_started(tmp_path, monkeyp
     assert record.provenance["git_commit"] == "a" * 40
     monkeypatch.setattr(results, "_pinned_commit", None)  # outside a stage: the commit at write time
     assert results.provenance()["git_commit"] == "b" * 40 + "-dirty"
+
+
+def _profile_folders():
+    return sorted(p for p in (REPO_ROOT / "results").iterdir() if p.is_dir() and p.name in config.PROFILES)
+
+
+@pytest.mark.parametrize("folder", _profile_folders(), ids=lambda p: p.name)
+def test_a_committed_profile_comes_from_one_clean_commit_and_so_do_its_executed_notebooks(folder):
+    commits = {results.read(path).provenance["git_commit"] for path in results.results_files(folder)}
+    assert len(commits) == 1, (folder.name, commits)
+    commit = commits.pop()
+    assert len(commit) == 40 and all(c in "0123456789abcdef" for c in commit), commit  # a full hash, never -dirty
+    for notebook in sorted((REPO_ROOT / "book" / "stages" / folder.name).glob("*.ipynb")):
+        parameters = json.loads(notebook.read_text())["metadata"]["papermill"]["parameters"]
+        assert parameters.get("_project_commit") == commit, notebook.name
