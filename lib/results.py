@@ -36,6 +36,7 @@ SCALE_LABELS = {
     "smoke": "smoke scale (synthetic data, tiny random models: checks the pipeline, not a finding)",
     "cpu": "CPU-scale reproduction (MiniLM-L6 teacher, 2 CPU cores, offline mirror data)",
     "t4": "Colab T4 scale (BERT-base teacher, WikiText-103, one 16 GB T4)",
+    "gpu": "one-GPU scale (the cpu study one size up: MiniLM-L6 teacher, one H200-class GPU, offline mirror data)",
     "paper": "paper scale (BERT-base teacher, Wikipedia-size corpus, multi-GPU)",
 }
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "numpy", "scikit-learn", "scipy", "plotly", "papermill")

@@ -223,3 +223,7 @@ def test_a_committed_profile_comes_from_one_clean_commit_and_so_do_its_executed_
     for notebook in sorted((REPO_ROOT / "book" / "stages" / folder.name).glob("*.ipynb")):
         parameters = json.loads(notebook.read_text())["metadata"]["papermill"]["parameters"]
         assert parameters.get("_project_commit") == commit, notebook.name
+
+
+def test_every_profile_has_a_scale_label_for_the_book():
+    assert set(results.SCALE_LABELS) == set(config.PROFILES)
