@@ -422,6 +422,31 @@ def test_a_squad_run_saves_its_predictions_and_they_rescore_to_the_reported_valu
     assert (REPO_ROOT / record.predictions_file).is_file()
 
 
+def _committed_squad_runs():
+    from lib import REPO_ROOT, results as results_io
+    return [path for path in results_io.results_files(REPO_ROOT / "results")
+            if results_io.kind_of(path) == "finetune_run" and path.stem.startswith("squad-")
+            and path.relative_to(REPO_ROOT / "results").parts[0] != "smoke"]  # smoke data is built by the tests
+
+
+@pytest.mark.parametrize("path", _committed_squad_runs(), ids=lambda p: "/".join(p.parts[-4:]))
+def test_a_committed_squad_run_rescores_to_its_em_and_f1_by_the_official_module(path, shared_hub):
+    """Issue 23: EM/F1 recomputed from a committed run's predictions_file by evaluate's squad module (the
+    official v1.1 scoring, from the mirror) equal the reported values, on the dev questions the run was scored on
+    (its recorded parameters pick them)."""
+    from lib import REPO_ROOT, hub, results as results_io
+    record = results_io.read(path)
+    params = make_params(ImdbSquadParams, {**record.provenance["params"], "mirror": str(shared_hub)})
+    dev = T.load_task("squad", params)["validation"]
+    answers = json.loads((REPO_ROOT / record.predictions_file).read_text())
+    assert sorted(answers) == sorted(dev["id"])
+    official = hub.load_metric("evaluate-metric/squad", mirror=str(shared_hub))
+    scores = official.compute(predictions=[{"id": q, "prediction_text": answers[q]} for q in dev["id"]],
+                              references=[{"id": q, "answers": a} for q, a in zip(dev["id"], dev["answers"])])
+    assert scores["exact_match"] == pytest.approx(record.metrics["exact_match"], abs=1e-9)
+    assert scores["f1"] == pytest.approx(record.metrics["f1"], abs=1e-9)
+
+
 def test_tokenized_once_per_task_and_tokenizer_with_identical_results(tmp_path, glue_dir, models, monkeypatch):
     calls = []
     encode = T.encode_classification
