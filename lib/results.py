@@ -106,8 +106,20 @@ def write_json(path, payload):
     with os.fdopen(fd, "w") as f:  # allow_nan=False: no NaN/Infinity in a results file (not JSON; see _missing)
         json.dump(_missing(payload), f, indent=1, sort_keys=False, default=_jsonable, allow_nan=False)
         f.write("\n")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private (0600); a results file is as any other new file
     os.replace(tmp, path)
     return path
+
+
+def _umask():
+    """This process's umask, read without changing it (Linux: /proc/self/status; elsewhere the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _missing(value):

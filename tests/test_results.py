@@ -1,6 +1,7 @@
 """lib.results: provenance, atomic writes, and the schema every results file is written and read through."""
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,15 @@ def test_result_carries_provenance_and_scale(tmp_path):
     assert set(prov["versions"]) >= {"python", "torch", "transformers"}
     assert prov["hardware"]["cpu_count"] >= 1 and "torch_threads" in prov["hardware"]
     assert len(prov["git_commit"]) >= 7
+
+
+def test_a_results_file_gets_the_permissions_of_any_new_file(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        path = results.write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
 
 
 def test_write_json_is_atomic_and_handles_numpy(tmp_path):
