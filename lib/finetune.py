@@ -642,6 +642,16 @@ def _finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_
         return finetune_classification(model_path, task, seed, params, work_dir, teacher_path, save_dir)
 
 
+fine_tunings = 0  # fine-tunings run by this process (not read back from a results file): whether a call did any
+
+
+def _counted(*args, **kwargs):
+    """_finetune, counted in fine_tunings."""
+    global fine_tunings
+    fine_tunings += 1
+    return _finetune(*args, **kwargs)
+
+
 _young_depth = 0  # young_heap calls open in this process: only the outermost freezes and thaws
 
 
@@ -736,7 +746,7 @@ def apply_budget_rule(models, tasks, seed, params, results_dir, provenance, fing
             done = _finished(path, key, results_dir, rung_params)
             if done is None:
                 work = params.path("run_dir") / "finetune" / "budget" / f"{task}-n{rung}-seed{seed}"
-                done = _write_run(path, paper.TEACHER, _finetune(task, model_path, seed, rung_params, work), key,
+                done = _write_run(path, paper.TEACHER, _counted(task, model_path, seed, rung_params, work), key,
                                   provenance)
             else:
                 done = results_io.to_dict(done)
@@ -850,7 +860,7 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
         keep = label == teacher_label and seed == seeds[0] and _distills(task, params) and not (
             _is_qa(task) and getattr(params, "squad_teacher", None))  # its copy will teach the (D) runs
         save_dir = _teacher_dir(run_dir, label, task, seed) if keep else None
-        result = _finetune(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
+        result = _counted(task, model_path, seed, params, run_dir / "finetune" / _slug(label) / f"{task}-seed{seed}",
                            teacher_path, save_dir)
         results.append(_write_run(path, label, result, key, provenance))
 
@@ -906,7 +916,7 @@ def _distill_teacher(task, models, seeds, params, results_dir, provenance):
                                                 f"model whose fine-tuned copy teaches the others")
     save_dir = _teacher_dir(params.path("run_dir"), label, task, seeds[0])
     if not (save_dir / "config.json").exists():  # e.g. its result JSON came from another machine
-        result = _finetune(task, models[label], seeds[0], params, save_dir.parent / (save_dir.name + "-work"),
+        result = _counted(task, models[label], seeds[0], params, save_dir.parent / (save_dir.name + "-work"),
                            None, save_dir)
         path = result_path(results_dir, label, task, seeds[0])
         if not path.exists():
@@ -942,7 +952,7 @@ def run(params, progress=True):
     record, the summary table). progress: the sweep's bars are tqdm's, shown always (the one stage signature)."""
     from lib.config import stage_of
     from lib.models import finetuned_card
-    started = time.perf_counter()
+    started, done_before = time.perf_counter(), fine_tunings
     stage = stage_of(params)
     with hold_locks(preflight.output_folders(params)), signals_interrupt():  # one sweep per results folder
         runs, budget = run_sweep(params.models, stage_tasks(params), params.seeds, params,
@@ -952,9 +962,22 @@ def run(params, progress=True):
             if (kept / "config.json").is_file():
                 finetuned_card(kept, done)
     summary = summarize(runs, teacher=params.distill_teacher)
-    record = results_io.write_result(params, stage, time.perf_counter() - started,
-                                     summary=summary.to_dict(orient="records"), runs=len(runs), budget=budget)
+    seconds = _wall_time(params, stage, fine_tunings > done_before, time.perf_counter() - started)
+    record = results_io.write_result(params, stage, seconds, summary=summary.to_dict(orient="records"),
+                                     runs=len(runs), budget=budget)
     return record, summary
+
+
+def _wall_time(params, stage, fine_tuned, seconds):
+    """The stage's wall time: this call's ``seconds``, or, when it fine-tuned nothing (every run and budget rung was
+    read back), the time the stage's record gave when they were fine-tuned: a second `make stages` keeps the times."""
+    if fine_tuned:
+        return seconds
+    try:
+        before = results_io.load(params.path("results_dir"), stage)
+    except ValueError:  # a damaged record: nothing to keep
+        return seconds
+    return before.wall_time_s if before is not None else seconds
 
 
 # --- summary ---

@@ -511,6 +511,22 @@ def fake_result(task, model_path, seed, teacher_path, score):
             "train": {}, "hparams": {}, "single_class": False, "majority_rate": None}
 
 
+def test_a_finished_stage_run_again_keeps_its_wall_time(tmp_path, glue_dir, monkeypatch):
+    from lib import results as results_io
+    monkeypatch.setattr(T, "_finetune", lambda task, model_path, seed, *a, **k: fake_result(task, model_path, seed,
+                                                                                           None, 80.0))
+    params = glue_params(tmp_path, glue_dir, tasks=["sst2"])
+    T.run(params)
+    path = tmp_path / "results" / "glue.json"
+    first = json.loads(path.read_text())
+    first["wall_time_s"] = 4321.0  # as if the sweep had taken an hour
+    path.write_text(json.dumps(first))
+    T.run(params)  # every run read back: the stage's time is the one recorded when they ran
+    assert results_io.read(path).wall_time_s == 4321.0
+    T.run(glue_params(tmp_path, glue_dir, tasks=["sst2"], seeds=[1, 2]))  # one run more: this call's own time
+    assert results_io.read(path).wall_time_s < 60
+
+
 def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypatch):
     calls = []
 

@@ -118,6 +118,20 @@ def test_run_distillation_writes_the_run_with_its_own_parameters(setup, tmp_path
         5 * summary["final"]["loss_ce"] + 2 * summary["final"]["loss_mlm"], rel=1e-5)
 
 
+def test_a_finished_run_run_again_keeps_its_record_s_wall_time(setup, tmp_path):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_steps=2)
+    path = tmp_path / "results" / f"distill-{params.run_name}.json"
+    distill.run_distillation(params, teacher, dataset, tokenizer)
+    first = json.loads(path.read_text())
+    first["wall_time_s"] = 1234.5  # as if it had trained for 20 minutes
+    path.write_text(json.dumps(first))
+    again = distill.run_distillation(params, teacher, dataset, tokenizer)  # resumes at its last step: trains nothing
+    record = json.loads(path.read_text())
+    assert again["resumed_from"] == 2 and record["weights_sha1"] == first["weights_sha1"]
+    assert record["wall_time_s"] == 1234.5  # not the seconds of a call that only reloaded it
+
+
 def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
     teacher, tokenizer, dataset = setup
     params = distill_params(max_steps=16, checkpoint_every=100)  # 12 steps per epoch: the resume crosses into epoch 1
