@@ -231,3 +231,19 @@ def test_a_rerun_reuses_the_saved_teacher_unless_its_parameters_or_weights_chang
     with pytest.raises(AssertionError, match="prepared again"):
         run(params, progress=False)
     assert "its weights are not the ones" in capsys.readouterr().out
+
+
+def test_the_adaptation_probe_benchmark_runs_on_the_smoke_profile(monkeypatch, capsys):
+    import sys
+
+    from lib import REPO_ROOT
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import adaptation_probe
+    monkeypatch.setattr(sys, "argv", ["adaptation_probe.py", "--profile", "smoke", "--layers", "2",
+                                      "--probes", "sst2:100", "--json"])
+    adaptation_probe.main()
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("["):])
+    assert [r["teacher"] for r in rows] == ["not adapted", "top 2 layers"]
+    assert rows[0]["mlm_accuracy"] is None and 0 <= rows[1]["mlm_accuracy"] <= 1
+    assert set(rows[1]["sst2-100"]) == {"heldout", "floor", "dev"}
