@@ -30,6 +30,11 @@ def test_stage_1_then_stage_2_run_all_in_colabs_layout_onto_drive(layout):
     assert not any(entry.startswith(str(REPO_ROOT)) for entry in where["path"])  # nothing found by cheating
     results = layout.drive_dir("results")
     assert (results / "teacher.json").is_file() and (layout.drive_dir("runs") / "teacher").is_dir()
+    recorded = (results / "teacher.json").read_text()
+    again = layout.run(layout.notebook("01_teacher"), hostname="colab-vm-2")  # Run all after a disconnect, new VM
+    said = "".join(printed(again, i) for i in range(len(again.cells)) if again.cells[i].cell_type == "code")
+    assert "reusing the teacher" in said  # the teacher on Drive, not a second adaptation
+    assert (results / "teacher.json").read_text() == recorded
 
     distill = layout.notebook("02_distill")  # reads stage 1's teacher from the Drive run_dir
     layout.run(distill)
