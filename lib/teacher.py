@@ -346,7 +346,11 @@ def saved_teacher(params, saved_to):
 
     def settings(values):  # as they read back from a results file
         return json.loads(json.dumps({k: v for k, v in values.items() if k != "recompute"}, default=str))
-    if record.weights is None or settings(record.provenance.get("params", {})) != settings(config.as_dict(params)):
+    if record.weights is None:
+        print(f"{path} records no weights digest (written before stage 1 resumed); preparing the teacher again",
+              flush=True)
+        return None
+    if settings(record.provenance.get("params", {})) != settings(config.as_dict(params)):
         print(f"{path}: written with other parameters; preparing the teacher again", flush=True)
         return None
     teacher, _ = load_teacher(str(saved_to))
