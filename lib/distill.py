@@ -94,9 +94,12 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
                    effective_batch_size=params.batch_size * accum * summary["world_size"])
     state = PartialState()
     if state.is_main_process:
+        name = config.DISTILL_RESULTS_PREFIX + params.run_name
+        trained = summary["resumed_from"] != summary["total_steps"]  # a finished run resumes at its end: no step
+        seconds = results.wall_time(params, name, time.perf_counter() - started, trained,
+                                    lambda before: before.weights_sha1 == summary["weights_sha1"])
         record = results.write_result(
-            params, config.DISTILL, _wall_time(params, summary, time.perf_counter() - started),
-            name=config.DISTILL_RESULTS_PREFIX + params.run_name,
+            params, config.DISTILL, seconds, name=name,
             teacher=params.teacher, student_dir=results.repo_relative(summary["output_dir"]),
             teacher_parameters=models.count_parameters(teacher), student_parameters=models.count_parameters(student),
             student_layers=getattr(student.config, "teacher_layers", None),
@@ -112,18 +115,6 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
         models.student_card(params, record)  # the saved student's README.md: what it is, its metrics, provenance
     state.wait_for_everyone()
     return summary
-
-
-def _wall_time(params, summary, seconds):
-    """The run's wall time: this call's ``seconds``, or, when the run was already finished (it resumed from its last
-    step and trained nothing), the time its record gave when it trained: a second `make stages` keeps the times."""
-    if summary["resumed_from"] != summary["total_steps"]:
-        return seconds
-    try:
-        before = results.load(params.path("results_dir"), config.DISTILL_RESULTS_PREFIX + params.run_name)
-    except ValueError:  # a damaged record: nothing to keep
-        return seconds
-    return before.wall_time_s if before is not None and before.weights_sha1 == summary["weights_sha1"] else seconds
 
 
 def check_ranks_agree(name, summary):

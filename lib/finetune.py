@@ -962,22 +962,10 @@ def run(params, progress=True):
             if (kept / "config.json").is_file():
                 finetuned_card(kept, done)
     summary = summarize(runs, teacher=params.distill_teacher)
-    seconds = _wall_time(params, stage, fine_tunings > done_before, time.perf_counter() - started)
+    seconds = results_io.wall_time(params, stage, time.perf_counter() - started, fine_tunings > done_before)
     record = results_io.write_result(params, stage, seconds, summary=summary.to_dict(orient="records"),
                                      runs=len(runs), budget=budget)
     return record, summary
-
-
-def _wall_time(params, stage, fine_tuned, seconds):
-    """The stage's wall time: this call's ``seconds``, or, when it fine-tuned nothing (every run and budget rung was
-    read back), the time the stage's record gave when they were fine-tuned: a second `make stages` keeps the times."""
-    if fine_tuned:
-        return seconds
-    try:
-        before = results_io.load(params.path("results_dir"), stage)
-    except ValueError:  # a damaged record: nothing to keep
-        return seconds
-    return before.wall_time_s if before is not None else seconds
 
 
 # --- summary ---

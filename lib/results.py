@@ -401,6 +401,18 @@ def write_result(params, kind, wall_time_s, name=None, **fields):
     return record
 
 
+def wall_time(params, name, seconds, worked, same=lambda record: True):
+    """The wall time for the record ``name`` a call writes: its own ``seconds`` when it did the work; when it only read
+    finished work back (a second `make stages`), the time the existing record gives, if ``same(record)``."""
+    if worked:
+        return seconds
+    try:
+        before = load(params.path("results_dir"), name)
+    except ValueError:  # a damaged record: nothing to keep
+        return seconds
+    return before.wall_time_s if before is not None and same(before) else seconds
+
+
 def read(path, kind=None):
     """The record in the results file ``path`` (kind: from the path unless given). A missing file raises
     FileNotFoundError; a file that is not valid JSON or does not fit the schema raises ValueError naming it."""
