@@ -224,7 +224,7 @@ def run_setup(profile, root=None):
         record = load(profile, name, root)
         if record:
             params = _run_params(record)
-            setup[name] = {k: params.get(k) for k in ("tasks", "seeds", "n_epoch", "max_train_samples",
+            setup[name] = {k: params.get(k) for k in ("tasks", "seeds", "n_epoch", "learning_rate", "max_train_samples",
                                                       "max_eval_samples", "task_overrides", "imdb_max_length")}
             setup[name]["models"] = list(model_paths(record))
             setup[name]["budget"] = {task: entry["chosen"] for task, entry in (record.budget or {}).items()}

@@ -68,7 +68,8 @@ def write_example_results(tmp_path):
                      "student": {"cola": [30, 35, 40], "sst2": [80, 82, 81]},
                      "no-ce": {"cola": [20, 20, 20], "sst2": [70, 70, 70]},
                      "undistilled": {"cola": [10, 12, 14], "sst2": [75, 76, 77]}})
-    _write(tmp_path, "cpu", "glue", {"summary": glue, "runs": 18}, params={"models": models})
+    _write(tmp_path, "cpu", "glue", {"summary": glue, "runs": 18},
+           params={"models": models, "learning_rate": 1e-4, "task_overrides": {"rte": {"n_epoch": 6}}})
     _write(tmp_path, "cpu", "teacher", {"teacher": "sentence-transformers/all-MiniLM-L6-v2", "parameters": 22_000_000})
     base = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "random_init": False, "run_name": "student",
             "undistilled_name": "undistilled"}
@@ -224,6 +225,7 @@ def test_run_setup_reads_what_ran_from_the_results(results_root):
     assert setup["distill"]["mlm_only"] == []  # no run here trained on the masked-LM loss alone
     assert setup["distill"]["undistilled_name"] == "undistilled" and setup["distill"]["alpha_ce"] == 5.0
     assert setup["glue"]["models"] == ["teacher", "student", "no-ce", "undistilled"]
+    assert setup["glue"]["learning_rate"] == 1e-4 and setup["glue"]["task_overrides"] == {"rte": {"n_epoch": 6}}
     assert setup["teacher"]["id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert "latency" in setup and findings.run_setup("t4", results_root) == {}
 

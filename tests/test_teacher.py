@@ -247,3 +247,28 @@ def test_the_adaptation_probe_benchmark_runs_on_the_smoke_profile(monkeypatch, c
     assert [r["teacher"] for r in rows] == ["not adapted", "top 2 layers"]
     assert rows[0]["mlm_accuracy"] is None and 0 <= rows[1]["mlm_accuracy"] <= 1
     assert set(rows[1]["sst2-100"]) == {"heldout", "floor", "dev"}
+
+
+def test_the_finetune_probe_benchmark_sets_the_rung_learning_rate_and_epochs(monkeypatch, capsys):
+    import sys
+
+    from lib import REPO_ROOT, config, finetune
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import finetune_probe
+    seen = []
+    real = finetune.finetune_classification
+
+    def recording(model_path, task, seed, params, work):
+        seen.append((seed, finetune.task_hparams(task, params)))
+        return real(model_path, task, seed, params, work)
+
+    monkeypatch.setattr(finetune, "finetune_classification", recording)
+    model = config.load_params(config.TEACHER, profile="smoke").teacher
+    monkeypatch.setattr(sys, "argv", ["finetune_probe.py", model, "sst2:100:3e-4:2", "--profile", "smoke",
+                                      "--seeds", "1", "2"])
+    finetune_probe.main()
+    assert [s for s, _ in seen] == [1, 2]
+    assert all((hp["max_train_samples"], hp["learning_rate"], hp["n_epoch"]) == (100, 3e-4, 2) for _, hp in seen)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "held-out" in line]
+    assert [line.split()[1:3] for line in lines] == [["seed", "1"], ["seed", "2"]]
+    assert all("dev" in line for line in lines)
