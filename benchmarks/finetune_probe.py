@@ -10,7 +10,6 @@ and epochs set). One row per seed: RTE's 500 held-out rows give a standard error
 nothing here asserts.
 """
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -22,10 +21,8 @@ from lib import budget_rule, config, finetune  # noqa: E402
 
 def probe(model_path, task, rung, learning_rate, n_epoch, seed, folder, profile):
     params = config.load_params(config.GLUE, profile=profile, run_dir=str(folder), results_dir=str(folder / "results"))
-    params = budget_rule.with_budget(params, task, rung)
-    overrides = {name: dict(given) for name, given in params.task_overrides.items()}
-    overrides[task].update(learning_rate=learning_rate, n_epoch=n_epoch)
-    params = dataclasses.replace(params, task_overrides=overrides)
+    params = budget_rule.with_task_settings(params, task, max_train_samples=rung, learning_rate=learning_rate,
+                                            n_epoch=n_epoch)
     result = finetune.finetune_classification(model_path, task, seed, params, folder / f"{task}-{rung}-seed{seed}")
     return (result["metrics_by_split"][budget_rule.HELDOUT]["score"],
             result["predictions"][budget_rule.HELDOUT]["floor"], result["score"])

@@ -56,9 +56,14 @@ def target(task, floor, params):
 
 def with_budget(params, task, max_train_samples):
     """``params`` with task_overrides[task].max_train_samples set to one rung."""
+    return with_task_settings(params, task, max_train_samples=max_train_samples)
+
+
+def with_task_settings(params, task, **settings):
+    """``params`` with ``settings`` (fine-tuning hyperparameters) set in task_overrides[task], the rest kept."""
     import dataclasses
     overrides = {name: dict(given) for name, given in (params.task_overrides or {}).items()}
-    overrides.setdefault(task, {})["max_train_samples"] = max_train_samples
+    overrides.setdefault(task, {}).update(settings)
     return dataclasses.replace(params, task_overrides=overrides)
 
 
