@@ -36,8 +36,9 @@ from lib.checkpoints import hold_locks, signals_interrupt
 from lib.config import ParameterError
 
 
-HPARAM_NAMES = ("learning_rate", "n_epoch", "batch_size", "warmup_prop", "weight_decay",
-                "max_train_samples", "max_eval_samples")
+TRAINING_SETTINGS = {"learning_rate": "learning rate", "n_epoch": "epochs", "batch_size": "batch size",
+                     "warmup_prop": "warmup share", "weight_decay": "weight decay"}  # name: how the book says it
+HPARAM_NAMES = (*TRAINING_SETTINGS, "max_train_samples", "max_eval_samples")
 
 
 stage_tasks = tasks.stage_tasks  # the tasks a stage's parameters ask for
