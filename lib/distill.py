@@ -96,7 +96,9 @@ def run_distillation(params, teacher, dataset, tokenizer, counts=None, progress=
     if state.is_main_process:
         name = config.DISTILL_RESULTS_PREFIX + params.run_name
         trained = summary["resumed_from"] != summary["total_steps"]  # a finished run resumes at its end: no step
-        seconds = results.wall_time(params, name, time.perf_counter() - started, trained,
+        # a resumed run counts its earlier segments' training seconds too (their loading time is not kept)
+        seconds = time.perf_counter() - started + summary["earlier_wall_time_s"]
+        seconds = results.wall_time(params, name, seconds, trained,
                                     lambda before: before.weights_sha1 == summary["weights_sha1"])
         record = results.write_result(
             params, config.DISTILL, seconds, name=name,

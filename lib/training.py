@@ -577,7 +577,8 @@ def distill(teacher, student, dataset, params, output_dir, tokenizer, token_prob
     at the end; each result, with step and tokens seen, is appended to output_dir/heldout.jsonl (kept on resume like
     the log). It must leave the trajectory alone: its masks come from a generator of its own, the student is
     evaluated without dropout and put back in train mode, and each step reseeds the global RNG anyway.
-    Returns a summary dict (steps, tokens, wall_time_s, final losses, log: the list of log records, heldout_curve:
+    Returns a summary dict (steps, tokens, wall_time_s: training seconds over all segments, earlier_wall_time_s:
+    those before this call's resume, final losses, log: the list of log records, heldout_curve:
     the held-out records, output_dir, ...).
     """
     output_dir = Path(output_dir).expanduser()
@@ -636,6 +637,7 @@ class RunState:
     step: int = 0                 # optimizer steps done
     tokens_seen: int = 0          # non-padding tokens of the logged steps, all processes
     elapsed: float = 0.0          # training seconds (evaluations left out) at the last checkpoint
+    earlier_elapsed: float = 0.0  # the training seconds of the segments before a resume
     resumed_from: int | None = None
     checkpoint: Path | None = None        # the last checkpoint written or resumed from, and its step
     checkpoint_step: int | None = None
@@ -686,6 +688,7 @@ def _start(run):
         state.step, state.tokens_seen, state.elapsed, state.segments, run.scheduler, saved_window = _resume(
             checkpoint, run.order, params, run.student, run.optimizer, run.scheduler, run.scaler, run.plan, run.main)
         state.resumed_from, state.checkpoint, state.checkpoint_step = state.step, checkpoint, state.step
+        state.earlier_elapsed = state.elapsed
         if saved_window is not None:  # an interrupt's checkpoint: its unlogged steps go into the next record
             state.window = LogWindow.restore(saved_window, device, time.perf_counter())
     if run.main:
@@ -807,7 +810,8 @@ def _summary(run, state, evaluate):
     last = log[-1] if log else (state.last_record or {})
     return dict(steps=state.step, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
                 warmup_steps=plan.warmup_steps, epochs=state.step / plan.steps_per_epoch, tokens=state.tokens_seen,
-                wall_time_s=state.elapsed, tokens_per_s=state.tokens_seen / state.elapsed if state.elapsed else None,
+                wall_time_s=state.elapsed, earlier_wall_time_s=state.earlier_elapsed,
+                tokens_per_s=state.tokens_seen / state.elapsed if state.elapsed else None,
                 resumed_from=state.resumed_from, precision=str(run.dtype).replace("torch.", ""),
                 world_size=run.accelerator.num_processes,
                 final={k: last[k] for k in losses.log_fields() if k in last}, log=log,

@@ -132,6 +132,25 @@ def test_a_finished_run_run_again_keeps_its_record_s_wall_time(setup, tmp_path):
     assert record["wall_time_s"] == 1234.5  # not the seconds of a call that only reloaded it
 
 
+def test_a_resumed_run_s_wall_time_counts_its_earlier_segments(setup, tmp_path, monkeypatch):
+    teacher, tokenizer, dataset = setup
+    params = distill_params(run_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"), max_steps=4)
+
+    def interrupt(record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the first segment: two steps, then a checkpoint
+        training.distill(teacher, models.build_student(teacher), dataset, params, tmp_path / "runs" / params.run_name,
+                         tokenizer, progress=False, on_log=interrupt)
+    load_state = training.load_state
+    monkeypatch.setattr(training, "load_state", lambda slot: {**load_state(slot), "elapsed_s": 1000.0})  # 17 minutes
+    summary = distill.run_distillation(params, teacher, dataset, tokenizer)
+    record = json.loads((tmp_path / "results" / f"distill-{params.run_name}.json").read_text())
+    assert summary["resumed_from"] == 2 and summary["earlier_wall_time_s"] == 1000.0
+    assert 1000.0 < record["wall_time_s"] < 1060.0  # both segments, not the second's seconds alone
+
+
 def test_interrupted_run_resumes_to_the_same_weights(setup, tmp_path):
     teacher, tokenizer, dataset = setup
     params = distill_params(max_steps=16, checkpoint_every=100)  # 12 steps per epoch: the resume crosses into epoch 1
