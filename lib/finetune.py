@@ -644,13 +644,24 @@ def _finetune(task, model_path, seed, params, work_dir, teacher_path=None, save_
 
 
 fine_tunings = 0  # fine-tunings run by this process (not read back from a results file): whether a call did any
+read_back = {}  # run key -> recorded wall_time_s of the finished runs a stage read back instead of running (run)
 
 
 def _counted(*args, **kwargs):
-    """_finetune, counted in fine_tunings."""
+    """_finetune, counted in fine_tunings, its result given the seconds it took (wall_time_s, evaluation included)."""
     global fine_tunings
     fine_tunings += 1
-    return _finetune(*args, **kwargs)
+    started = time.perf_counter()
+    result = _finetune(*args, **kwargs)
+    return {**result, "wall_time_s": round(time.perf_counter() - started, 1)}
+
+
+def _reused(record, path):
+    """A finished run's record, read back instead of run: its seconds go into read_back, once per run however many
+    files hold it (the budget rule's run at the chosen rung is also the sweep's)."""
+    key = json.dumps(record.run_key, sort_keys=True) if record.run_key else str(path)
+    read_back[key] = record.wall_time_s or 0.0  # records written before wall_time_s was kept: 0
+    return record
 
 
 _young_depth = 0  # young_heap calls open in this process: only the outermost freezes and thaws
@@ -750,7 +761,7 @@ def apply_budget_rule(models, tasks, seed, params, results_dir, provenance, fing
                 done = _write_run(path, paper.TEACHER, _counted(task, model_path, seed, rung_params, work), key,
                                   provenance)
             else:
-                done = results_io.to_dict(done)
+                done = results_io.to_dict(_reused(done, path))
             heldout = done["metrics_by_split"][budget_rule.HELDOUT]["score"]
             floor = done["predictions"][budget_rule.HELDOUT].get("floor")
             aim = budget_rule.target(task, floor, params)
@@ -849,6 +860,8 @@ def _sweep(jobs, seeds, models, params, results_dir, provenance, run_dir, result
         key = run_key(_fingerprint(model_path, params.mirror, fingerprints), task, seed, params, distilled, data[task],
                       None if teacher is None else _fingerprint(teacher, params.mirror, fingerprints))
         done = _finished(path, key, results_dir, params)
+        if done is not None:
+            _reused(done, path)
         rung = task_hparams(task, params)["max_train_samples"]
         if done is None and not distilled and budget_path(results_dir, label, task, rung, seed).is_file():
             done = _finished(budget_path(results_dir, label, task, rung, seed), key, results_dir, params)
@@ -954,6 +967,7 @@ def run(params, progress=True):
     from lib.config import stage_of
     from lib.models import finetuned_card
     started, done_before = time.perf_counter(), fine_tunings
+    read_back.clear()
     stage = stage_of(params)
     with hold_locks(preflight.output_folders(params)), signals_interrupt():  # one sweep per results folder
         runs, budget = run_sweep(params.models, stage_tasks(params), params.seeds, params,
@@ -963,7 +977,9 @@ def run(params, progress=True):
             if (kept / "config.json").is_file():
                 finetuned_card(kept, done)
     summary = summarize(runs, teacher=params.distill_teacher)
-    seconds = results_io.wall_time(params, stage, time.perf_counter() - started, fine_tunings > done_before)
+    # the runs of earlier segments (a cut stage run again) count with the seconds their records give
+    seconds = time.perf_counter() - started + sum(read_back.values())
+    seconds = results_io.wall_time(params, stage, seconds, fine_tunings > done_before)
     record = results_io.write_result(params, stage, seconds, summary=summary.to_dict(orient="records"),
                                      runs=len(runs), budget=budget)
     return record, summary

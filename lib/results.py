@@ -279,6 +279,7 @@ class FinetuneRun:
     run_key: dict | None         # what the result depends on (lib.finetune.run_key); None: a (D) run's teacher
     provenance: dict
     predictions_file: str | None = None  # SQuAD: {question id: answer text} (official script's input), repo-relative
+    wall_time_s: float | None = None     # the fine-tuning's seconds, evaluation included (None: not kept then)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -305,7 +306,7 @@ KINDS = {config.TEACHER: TeacherResult, config.TEACHER_LOGITS: TeacherLogits, co
 # results/smoke of earlier commits) lack them and read them as None; distill's checkpoint was 'checkpoint_dir'.
 _ADDED_LATER = {config.DISTILL: ("segments", "weights_sha1", "gradient_accumulation_steps", "effective_batch_size",
                                   "heldout", "heldout_curve", "heldout_reference"),
-                "finetune_run": ("single_class", "majority_rate", "predictions_file"),
+                "finetune_run": ("single_class", "majority_rate", "predictions_file", "wall_time_s"),
                 config.TEACHER_LOGITS: ("answer", "answer_rank", "temperatures", "logsumexp"),
                 config.TEACHER: ("adaptation", "loss_log", "weights"), config.GLUE: ("budget",), config.IMDB_SQUAD: ("budget",)}
 _RENAMED = {config.DISTILL: {"checkpoint_dir": "checkpoint"}}

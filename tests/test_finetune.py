@@ -527,6 +527,24 @@ def test_a_finished_stage_run_again_keeps_its_wall_time(tmp_path, glue_dir, monk
     assert results_io.read(path).wall_time_s < 60
 
 
+def test_a_cut_stage_run_again_counts_the_runs_its_earlier_segment_finished(tmp_path, glue_dir, monkeypatch):
+    from lib import results as results_io
+    monkeypatch.setattr(T, "_finetune", lambda task, model_path, seed, *a, **k: fake_result(task, model_path, seed,
+                                                                                           None, 80.0))
+    params = glue_params(tmp_path, glue_dir, tasks=["sst2"], seeds=[1, 2])
+    T.run(params)
+    results_dir = tmp_path / "results"
+    first, second = (T.result_path(results_dir / "glue", "teacher", "sst2", seed) for seed in (1, 2))
+    assert results_io.read(first).wall_time_s is not None  # each run keeps its own seconds
+    # as if the session had ended after seed 1's run, which took 1,000 s: no seed-2 run, no stage record
+    record = json.loads(first.read_text())
+    first.write_text(json.dumps({**record, "wall_time_s": 1000.0}))
+    second.unlink()
+    (results_dir / "glue.json").unlink()
+    T.run(params)
+    assert 1000.0 <= results_io.read(results_dir / "glue.json").wall_time_s < 1060.0  # both segments' runs
+
+
 def test_run_sweep_resumes_and_adds_distilled_runs(tmp_path, glue_dir, monkeypatch):
     calls = []
 
