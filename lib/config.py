@@ -236,6 +236,11 @@ class DistillParams(StageParams):
             raise ParameterError("student_layers", f"teacher has layers 0..{n_teacher_layers - 1}, got {self.student_layers}")
 
 
+# the fine-tuning settings a task may set for itself (task_overrides), and how the book says them
+TRAINING_SETTINGS = {"learning_rate": "learning rate", "n_epoch": "epochs", "batch_size": "batch size",
+                     "warmup_prop": "warmup share", "weight_decay": "weight decay"}
+
+
 @dataclass
 class EvalParams(StageParams):
     models: dict = param({}, "label -> model id or path, e.g. {teacher: ..., student: ...}")

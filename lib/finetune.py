@@ -33,11 +33,9 @@ from lib import budget_rule, glue, hub, paper, preflight, tasks
 from lib import metrics as M
 from lib import results as results_io
 from lib.checkpoints import hold_locks, signals_interrupt
-from lib.config import ParameterError
+from lib.config import TRAINING_SETTINGS, ParameterError
 
 
-TRAINING_SETTINGS = {"learning_rate": "learning rate", "n_epoch": "epochs", "batch_size": "batch size",
-                     "warmup_prop": "warmup share", "weight_decay": "weight decay"}  # name: how the book says it
 HPARAM_NAMES = (*TRAINING_SETTINGS, "max_train_samples", "max_eval_samples")
 
 
