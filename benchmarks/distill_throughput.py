@@ -21,7 +21,8 @@ Share of the matmul peak (issue 23): between the steps, under the same load, the
 (torch's thread count as set) for this machine's peak GFLOP/s; a step's FLOPs per non-padding token are 6 x the
 student's parameters that take part + 2 x the teacher's (flops_per_token: embeddings are lookups, the vocabulary
 projection counts on the tokens the heads take, attention scores and element-wise ops are left out); each
-implementation's tokens/s x FLOPs per token is its share of that peak. --json includes them.
+implementation's tokens/s x FLOPs per token is its share of that peak. --json includes them. --profile N then
+profiles N more steps of the current implementation and prints their time by kind of work (op_shares.py).
 """
 import argparse
 import copy
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch.nn.functional as F  # noqa: E402
 from transformers import AutoConfig, BertConfig, BertForMaskedLM  # noqa: E402
 
+import op_shares  # noqa: E402
 from lib import models, training  # noqa: E402
 from lib.data import mask_tokens, mlm_token_probs  # noqa: E402
 from lib.losses import logit_rows  # noqa: E402
@@ -142,7 +144,7 @@ def flops_per_token(teacher, student, head_share=1.0):
 
 
 def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_size=8, steps=3, warmup=1,
-              device="cpu", precision="auto", alpha_cos=1.0, seed=0):
+              device="cpu", precision="auto", alpha_cos=1.0, seed=0, profile_steps=0):
     torch.manual_seed(seed)
     device = torch.device(device)
     dtype, use_scaler = training.select_precision(precision, device)
@@ -195,6 +197,12 @@ def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_
         if index >= warmup:  # the peak under the same load as the steps
             peak_rates.append(matmul_rate(device))
 
+    if profile_steps:  # after the timed steps, so the profiler's own cost is in none of them
+        with op_shares.profiled() as self_ms:
+            for index in range(profile_steps):
+                step("current", batch, seed + warmup + steps + index)
+        runs["current"]["op_shares"] = op_shares.shares(self_ms)
+
     tokens = batch_size * seq_len  # every position is a real token here (no padding)
     head_share = float(logit_rows(attention_mask, labels, **weights).sum()) / tokens  # of the last batch
     step_flops = flops_per_token(teacher, first_student, head_share)
@@ -215,6 +223,9 @@ def benchmark(teacher_name="bert-base", student_layers=None, seq_len=128, batch_
                             step_seconds=run["seconds"], gflops=gflops, share_of_peak=gflops / peak)
         if device.type == "cuda":
             result[name]["peak_memory_mib"] = run["peak_mib"]
+        if "op_shares" in run:
+            result[name]["op_shares"] = run["op_shares"]
+    result["profile_steps"] = profile_steps
     result["speedup"] = result["current"]["tokens_per_s"] / result["released"]["tokens_per_s"]
     if device.type == "cpu":
         result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -234,13 +245,16 @@ def main():
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N more steps of the "
+                        "current implementation and print where their time goes (op_shares.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [args.device] if args.device != "auto" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         result = benchmark(args.teacher, args.student_layers, args.seq_len, args.batch_size, args.steps, args.warmup,
-                           device, args.precision if device != "cpu" or args.precision != "fp16" else "fp32")
+                           device, args.precision if device != "cpu" or args.precision != "fp16" else "fp32",
+                           profile_steps=args.profile)
         if args.json:
             print(json.dumps(result))
             continue
@@ -263,6 +277,8 @@ def main():
         if "process_peak_rss_mib" in result:
             print(f"  process peak RSS {result['process_peak_rss_mib']:,.0f} MiB (both implementations)")
         print(f"  T4 fp16 estimate {result['t4_fp16_estimate_gib']:.2f} GiB")
+        if "op_shares" in result["current"]:
+            op_shares.print_shares("current", result["current"]["op_shares"], result["profile_steps"])
 
 
 if __name__ == "__main__":

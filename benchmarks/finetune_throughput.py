@@ -13,7 +13,8 @@ project's runs after the first reuse what it keeps between runs (the tokenized t
 
 Options: --before FILE runs another version of lib/finetune.py as a third path (before/after side by side),
 --grouped adds the project's path with length-grouped batches (opt-in: it changes results), --ballast N keeps N
-small objects alive as a notebook kernel's heap does (what the Trainer's per-run gc.collect walks).
+small objects alive as a notebook kernel's heap does (what the Trainer's per-run gc.collect walks), --profile adds
+one more run of the project's path with its training steps profiled, printed by kind of work (op_shares.py).
 
 What is printed, per run and for each path's least disturbed run (highest step rate):
 - tokens/s: non-padding training tokens per second of the training steps (forward, backward, optimizer step:
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+import op_shares  # noqa: E402
 from lib import REPO_ROOT, finetune  # noqa: E402
 from lib.config import load_params  # noqa: E402
 
@@ -83,10 +85,33 @@ class Meter(transformers.TrainerCallback):
         self.step_seconds.append(time.perf_counter() - self._began)
 
 
-def metered(trainer, meters):
-    """Attach a Meter to ``trainer`` and time its predict calls (the evaluation)."""
+class StepProfile(transformers.TrainerCallback):
+    """Profiles a run's training steps after its first ``skip`` (warm-up) to the end of training: operator self
+    times in ``self_ms`` (op_shares.profiled), the number of steps in ``steps``."""
+
+    def __init__(self, skip=5):
+        self.skip, self.steps, self.self_ms, self._profiling = skip, 0, None, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.skip and self._profiling is None:
+            self._profiling = op_shares.profiled()
+            self.self_ms = self._profiling.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += self._profiling is not None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._profiling is not None:
+            self._profiling.__exit__(None, None, None)
+            self._profiling = None
+
+
+def metered(trainer, meters, callbacks=()):
+    """Attach a Meter (and ``callbacks``) to ``trainer`` and time its predict calls (the evaluation)."""
     meter = Meter(trainer.model)
     trainer.add_callback(meter)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     predict = trainer.predict
 
     def timed_predict(*args, **kwargs):
@@ -131,11 +156,11 @@ def plain_run(model_path, params, seed, out_dir, meters):
     return trainer.predict(encoded["validation"]).predictions
 
 
-def project_run(model_path, params, seed, out_dir, meters, module=finetune):
+def project_run(model_path, params, seed, out_dir, meters, module=finetune, callbacks=()):
     """lib.finetune.finetune_classification as run_sweep calls it (through _finetune), its Trainer metered.
-    module: lib.finetune, or another version of it (--before)."""
+    module: lib.finetune, or another version of it (--before); callbacks: more TrainerCallbacks (--profile)."""
     make = module._make_trainer
-    module._make_trainer = lambda *a, **k: metered(make(*a, **k), meters)  # the benchmark's hook only
+    module._make_trainer = lambda *a, **k: metered(make(*a, **k), meters, callbacks)  # the benchmark's hook only
     try:
         return module._finetune("sst2", model_path, seed, params, out_dir)
     finally:
@@ -222,6 +247,8 @@ def main():
     parser.add_argument("--before", default=None, help="another version of lib/finetune.py, run as a third path "
                                                        "(e.g. git show HEAD:lib/finetune.py > /tmp/before.py)")
     parser.add_argument("--grouped", action="store_true", help="also run the project's path with group_by_length")
+    parser.add_argument("--profile", action="store_true", help="then one more run of the project's path, its "
+                        "training steps profiled: where their time goes, by kind of work (op_shares.py)")
     parser.add_argument("--ballast", type=int, default=0, help="small objects kept alive during the runs, as a "
                                                                "notebook kernel's heap (e.g. 3000000)")
     args = parser.parse_args()
@@ -245,6 +272,9 @@ def main():
               f"{time.perf_counter() - started:.2f} s")
         rows, peaks = run_paths(paths, model, params, args.repeats, Path(tmp))
         del kept
+        profile = StepProfile()
+        if args.profile:
+            project_run(model, params, 1, Path(tmp) / "profiled", [], callbacks=[profile])
     peak = max(peaks)
     print(f"fp32 matmul peak (2048^2, best of 7, before each round and after): "
           f"{' / '.join(f'{p:.1f}' for p in peaks)} GFLOP/s; shares below use the best, {peak:.1f}")
@@ -263,6 +293,9 @@ def main():
         if label != "plain":
             ratio = {c: best[label][c] / best["plain"][c] for c in ("tok_s", "tok_s_e2e", "setup_s", "fixed_s", "wall_s")}
             print(f"{label} / plain (best runs): " + ", ".join(f"{c} x{v:.2f}" for c, v in ratio.items()))
+    if profile.steps:
+        op_shares.print_shares(f"project (one more run, steps after the first {profile.skip})",
+                               op_shares.shares(profile.self_ms), profile.steps)
 
 
 if __name__ == "__main__":
