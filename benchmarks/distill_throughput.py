@@ -21,7 +21,9 @@ Share of the matmul peak (issue 23): between the steps, under the same load, the
 (torch's thread count as set) for this machine's peak GFLOP/s; a step's FLOPs per non-padding token are 6 x the
 student's parameters that take part + 2 x the teacher's (flops_per_token: embeddings are lookups, the vocabulary
 projection counts on the tokens the heads take, attention scores and element-wise ops are left out); each
-implementation's tokens/s x FLOPs per token is its share of that peak. --json includes them. --profile N then
+implementation's tokens/s x FLOPs per token is its share of that peak. --json includes them. Both run with the
+process's freed memory kept, as a CPU stage runs (lib.models.keep_freed_memory); --default-malloc for glibc's
+defaults. --profile N then
 profiles N more steps of the current implementation and prints their time by kind of work (op_shares.py).
 """
 import argparse
@@ -245,11 +247,15 @@ def main():
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default malloc settings "
+                        "(the comparison for lib.models.keep_freed_memory, which CPU stages apply)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N more steps of the "
                         "current implementation and print where their time goes (op_shares.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = not args.default_malloc and models.keep_freed_memory()  # as a CPU stage runs (set_torch_threads)
+    print(f"malloc: {'freed memory kept (lib.models.keep_freed_memory)' if kept else 'glibc defaults'}")
     devices = [args.device] if args.device != "auto" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         result = benchmark(args.teacher, args.student_layers, args.seq_len, args.batch_size, args.steps, args.warmup,

@@ -15,6 +15,8 @@ Options: --before FILE runs another version of lib/finetune.py as a third path (
 --grouped adds the project's path with length-grouped batches (opt-in: it changes results), --ballast N keeps N
 small objects alive as a notebook kernel's heap does (what the Trainer's per-run gc.collect walks), --profile adds
 one more run of the project's path with its training steps profiled, printed by kind of work (op_shares.py).
+Both paths run with the process's freed memory kept, as a CPU stage runs (lib.models.keep_freed_memory: a
+process-wide setting); --default-malloc runs both with glibc's defaults, for the comparison in another process.
 
 What is printed, per run and for each path's least disturbed run (highest step rate):
 - tokens/s: non-padding training tokens per second of the training steps (forward, backward, optimizer step:
@@ -43,7 +45,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import op_shares  # noqa: E402
-from lib import REPO_ROOT, finetune  # noqa: E402
+from lib import REPO_ROOT, finetune, models  # noqa: E402
 from lib.config import load_params  # noqa: E402
 
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "hub"
@@ -247,6 +249,8 @@ def main():
     parser.add_argument("--before", default=None, help="another version of lib/finetune.py, run as a third path "
                                                        "(e.g. git show HEAD:lib/finetune.py > /tmp/before.py)")
     parser.add_argument("--grouped", action="store_true", help="also run the project's path with group_by_length")
+    parser.add_argument("--default-malloc", action="store_true", help="run with glibc's default malloc "
+                        "settings (the comparison for lib.models.keep_freed_memory, which CPU stages apply)")
     parser.add_argument("--profile", action="store_true", help="then one more run of the project's path, its "
                         "training steps profiled: where their time goes, by kind of work (op_shares.py)")
     parser.add_argument("--ballast", type=int, default=0, help="small objects kept alive during the runs, as a "
@@ -254,6 +258,10 @@ def main():
     args = parser.parse_args()
     model = args.model or (MINILM if (Path(args.mirror) / MINILM).is_dir() else str(TINY))
     transformers.logging.set_verbosity_error()
+    if args.default_malloc:  # set_torch_threads' call then changes nothing
+        models.keep_freed_memory = lambda: False
+    kept = models.keep_freed_memory()  # for both paths: the setting is the process's, and a CPU stage applies it
+    print(f"malloc: {'freed memory kept (lib.models.keep_freed_memory)' if kept else 'glibc defaults'}")
     with tempfile.TemporaryDirectory() as tmp:
         params = glue_params(model, args.mirror, args, Path(tmp))
         n_all, n = n_parameters(model, params)

@@ -1,11 +1,15 @@
 """lib.models: layer choice, tensor-by-tensor student initialisation, the seeded random init, save/reload."""
+import platform
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertModel, BertTokenizer
 
-from lib import models
+from lib import REPO_ROOT, models
 from lib.teacher import load_teacher
 
 MINILM = Path("/work/shared/data/hub/sentence-transformers/all-MiniLM-L6-v2")
@@ -178,6 +182,54 @@ def test_set_torch_threads_one_for_tiny_models_and_respects_omp_num_threads(monk
         monkeypatch.setenv("OMP_NUM_THREADS", "many")
         with pytest.raises(ValueError, match="OMP_NUM_THREADS='many'"):
             models.set_torch_threads(tiny)
+    finally:
+        torch.set_num_threads(before)
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from lib import models
+if sys.argv[1] == "keep":
+    assert models.keep_freed_memory()
+torch.manual_seed(0)
+embedding = torch.nn.Embedding(2 ** 17, 128)  # 64 MiB: its dense gradient is allocated anew each step
+optimizer = torch.optim.SGD(embedding.parameters(), lr=0.1)
+for step in range(24):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    embedding(torch.randint(0, 2 ** 17, (64,))).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's malloc")
+def test_kept_freed_memory_is_reused_without_faulting_in_new_pages():
+    """What keep_freed_memory buys: a training step's large gradient buffer, freed and allocated again each step,
+    comes back without page faults once the heap has settled (a few steps), where glibc's defaults unmap it and
+    the kernel faults every page in again, every step (one fresh process each)."""
+    def faults_of_the_last_steps(mode, last=8):
+        done = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True)
+        return sum(int(n) for n in done.stdout.split()[-last:])
+
+    pages = 2 ** 26 // resource.getpagesize()  # of one gradient
+    default, kept = faults_of_the_last_steps("default"), faults_of_the_last_steps("keep")
+    assert default > 4 * pages, default  # 8 steps, each faulting its gradient in (fewer only with huge pages)
+    assert kept <= 2 * pages, kept  # mostly 0; allow two steps' worth, as the heap may still be settling
+
+
+def test_set_torch_threads_keeps_freed_memory_on_a_cpu_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(models, "keep_freed_memory", lambda: calls.append("kept"))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        models.set_torch_threads(tiny_teacher())
+        assert calls == ["kept"]
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU run: glibc's defaults stay
+        models.set_torch_threads(tiny_teacher())
+        assert calls == ["kept"]
     finally:
         torch.set_num_threads(before)
 
