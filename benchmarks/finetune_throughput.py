@@ -260,8 +260,8 @@ def main():
     transformers.logging.set_verbosity_error()
     if args.default_malloc:  # set_torch_threads' call then changes nothing
         models.keep_freed_memory = lambda: False
-    kept = models.keep_freed_memory()  # for both paths: the setting is the process's, and a CPU stage applies it
-    print(f"malloc: {'freed memory kept (lib.models.keep_freed_memory)' if kept else 'glibc defaults'}")
+    freed_kept = models.keep_freed_memory()  # for both paths: the setting is the process's, as in a CPU stage
+    print(f"malloc: {'freed memory kept (lib.models.keep_freed_memory)' if freed_kept else 'glibc defaults'}")
     with tempfile.TemporaryDirectory() as tmp:
         params = glue_params(model, args.mirror, args, Path(tmp))
         n_all, n = n_parameters(model, params)
